@@ -1,0 +1,219 @@
+"""Command-line entry points: ``merclip`` (config, prepare, train, eval, export, bench, report) and
+``merclip-live`` (the monitor). Heavy imports happen inside the commands, so ``--help`` is instant and
+the live path never imports torch unless it has to export a bundle first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from merclip import __version__
+from merclip.config import Config, load_config, override, to_toml
+from merclip.errors import MerClipError
+
+log = logging.getLogger("merclip")
+
+LIVE_EPILOG = """\
+examples:
+  merclip-live --source sample --model tiny     built-in clip, a random tiny model, no camera needed
+  merclip-live --camera 0                       webcam + default microphone, configured model
+  merclip-live --camera 0 --log sessions/       ... and a CSV row per window
+  merclip-live --source talk.mp4 --fast --no-ui --log out.csv
+keys: q or Ctrl-C ends the session and prints a summary.
+"""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="config file (default: ./config.toml if present, "
+                        "else the packaged defaults)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+
+
+def _model_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", metavar="ARCH", help="open_clip architecture (ViT-B-32, ...) or 'tiny'")
+    parser.add_argument("--weights", metavar="W", help="pretrained tag (openai), local weights file, or 'random'")
+    parser.add_argument("--variant", choices=("full", "no_cmd", "no_le", "concat_fc"),
+                        help="model variant: the paper's model or an ablation (Table 4, concat+FC baseline)")
+    parser.add_argument("--modalities", metavar="ORDER", help="modalities and fusion order, e.g. LVA, VL, A")
+
+
+def _model_overrides(args) -> dict:
+    return {"arch": args.model, "weights": args.weights, "variant": getattr(args, "variant", None),
+            "modalities": getattr(args, "modalities", None)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="merclip", description="MER-CLIP Live: train, evaluate, export and "
+                                     "benchmark multimodal emotion models. The live monitor is `merclip-live`.")
+    parser.add_argument("--version", action="version", version=f"merclip {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("config", help="check the configuration and print the effective values")
+    _common(p)
+
+    p = sub.add_parser("prepare", help="decode a dataset once into a compact training cache")
+    _common(p)
+    p.add_argument("--dataset", choices=("synthetic", "manifest", "mosi", "mosei", "meld"), help="dataset kind")
+    p.add_argument("--data-root", metavar="DIR", help="dataset folder (manifest: the manifest file)")
+    p.add_argument("--cache-dir", metavar="DIR", help="where the cache goes (default: DATA_ROOT/.merclip-cache)")
+    p.add_argument("--synthetic", metavar="N", type=int, help="generate N synthetic clips into --cache-dir")
+    p.add_argument("--frames", type=int, help="frames sampled per clip (default: train.frames)")
+
+    p = sub.add_parser("train", help="train MER-CLIP (or an ablation) on a dataset")
+    _common(p)
+    _model_flags(p)
+    p.add_argument("--dataset", choices=("synthetic", "manifest", "mosi", "mosei", "meld"), help="dataset kind")
+    p.add_argument("--data-root", metavar="DIR", help="dataset folder")
+    p.add_argument("--task", choices=("both", "emotion", "sentiment"), help="which heads train")
+    p.add_argument("--epochs", type=int, help="training epochs (paper: 20)")
+    p.add_argument("--batch-size", type=int, help="batch size (paper: 16)")
+    p.add_argument("--lr", type=float, help="AdamW learning rate (paper: 8e-6)")
+    p.add_argument("--frames", type=int, help="frames per clip (paper: 12)")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--out", metavar="DIR", help="output folder for checkpoints and metrics")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--emotion-labels", metavar="TEXT", nargs="+", help="emotion label texts (override config)")
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint; prints the paper-layout tables")
+    _common(p)
+    p.add_argument("--checkpoint", metavar="FILE", required=True, help="a .safetensors checkpoint")
+    p.add_argument("--dataset", choices=("synthetic", "manifest", "mosi", "mosei", "meld"), help="dataset kind")
+    p.add_argument("--data-root", metavar="DIR", help="dataset folder")
+    p.add_argument("--split", default="test", choices=("train", "valid", "test"), help="split (default: test)")
+    p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
+
+    p = sub.add_parser("export", help="export a model to an ONNX bundle for merclip-live")
+    _common(p)
+    _model_flags(p)
+    p.add_argument("--onnx", action="store_true", help="export ONNX graphs (the only format, kept for clarity)")
+    p.add_argument("--out", metavar="DIR", help="bundle folder (default: export.out)")
+    p.add_argument("--checkpoint", metavar="FILE", help="trained checkpoint (mode 'trained')")
+    p.add_argument("--zero-shot", action="store_true", help="pretrained CLIP alone, scored against label prompts")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="weights precision (default fp32)")
+
+    p = sub.add_parser("bench", help="measure per-stage latency, real-time factor, torch vs ONNX ratios")
+    _common(p)
+    p.add_argument("--model", metavar="ARCH", default="tiny", help="architecture with random weights (default tiny)")
+    p.add_argument("--asr-model", metavar="DIR", help="local CTranslate2 Whisper folder (default: build a tiny one)")
+    p.add_argument("--frames", type=int, help="frames per window (default: capture.frames_per_window)")
+    p.add_argument("--windows", type=int, default=5, help="windows timed per measurement (default 5)")
+    p.add_argument("--streams", type=int, default=4, help="streams batched together for the throughput line")
+    p.add_argument("--providers", choices=("auto", "tensorrt", "cuda", "cpu"), help="ONNX Runtime providers")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+
+    p = sub.add_parser("report", help="plot a logged session (PNG) and summarise it")
+    _common(p)
+    p.add_argument("session", metavar="SESSION.csv", help="a CSV written by merclip-live --log")
+    p.add_argument("--out", metavar="PNG", help="image path (default: next to the CSV)")
+    return parser
+
+
+def build_live_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="merclip-live", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=LIVE_EPILOG,
+        description="Live multimodal emotion monitor: every 2 s, what the person in front of the camera seems "
+        "to feel (face, voice, words) and whether what they say is positive or negative.")
+    parser.add_argument("--version", action="version", version=f"merclip-live {__version__}")
+    _common(parser)
+    parser.add_argument("--source", metavar="SRC", help="camera | sample | synthetic | path to a video file")
+    parser.add_argument("--camera", metavar="N", help="camera index or device path (implies --source camera)")
+    parser.add_argument("--mic", metavar="DEV", help="microphone name or index (default: system default)")
+    parser.add_argument("--bundle", metavar="DIR", help="run this exported bundle")
+    parser.add_argument("--model", metavar="ARCH", help="export this architecture to the cache once and run it "
+                        "('tiny' works offline)")
+    parser.add_argument("--weights", metavar="W", help="with --model: pretrained tag, local file, or 'random'")
+    parser.add_argument("--frames", type=int, help="frames per window (default 4)")
+    parser.add_argument("--asr-model", metavar="M", help="Whisper size name or local CTranslate2 folder")
+    parser.add_argument("--no-asr", action="store_true", help="do not transcribe (no language modality)")
+    parser.add_argument("--providers", choices=("auto", "tensorrt", "cuda", "cpu"), help="ONNX Runtime providers")
+    parser.add_argument("--no-ui", action="store_true", help="print one JSON object per reading instead of the UI")
+    parser.add_argument("--log", metavar="PATH", help="CSV session log: a folder (new file per session) or a file")
+    parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of stream time")
+    parser.add_argument("--fast", action="store_true", help="file sources: as fast as possible, not real time")
+    parser.add_argument("--allow-missing", action="store_true", help="go on without a camera or microphone "
+                        "that cannot be opened")
+    return parser
+
+
+def _load(args) -> Config:
+    return load_config(getattr(args, "config", None))
+
+
+def cmd_config(args) -> int:
+    print(to_toml(_load(args)), end="")
+    return 0
+
+
+def _not_built(name: str) -> Callable:
+    def run(args) -> int:
+        raise MerClipError(f"`merclip {name}` is not built yet in this version")
+
+    return run
+
+
+def _dispatch(name: str) -> Callable:
+    """Commands live next to the code they drive; imported only when used."""
+    from importlib import import_module
+
+    table = {
+        "config": lambda: cmd_config,
+        "prepare": lambda: import_module("merclip.train.cli").cmd_prepare,
+        "train": lambda: import_module("merclip.train.cli").cmd_train,
+        "eval": lambda: import_module("merclip.train.cli").cmd_eval,
+        "export": lambda: import_module("merclip.export.cli").cmd_export,
+        "bench": lambda: import_module("merclip.stream.bench").cmd_bench,
+        "report": lambda: import_module("merclip.stream.report").cmd_report,
+    }
+    try:
+        return table[name]()
+    except ModuleNotFoundError as err:
+        if err.name and err.name.startswith("merclip"):
+            return _not_built(name)
+        raise MerClipError(f"`merclip {name}` needs {err.name}: pip install 'merclip-live[train]'") from None
+
+
+def _run(fn: Callable[[], int]) -> int:
+    try:
+        return fn()
+    except MerClipError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    _setup_logging(getattr(args, "verbose", False))
+    return _run(lambda: _dispatch(args.command)(args))
+
+
+def live_main(argv: Sequence[str] | None = None) -> int:
+    args = build_live_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+
+    def run() -> int:
+        from merclip.stream.cli import cmd_live
+
+        return cmd_live(args, _load(args))
+
+    return _run(run)
+
+
+__all__ = ["main", "live_main", "build_parser", "build_live_parser", "override"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

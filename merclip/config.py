@@ -1,0 +1,271 @@
+"""config.toml -> typed, validated dataclasses.
+
+The dataclass defaults *are* the packaged defaults; the repository's ``config.toml`` documents every key
+with the same values (a test keeps the two equal). Unknown keys, wrong types and bad values are refused
+with one line naming the key and what is expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from merclip.errors import MerClipError
+
+MOSEI_EMOTIONS = ("happy", "sad", "angry", "surprise", "disgust", "fear")
+SENTIMENTS = ("positive", "negative")
+
+
+def _check(choices: tuple | None = None, lo: float | None = None, hi: float | None = None) -> dict:
+    return {"choices": choices, "lo": lo, "hi": hi}
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    arch: str = "ViT-B-32"
+    weights: str = "openai"
+    variant: str = field(default="full", metadata=_check(("full", "no_cmd", "no_le", "concat_fc")))
+    modalities: str = "LVA"
+    attend: str = field(default="tokens", metadata=_check(("tokens", "pooled")))
+    decoder_heads: int = field(default=8, metadata=_check(lo=1))
+    text_context_length: int = field(default=77, metadata=_check(lo=8, hi=77))
+    emotion_mode: str = field(default="multi_label", metadata=_check(("multi_label", "single_label")))
+
+
+@dataclass(frozen=True)
+class LabelsSection:
+    emotion: tuple[str, ...] = MOSEI_EMOTIONS
+    sentiment: tuple[str, ...] = SENTIMENTS
+    emotion_query: str = "Emotion"
+    sentiment_query: str = "Sentiment"
+    prompt_context: int = field(default=8, metadata=_check(lo=0, hi=32))
+    emotion_threshold: float = field(default=0.6, metadata=_check(lo=0.0, hi=1.0))
+
+
+@dataclass(frozen=True)
+class CaptureSection:
+    source: str = "camera"
+    camera: str = "0"
+    width: int = field(default=640, metadata=_check(lo=16))
+    height: int = field(default=480, metadata=_check(lo=16))
+    fps: float = field(default=15.0, metadata=_check(lo=1.0, hi=120.0))
+    microphone: str = ""
+    window_s: float = field(default=2.0, metadata=_check(lo=0.5, hi=30.0))
+    hop_s: float = field(default=2.0, metadata=_check(lo=0.25, hi=30.0))
+    frames_per_window: int = field(default=4, metadata=_check(lo=1, hi=32))
+    allow_missing: bool = False
+
+
+@dataclass(frozen=True)
+class AsrSection:
+    enabled: bool = True
+    model: str = "tiny"
+    device: str = field(default="auto", metadata=_check(("auto", "cpu", "cuda")))
+    compute_type: str = "int8"
+    language: str = "en"
+    vad: bool = True
+    beam_size: int = field(default=1, metadata=_check(lo=1, hi=10))
+    context_words: int = field(default=8, metadata=_check(lo=0, hi=64))
+
+
+@dataclass(frozen=True)
+class RuntimeSection:
+    bundle: str = ""
+    providers: str = field(default="auto", metadata=_check(("auto", "tensorrt", "cuda", "cpu")))
+    threads: int = field(default=0, metadata=_check(lo=0, hi=256))
+    cache_dir: str = "~/.cache/merclip"
+    queue_windows: int = field(default=2, metadata=_check(lo=1, hi=64))
+
+
+@dataclass(frozen=True)
+class UiSection:
+    enabled: bool = True
+    smoothing: float = field(default=0.5, metadata=_check(lo=0.0, hi=0.99))
+    refresh_hz: float = field(default=4.0, metadata=_check(lo=0.5, hi=30.0))
+
+
+@dataclass(frozen=True)
+class LogSection:
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    dataset: str = field(default="synthetic", metadata=_check(("synthetic", "manifest", "mosi", "mosei", "meld")))
+    data_root: str = ""
+    cache_dir: str = ""
+    task: str = field(default="both", metadata=_check(("both", "emotion", "sentiment")))
+    epochs: int = field(default=20, metadata=_check(lo=1))
+    batch_size: int = field(default=16, metadata=_check(lo=1))
+    lr: float = field(default=8e-6, metadata=_check(lo=0.0))
+    weight_decay: float = field(default=1e-3, metadata=_check(lo=0.0))
+    frames: int = field(default=12, metadata=_check(lo=1, hi=64))
+    grad_clip: float = field(default=1.0, metadata=_check(lo=0.0))
+    amp: bool = True
+    seed: int = 0
+    out: str = "runs/merclip"
+    num_workers: int = field(default=0, metadata=_check(lo=0))
+
+
+@dataclass(frozen=True)
+class ExportSection:
+    out: str = "bundle"
+    precision: str = field(default="fp32", metadata=_check(("fp32", "fp16", "int8")))
+    opset: int = field(default=17, metadata=_check(lo=14, hi=21))
+    emotion_template: str = "a photo of a person feeling {label}."
+    sentiment_template: str = "a {label} statement."
+    parity_samples: int = field(default=32, metadata=_check(lo=1))
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelSection = ModelSection()
+    labels: LabelsSection = LabelsSection()
+    capture: CaptureSection = CaptureSection()
+    asr: AsrSection = AsrSection()
+    runtime: RuntimeSection = RuntimeSection()
+    ui: UiSection = UiSection()
+    log: LogSection = LogSection()
+    train: TrainSection = TrainSection()
+    export: ExportSection = ExportSection()
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is tuple:
+        return "a list of strings"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(tp, str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the field type ``tp``; return it in the dataclass's form."""
+    bad = MerClipError(f"config: {key} must be {_type_name(tp)}, got {value!r}")
+    if typing.get_origin(tp) is tuple:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise bad
+        if not value:
+            raise MerClipError(f"config: {key} must not be empty")
+        return tuple(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad
+        return float(value)
+    if tp is str:
+        # a camera index or microphone index may be written as a number in TOML
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise TypeError(f"unsupported config type {tp}")  # a bug in this module, not the user's
+
+
+def _build_section(cls: type, name: str, table: dict[str, Any]) -> Any:
+    if not isinstance(table, dict):
+        raise MerClipError(f"config: [{name}] must be a table")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    values = {}
+    for key, raw in table.items():
+        if key not in known:
+            raise MerClipError(f"config: unknown key {name}.{key} (known: {', '.join(known)})")
+        value = _coerce(f"{name}.{key}", raw, hints[key])
+        meta = known[key].metadata
+        if meta.get("choices") and value not in meta["choices"]:
+            raise MerClipError(f"config: {name}.{key} must be one of {', '.join(meta['choices'])}, got {value!r}")
+        if meta.get("lo") is not None and value < meta["lo"]:
+            raise MerClipError(f"config: {name}.{key} must be >= {meta['lo']}, got {value!r}")
+        if meta.get("hi") is not None and value > meta["hi"]:
+            raise MerClipError(f"config: {name}.{key} must be <= {meta['hi']}, got {value!r}")
+        values[key] = value
+    return cls(**values)
+
+
+def _validate(cfg: Config) -> None:
+    mods = cfg.model.modalities
+    if not mods or set(mods) - set("LVA") or len(set(mods)) != len(mods):
+        raise MerClipError(f"config: model.modalities must be an order of distinct letters from L, V, A, got {mods!r}")
+    if cfg.capture.hop_s > cfg.capture.window_s:
+        raise MerClipError("config: capture.hop_s must be <= capture.window_s (windows may overlap, not leave gaps)")
+    for name, labels in (("labels.emotion", cfg.labels.emotion), ("labels.sentiment", cfg.labels.sentiment)):
+        if len(set(labels)) != len(labels) or any(not s.strip() for s in labels):
+            raise MerClipError(f"config: {name} must hold distinct, non-empty labels")
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    sections = {f.name: f.type for f in fields(Config)}
+    hints = typing.get_type_hints(Config)
+    built = {}
+    for name, table in data.items():
+        if name not in sections:
+            raise MerClipError(f"config: unknown section [{name}] (known: {', '.join(sections)})")
+        built[name] = _build_section(hints[name], name, table)
+    cfg = Config(**built)
+    _validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read ``path``; with None, ``./config.toml`` if present, else the packaged defaults."""
+    if path is None:
+        path = Path("config.toml")
+        if not path.is_file():
+            return Config()
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MerClipError(f"config: file not found: {path}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise MerClipError(f"config: {path} is not valid TOML: {err}") from None
+    return from_dict(data)
+
+
+def override(cfg: Config, **sections: dict[str, Any]) -> Config:
+    """Apply CLI flags, e.g. ``override(cfg, model={"arch": "tiny"})``; None values are ignored."""
+    changes = {}
+    for name, values in sections.items():
+        values = {k: v for k, v in values.items() if v is not None}
+        if not values:
+            continue
+        current = dataclasses.asdict(getattr(cfg, name))
+        current.update(values)
+        changes[name] = _build_section(type(getattr(cfg, name)), name, current)
+    new = dataclasses.replace(cfg, **changes)
+    _validate(new)
+    return new
+
+
+def to_toml(cfg: Config) -> str:
+    """Render the effective configuration as TOML (for ``merclip config``)."""
+    lines = []
+    for section in fields(cfg):
+        lines.append(f"[{section.name}]")
+        for key, value in dataclasses.asdict(getattr(cfg, section.name)).items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+__all__ = ["Config", "MOSEI_EMOTIONS", "SENTIMENTS", "load_config", "override", "to_toml", "from_dict"]

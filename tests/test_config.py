@@ -1,0 +1,55 @@
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from merclip.config import Config, from_dict, load_config, override
+from merclip.errors import MerClipError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_repository_config_documents_exactly_the_defaults():
+    assert load_config(ROOT / "config.toml") == Config()
+    data = tomllib.loads((ROOT / "config.toml").read_text())
+    for section, table in data.items():
+        assert set(table) == set(getattr(Config(), section).__dataclass_fields__), section
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"model": {"archh": "x"}}, "unknown key model.archh"),
+        ({"modell": {}}, r"unknown section \[modell\]"),
+        ({"train": {"epochs": "ten"}}, "train.epochs must be an integer"),
+        ({"train": {"epochs": 0}}, "train.epochs must be >= 1"),
+        ({"model": {"variant": "best"}}, "model.variant must be one of"),
+        ({"labels": {"emotion": "happy"}}, "labels.emotion must be a list of strings"),
+        ({"model": {"modalities": "LVX"}}, "model.modalities"),
+        ({"capture": {"hop_s": 3.0}}, "hop_s must be <= capture.window_s"),
+        ({"ui": {"enabled": 1}}, "ui.enabled must be true or false"),
+    ],
+)
+def test_bad_config_is_refused_with_the_key(data, message):
+    with pytest.raises(MerClipError, match=message):
+        from_dict(data)
+
+
+def test_cli_flags_override_config():
+    cfg = override(Config(), model={"arch": "tiny", "weights": None}, capture={"frames_per_window": 8})
+    assert cfg.model.arch == "tiny" and cfg.model.weights == "openai" and cfg.capture.frames_per_window == 8
+    with pytest.raises(MerClipError, match="capture.frames_per_window must be >= 1"):
+        override(Config(), capture={"frames_per_window": 0})
+
+
+def test_merclip_config_command_exit_codes(tmp_path):
+    good = subprocess.run([sys.executable, "-m", "merclip.cli", "config"], capture_output=True, text=True, cwd=tmp_path)
+    assert good.returncode == 0 and 'arch = "ViT-B-32"' in good.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nlr = 'fast'\n")
+    out = subprocess.run([sys.executable, "-m", "merclip.cli", "config", "--config", str(bad)],
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.strip() == "error: config: train.lr must be a number, got 'fast'"
