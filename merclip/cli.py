@@ -27,27 +27,38 @@ keys: q or Ctrl-C ends the session and prints a summary.
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="config file (default: ./config.toml if present, "
-                        "else the packaged defaults)")
+    parser.add_argument(
+        "--config", metavar="FILE", help="config file (default: ./config.toml if present, else the packaged defaults)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
 
 
 def _model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="ARCH", help="open_clip architecture (ViT-B-32, ...) or 'tiny'")
     parser.add_argument("--weights", metavar="W", help="pretrained tag (openai), local weights file, or 'random'")
-    parser.add_argument("--variant", choices=("full", "no_cmd", "no_le", "concat_fc"),
-                        help="model variant: the paper's model or an ablation (Table 4, concat+FC baseline)")
+    parser.add_argument(
+        "--variant",
+        choices=("full", "no_cmd", "no_le", "concat_fc"),
+        help="model variant: the paper's model or an ablation (Table 4, concat+FC baseline)",
+    )
     parser.add_argument("--modalities", metavar="ORDER", help="modalities and fusion order, e.g. LVA, VL, A")
 
 
 def _model_overrides(args) -> dict:
-    return {"arch": args.model, "weights": args.weights, "variant": getattr(args, "variant", None),
-            "modalities": getattr(args, "modalities", None)}
+    return {
+        "arch": args.model,
+        "weights": args.weights,
+        "variant": getattr(args, "variant", None),
+        "modalities": getattr(args, "modalities", None),
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="merclip", description="MER-CLIP Live: train, evaluate, export and "
-                                     "benchmark multimodal emotion models. The live monitor is `merclip-live`.")
+    parser = argparse.ArgumentParser(
+        prog="merclip",
+        description="MER-CLIP Live: train, evaluate, export and "
+        "benchmark multimodal emotion models. The live monitor is `merclip-live`.",
+    )
     parser.add_argument("--version", action="version", version=f"merclip {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -113,17 +124,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_live_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="merclip-live", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=LIVE_EPILOG,
+        prog="merclip-live",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=LIVE_EPILOG,
         description="Live multimodal emotion monitor: every 2 s, what the person in front of the camera seems "
-        "to feel (face, voice, words) and whether what they say is positive or negative.")
+        "to feel (face, voice, words) and whether what they say is positive or negative.",
+    )
     parser.add_argument("--version", action="version", version=f"merclip-live {__version__}")
     _common(parser)
     parser.add_argument("--source", metavar="SRC", help="camera | sample | synthetic | path to a video file")
     parser.add_argument("--camera", metavar="N", help="camera index or device path (implies --source camera)")
     parser.add_argument("--mic", metavar="DEV", help="microphone name or index (default: system default)")
     parser.add_argument("--bundle", metavar="DIR", help="run this exported bundle")
-    parser.add_argument("--model", metavar="ARCH", help="export this architecture to the cache once and run it "
-                        "('tiny' works offline)")
+    parser.add_argument(
+        "--model", metavar="ARCH", help="export this architecture to the cache once and run it ('tiny' works offline)"
+    )
     parser.add_argument("--weights", metavar="W", help="with --model: pretrained tag, local file, or 'random'")
     parser.add_argument("--frames", type=int, help="frames per window (default 4)")
     parser.add_argument("--asr-model", metavar="M", help="Whisper size name or local CTranslate2 folder")
@@ -133,8 +148,9 @@ def build_live_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log", metavar="PATH", help="CSV session log: a folder (new file per session) or a file")
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of stream time")
     parser.add_argument("--fast", action="store_true", help="file sources: as fast as possible, not real time")
-    parser.add_argument("--allow-missing", action="store_true", help="go on without a camera or microphone "
-                        "that cannot be opened")
+    parser.add_argument(
+        "--allow-missing", action="store_true", help="go on without a camera or microphone that cannot be opened"
+    )
     return parser
 
 
@@ -187,7 +203,9 @@ def _run(fn: Callable[[], int]) -> int:
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -269,3 +269,23 @@ def _toml_value(value: Any) -> str:
 
 
 __all__ = ["Config", "MOSEI_EMOTIONS", "SENTIMENTS", "load_config", "override", "to_toml", "from_dict"]
+
+
+def model_config(cfg: Config, emotion_labels=None):
+    """The MER-CLIP network config described by ``cfg`` (imports torch: training and export only)."""
+    from merclip.model.merclip import MerClipConfig
+
+    return MerClipConfig(
+        arch=cfg.model.arch,
+        variant=cfg.model.variant,
+        modalities=cfg.model.modalities,
+        attend=cfg.model.attend,
+        decoder_heads=cfg.model.decoder_heads,
+        prompt_context=cfg.labels.prompt_context,
+        text_context_length=cfg.model.text_context_length,
+        emotion_mode=cfg.model.emotion_mode,
+        emotion_labels=tuple(emotion_labels or cfg.labels.emotion),
+        sentiment_labels=cfg.labels.sentiment,
+        emotion_query=cfg.labels.emotion_query,
+        sentiment_query=cfg.labels.sentiment_query,
+    )

@@ -56,7 +56,9 @@ def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
     """Triangular, area-normalised (Slaney) mel filters, shape (n_mels, n_fft // 2 + 1)."""
     fft_hz = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(np.array([0.0]))[0], _hz_to_mel(np.array([sample_rate / 2.0]))[0], n_mels + 2))
+    edges = _mel_to_hz(
+        np.linspace(_hz_to_mel(np.array([0.0]))[0], _hz_to_mel(np.array([sample_rate / 2.0]))[0], n_mels + 2)
+    )
     widths = np.diff(edges)
     rising = (fft_hz[None, :] - edges[:-2, None]) / widths[:-1, None]
     falling = (edges[2:, None] - fft_hz[None, :]) / widths[1:, None]

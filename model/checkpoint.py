@@ -60,7 +60,11 @@ def load_checkpoint(path: str | Path, expect: MerClipConfig | None = None) -> tu
     unexpected = sorted(set(state) - set(own))
     bad_shape = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
     if missing or unexpected or bad_shape:
-        what = (missing and f"missing {missing[:3]}") or (unexpected and f"unexpected {unexpected[:3]}") or f"shape of {bad_shape[:3]}"
+        what = (
+            (missing and f"missing {missing[:3]}")
+            or (unexpected and f"unexpected {unexpected[:3]}")
+            or f"shape of {bad_shape[:3]}"
+        )
         raise MerClipError(f"checkpoint {path} does not fit its own config ({what})")
     with torch.no_grad():
         model.load_state_dict(state, strict=True)

@@ -15,23 +15,50 @@ import torch
 from torch import nn
 
 
+class Attention(nn.Module):
+    """Multi-head attention written out so that ONNX export keeps batch and sequence lengths dynamic
+    (nn.MultiheadAttention's traced graph bakes the key length in)."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"decoder width {width} is not divisible by {heads} heads")
+        self.heads = heads
+        self.scale = (width // heads) ** -0.5
+        self.q_proj = nn.Linear(width, width)
+        self.k_proj = nn.Linear(width, width)
+        self.v_proj = nn.Linear(width, width)
+        self.out_proj = nn.Linear(width, width)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], x.shape[1], self.heads, -1).transpose(1, 2)
+
+    def forward(self, query: torch.Tensor, memory: torch.Tensor, pad_mask: torch.Tensor | None = None):
+        q, k, v = self._split(self.q_proj(query)), self._split(self.k_proj(memory)), self._split(self.v_proj(memory))
+        scores = (q @ k.transpose(-1, -2)) * self.scale
+        if pad_mask is not None:  # True = ignore this key
+            scores = scores.masked_fill(pad_mask[:, None, None, :], float("-inf"))
+        out = (scores.softmax(dim=-1) @ v).transpose(1, 2)
+        return self.out_proj(out.reshape(out.shape[0], out.shape[1], -1))
+
+
 class CrossModalLayer(nn.Module):
     def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0):
         super().__init__()
         self.ln_self = nn.LayerNorm(width)
-        self.self_attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.self_attn = Attention(width, heads)
         self.ln_query = nn.LayerNorm(width)
         self.ln_memory = nn.LayerNorm(width)
-        self.cross_attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.cross_attn = Attention(width, heads)
         self.ln_mlp = nn.LayerNorm(width)
         hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
 
     def forward(self, z: torch.Tensor, memory: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
         q = self.ln_self(z)
-        z = z + self.self_attn(q, q, q, need_weights=False)[0]
+        z = z + self.self_attn(q, q)
         m = self.ln_memory(memory)
-        z = z + self.cross_attn(self.ln_query(z), m, m, key_padding_mask=pad_mask, need_weights=False)[0]
+        z = z + self.cross_attn(self.ln_query(z), m, pad_mask)
         return z + self.mlp(self.ln_mlp(z))
 
 

@@ -38,8 +38,9 @@ class TextEncoder(nn.Module):
         self.ln_final = clip.ln_final
         self.text_projection = clip.text_projection
         mask = clip.attn_mask
-        self.register_buffer("attn_mask", None if mask is None else mask[:context_length, :context_length].clone(),
-                             persistent=False)
+        self.register_buffer(
+            "attn_mask", None if mask is None else mask[:context_length, :context_length].clone(), persistent=False
+        )
 
     @property
     def width(self) -> int:

@@ -64,8 +64,11 @@ def create_clip(arch: str, weights: str = "random"):
     size = size[0] if isinstance(size, tuple | list) else size
     info = ClipArch(
         name=arch,
-        embed_dim=int(model.text_projection.shape[-1] if not hasattr(model.text_projection, "out_features")
-                      else model.text_projection.out_features),
+        embed_dim=int(
+            model.text_projection.shape[-1]
+            if not hasattr(model.text_projection, "out_features")
+            else model.text_projection.out_features
+        ),
         image_size=int(size),
         image_mean=tuple(pre.get("mean", open_clip.OPENAI_DATASET_MEAN)),
         image_std=tuple(pre.get("std", open_clip.OPENAI_DATASET_STD)),

@@ -16,13 +16,7 @@ import torch
 from torch import nn
 
 from .encoders import TextEncoder
-
-PLACEHOLDER = "X"
-
-
-def prompt_text(label: str, n_ctx: int) -> str:
-    words = [PLACEHOLDER] * n_ctx + ([label.strip()] if label.strip() else [])
-    return " ".join(words) + "."
+from .tokenizer import prompt_text
 
 
 @dataclass(frozen=True)

@@ -186,8 +186,12 @@ class MerClip(nn.Module):
         }
         variant = self.cfg.variant
         if variant in ("no_cmd", "concat_fc"):
-            parts = [pooled[m] * present[m][:, None].to(pooled[m].dtype) if m in self.cfg.modalities
-                     else torch.zeros_like(pooled[m]) for m in MODALITIES]
+            parts = [
+                pooled[m] * present[m][:, None].to(pooled[m].dtype)
+                if m in self.cfg.modalities
+                else torch.zeros_like(pooled[m])
+                for m in MODALITIES
+            ]
             joint = torch.cat(parts, dim=-1)
             emo, sent = self.emotion_fc(joint), self.sentiment_fc(joint)
         else:
@@ -207,11 +211,9 @@ class MerClip(nn.Module):
         emo_sim = F.normalize(emo, dim=-1) @ emotion_labels.T
         sent_sim = F.normalize(sent, dim=-1) @ sentiment_labels.T
         if self.cfg.emotion_mode == "multi_label":
-            # standardise over the label set (supp. Alg. 1); one label has no spread to standardise.
-            if emo_sim.shape[1] > 1:
-                emo_sim = (emo_sim - emo_sim.mean(dim=1, keepdim=True)) / (emo_sim.std(dim=1, keepdim=True) + 1e-6)
-            else:
-                emo_sim = emo_sim * 0
+            # standardise over the label set (supp. Alg. 1); population std, so one label gives 0, not NaN.
+            spread = emo_sim.std(dim=1, keepdim=True, correction=0)
+            emo_sim = (emo_sim - emo_sim.mean(dim=1, keepdim=True)) / (spread + 1e-6)
         emotion_logits = emo_sim * self.emotion_log_scale.exp()
         return emotion_logits, sent_sim * self.sentiment_log_scale.exp()
 
@@ -239,7 +241,9 @@ class MerClip(nn.Module):
             vision = self.encode_frames(frames.flatten(0, 1)).reshape(batch, frames.shape[1], dim)
         else:
             vision = torch.zeros(batch, 1, dim, device=device)
-        audio_feats = self.encode_audio(audio) if audio is not None and "A" in use else torch.zeros(batch, 1, dim, device=device)
+        audio_feats = (
+            self.encode_audio(audio) if audio is not None and "A" in use else torch.zeros(batch, 1, dim, device=device)
+        )
         if text is not None and "L" in use:
             tokens, valid, pooled = self.encode_text(text)
         else:
@@ -258,7 +262,11 @@ class MerClip(nn.Module):
             return None, None, None
         if prompts is None:
             raise MerClipError("this variant needs label prompts (LabelPrompts.build)")
-        return self.embed_labels(prompts.queries), self.embed_labels(prompts.emotion), self.embed_labels(prompts.sentiment)
+        return (
+            self.embed_labels(prompts.queries),
+            self.embed_labels(prompts.emotion),
+            self.embed_labels(prompts.sentiment),
+        )
 
     def forward(
         self,

@@ -20,6 +20,15 @@ EOT = "<end_of_text>"
 _SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
 
+PLACEHOLDER = "X"  # one token per word; its embedding is replaced by a learnable context vector
+
+
+def prompt_text(label: str, n_ctx: int) -> str:
+    """The label encoder's prompt ``"{ctx} {label}."`` with ``n_ctx`` placeholder words (paper §3.3)."""
+    words = [PLACEHOLDER] * n_ctx + ([label.strip()] if label.strip() else [])
+    return " ".join(words) + "."
+
+
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable-character map, which CLIP's vocabulary is written in."""
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))

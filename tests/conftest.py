@@ -15,7 +15,6 @@ def tokenizer():
 @pytest.fixture(scope="session")
 def tiny_model():
     import torch
-
     from merclip.model import MerClipConfig, build_model
 
     torch.manual_seed(0)

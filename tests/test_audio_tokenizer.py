@@ -3,7 +3,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from merclip.model.audio import LogMelImage, MelConfig, mel_filterbank
 
 MEDIA = Path(__file__).parent / "data"
@@ -24,8 +23,17 @@ def test_log_mel_matches_librosa_within_0_05_db():
     wave = _speech()
     ours = LogMelImage().log_mel(torch.from_numpy(wave)[None]).numpy()[0]
     power = librosa.feature.melspectrogram(
-        y=wave, sr=16000, n_fft=1024, hop_length=512, window="hann", center=True, pad_mode="constant",
-        power=2.0, n_mels=224, htk=False, norm="slaney",
+        y=wave,
+        sr=16000,
+        n_fft=1024,
+        hop_length=512,
+        window="hann",
+        center=True,
+        pad_mode="constant",
+        power=2.0,
+        n_mels=224,
+        htk=False,
+        norm="slaney",
     )
     ref = librosa.power_to_db(power, ref=1.0, amin=1e-10, top_db=None)
     assert ours.shape == ref.shape == (224, 63)

@@ -49,7 +49,8 @@ def test_merclip_config_command_exit_codes(tmp_path):
     assert good.returncode == 0 and 'arch = "ViT-B-32"' in good.stdout
     bad = tmp_path / "bad.toml"
     bad.write_text("[train]\nlr = 'fast'\n")
-    out = subprocess.run([sys.executable, "-m", "merclip.cli", "config", "--config", str(bad)],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "merclip.cli", "config", "--config", str(bad)], capture_output=True, text=True
+    )
     assert out.returncode == 2
     assert out.stderr.strip() == "error: config: train.lr must be a number, got 'fast'"

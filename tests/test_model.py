@@ -3,9 +3,9 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from merclip.model import MerClipConfig, build_model, build_prompts, load_checkpoint, save_checkpoint
 
 from merclip.errors import MerClipError
-from merclip.model import MerClipConfig, build_model, build_prompts, load_checkpoint, save_checkpoint
 
 
 def _inputs(tokenizer, batch=2, frames=2, seconds=2.0):
@@ -72,7 +72,9 @@ def test_labels_are_text_width_follows_labels(tiny_model, tokenizer):
         "A feeling of deep sorrow resulting from loss.",
         "An intense sensation of dread.",
     ]
-    prompts = build_prompts(tiny_model.cfg, tokenizer, emotion_labels=sentences, sentiment_labels=["good", "bad", "meh"])
+    prompts = build_prompts(
+        tiny_model.cfg, tokenizer, emotion_labels=sentences, sentiment_labels=["good", "bad", "meh"]
+    )
     with torch.no_grad():
         out = tiny_model(**_inputs(tokenizer), prompts=prompts)
     assert out.emotion_probs.shape == (2, 3) and out.sentiment_probs.shape == (2, 3)
@@ -128,7 +130,6 @@ def test_checkpoint_mismatch_is_refused(tiny_model, tmp_path):
 
 def test_unknown_architecture_and_offline_tag_fail_in_one_line(monkeypatch):
     import open_clip
-
     from merclip.model import create_clip
 
     with pytest.raises(MerClipError, match="unknown architecture"):
@@ -143,9 +144,8 @@ def test_unknown_architecture_and_offline_tag_fail_in_one_line(monkeypatch):
 
 
 def test_local_weights_file_loads(tmp_path):
-    from safetensors.torch import save_file
-
     from merclip.model import create_clip
+    from safetensors.torch import save_file
 
     clip, _ = create_clip("tiny", "random")
     path = tmp_path / "w.safetensors"

@@ -1,0 +1,73 @@
+"""`merclip export --onnx`: checkpoint or pretrained CLIP -> bundle, with a parity check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from merclip.config import Config, load_config, model_config, override
+from merclip.errors import MerClipError
+
+
+def export_from_config(
+    cfg: Config, out: Path, checkpoint: str | None = None, zero_shot: bool = False, console: Console | None = None
+) -> dict:
+    """Build or load the model ``cfg`` describes, export it to ``out``, check parity; return the manifest."""
+    import torch
+    from merclip.model import build_model, load_checkpoint
+
+    from .onnx_export import ExportOptions, export_bundle
+    from .parity import check_parity
+    from .runtime import Bundle
+
+    console = console or Console(stderr=True, soft_wrap=True)
+    torch.manual_seed(0)
+    if checkpoint:
+        model, _ = load_checkpoint(checkpoint)
+        mode, weights = "trained", f"checkpoint {Path(checkpoint).name}"
+    else:
+        weights = cfg.model.weights
+        model = build_model(model_config(cfg), weights=weights)
+        # Without a checkpoint the decoder is untrained: pretrained CLIP is only meaningful zero-shot.
+        mode = "zero-shot" if zero_shot or weights != "random" else "trained"
+    opts = ExportOptions(
+        out=out,
+        mode=mode,
+        weights=weights,
+        precision=cfg.export.precision,
+        opset=cfg.export.opset,
+        frames_per_window=cfg.capture.frames_per_window,
+        window_s=cfg.capture.window_s,
+        emotion_template=cfg.export.emotion_template,
+        sentiment_template=cfg.export.sentiment_template,
+        emotion_threshold=cfg.labels.emotion_threshold,
+        parity_samples=cfg.export.parity_samples,
+    )
+    manifest = export_bundle(model, opts)
+    bundle = Bundle.load(out, providers="cpu")
+    parity = check_parity(model, bundle, count=opts.parity_samples, frames=opts.frames_per_window)
+    console.print(parity.line(opts.precision))
+    if opts.precision == "fp32" and parity.max_abs_diff > 1e-4:
+        raise MerClipError(f"export parity failed: max |dp| {parity.max_abs_diff:.2e} > 1e-4 (bundle left in {out})")
+    sizes = ", ".join(
+        f"{e['path']} {(out / e['path']).stat().st_size / 1e6:.1f} MB" for e in manifest["parts"].values()
+    )
+    console.print(
+        f"bundle {out}: {manifest['arch']} {mode} {opts.precision}"
+        f"{' (random weights)' if manifest['random_weights'] else ''}; {sizes}"
+    )
+    return manifest
+
+
+def cmd_export(args) -> int:
+    cfg = load_config(args.config)
+    cfg = override(
+        cfg,
+        model={"arch": args.model, "weights": args.weights, "variant": args.variant, "modalities": args.modalities},
+        export={"out": args.out, "precision": args.precision},
+    )
+    if args.checkpoint and (args.model or args.weights or args.zero_shot):
+        raise MerClipError("--checkpoint carries its own model: do not combine it with --model/--weights/--zero-shot")
+    export_from_config(cfg, Path(cfg.export.out).expanduser(), args.checkpoint, args.zero_shot)
+    return 0

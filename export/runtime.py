@@ -1,0 +1,268 @@
+"""Run an exported bundle with onnxruntime: no torch, no open_clip.
+
+``Bundle.load(path, providers="auto")`` tries TensorRT -> CUDA -> CPU per part and says in one line which
+provider runs each part and why a better one was not used.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from merclip.model.preprocess import normalize_frames, resize_center_crop
+from merclip.model.tokenizer import ClipTokenizer, prompt_text
+
+from merclip.errors import MerClipError
+
+from .manifest import read_manifest
+
+log = logging.getLogger(__name__)
+
+_PROVIDERS = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+_ORDER = ("tensorrt", "cuda", "cpu")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    emotion: np.ndarray  # (B, K_e) probabilities
+    sentiment: np.ndarray  # (B, K_s) probabilities
+    present: np.ndarray  # (B, 3) modalities used, columns L, V, A
+
+
+def choose_providers(requested: str, precision: str, cache_dir: str | Path | None) -> tuple[list, str]:
+    """Return (onnxruntime providers list, a one-line reason for the choice)."""
+    if requested not in ("auto", *_ORDER):
+        raise MerClipError(f"providers must be auto, tensorrt, cuda or cpu, got {requested!r}")
+    available = set(ort.get_available_providers())
+    wanted = _ORDER if requested == "auto" else _ORDER[_ORDER.index(requested) :]
+    chosen, skipped = [], []
+    for name in wanted:
+        ep = _PROVIDERS[name]
+        if ep not in available:
+            skipped.append(f"{name}: not in this onnxruntime build")
+            continue
+        if name == "tensorrt":
+            cache = Path(cache_dir or "~/.cache/merclip").expanduser() / "tensorrt"
+            cache.mkdir(parents=True, exist_ok=True)
+            chosen.append(
+                (
+                    ep,
+                    {
+                        "trt_engine_cache_enable": True,
+                        "trt_engine_cache_path": str(cache),
+                        "trt_fp16_enable": precision == "fp16",
+                    },
+                )
+            )
+        else:
+            chosen.append(ep)
+    if requested != "auto" and _PROVIDERS[requested] not in available:
+        raise MerClipError(
+            f"provider {requested} is not available in this onnxruntime build "
+            f"(available: {', '.join(sorted(available))}); for GPUs install onnxruntime-gpu"
+        )
+    return chosen, "; ".join(skipped)
+
+
+class Bundle:
+    """An exported MER-CLIP bundle, ready to encode frames, audio and text and to fuse them."""
+
+    def __init__(self, folder: Path, manifest: dict, sessions: dict, tokenizer: ClipTokenizer, report: list[str]):
+        self.folder = folder
+        self.manifest = manifest
+        self.sessions = sessions
+        self.tokenizer = tokenizer
+        self.provider_report = report
+        pre = manifest["preprocess"]
+        self.image_size = int(pre["image_size"])
+        self.image_mean, self.image_std = pre["image_mean"], pre["image_std"]
+        self.window_samples = int(pre["window_samples"])
+        self.sample_rate = int(pre["sample_rate"])
+        self.frames_per_window = int(pre["frames_per_window"])
+        self.context_length = int(pre["context_length"])
+        self.embed_dim = int(manifest["embed_dim"])
+        emb = manifest["embeddings"]
+        labels = manifest["labels"]
+        self.emotion_labels: list[str] = list(labels["emotion"])
+        self.sentiment_labels: list[str] = list(labels["sentiment"])
+        self._queries = self._array(emb["queries"], 2)
+        self._emotion = self._array(emb["emotion"], len(self.emotion_labels))
+        self._sentiment = self._array(emb["sentiment"], len(self.sentiment_labels))
+        self._fuse_inputs = {i.name for i in sessions["fuse"].get_inputs()}
+
+    def _array(self, values, rows: int) -> np.ndarray:
+        if values is None:  # fixed-label variants: the fuse graph ignores label embeddings
+            return np.zeros((rows, self.embed_dim), np.float32)
+        return np.asarray(values, dtype=np.float32)
+
+    # ---- loading --------------------------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        folder: str | Path,
+        providers: str = "auto",
+        threads: int = 0,
+        cache_dir: str | Path | None = None,
+        verify: bool = True,
+    ) -> Bundle:
+        folder = Path(folder).expanduser()
+        manifest = read_manifest(folder, verify=verify)
+        chosen, skipped = choose_providers(providers, manifest["precision"], cache_dir)
+        opts = ort.SessionOptions()
+        on_cpu_only = all((p[0] if isinstance(p, tuple) else p) == "CPUExecutionProvider" for p in chosen)
+        # onnxruntime's CPU fusions crash (segfault, seen with 1.32) on fp16 graphs: basic level there.
+        level = "ORT_ENABLE_BASIC" if manifest["precision"] == "fp16" and on_cpu_only else "ORT_ENABLE_ALL"
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+        if threads:
+            opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        sessions, report = {}, []
+        for name, entry in manifest["parts"].items():
+            path = folder / entry["path"]
+            try:
+                sess = ort.InferenceSession(str(path), sess_options=opts, providers=chosen)
+            except Exception as err:
+                raise MerClipError(
+                    f"bundle file {path} cannot be loaded by onnxruntime: {str(err).splitlines()[0][:200]}"
+                ) from None
+            sessions[name] = sess
+            used = sess.get_providers()[0].replace("ExecutionProvider", "")
+            report.append(f"{name}: {used}" + (f" ({skipped})" if skipped and used == "CPU" else ""))
+        tokenizer = ClipTokenizer.from_file(
+            folder / manifest["tokenizer_file"]["path"], int(manifest["preprocess"]["context_length"])
+        )
+        bundle = cls(folder, manifest, sessions, tokenizer, report)
+        bundle._check_shapes()
+        return bundle
+
+    def _check_shapes(self) -> None:
+        def dims(part: str, index: int = 0, output: bool = False) -> list:
+            sess = self.sessions[part]
+            return (sess.get_outputs() if output else sess.get_inputs())[index].shape
+
+        checks = [
+            ("vision", dims("vision")[1:], [3, self.image_size, self.image_size], "images (3, S, S)"),
+            ("vision", dims("vision", output=True)[-1:], [self.embed_dim], "feature width"),
+            ("audio", dims("audio")[-1:], [self.window_samples], "window samples"),
+            ("text", dims("text")[-1:], [self.context_length], "context length"),
+        ]
+        for part, got, want, what in checks:
+            if list(got) != list(want):
+                path = self.folder / self.manifest["parts"][part]["path"]
+                raise MerClipError(f"bundle file {path} does not match the manifest: {what} {got} != {want}")
+
+    # ---- description ----------------------------------------------------------------------------------
+    @property
+    def mode(self) -> str:
+        return self.manifest["mode"]
+
+    @property
+    def random_weights(self) -> bool:
+        return bool(self.manifest.get("random_weights"))
+
+    @property
+    def emotion_threshold(self) -> float:
+        return float(self.manifest["thresholds"]["emotion"])
+
+    def describe(self) -> str:
+        m = self.manifest
+        tags = [m["mode"], m["precision"]] + (["random weights"] if self.random_weights else [])
+        return f"{m['arch']} ({', '.join(tags)})"
+
+    # ---- the parts ------------------------------------------------------------------------------------
+    def preprocess_frames(self, frames_rgb: Sequence[np.ndarray]) -> np.ndarray:
+        """RGB uint8 frames of any size -> (N, 3, S, S) float32 ready for ``encode_frames``."""
+        crops = np.stack([resize_center_crop(f, self.image_size) for f in frames_rgb])
+        return normalize_frames(crops, self.image_mean, self.image_std)
+
+    def encode_frames(self, images: np.ndarray) -> np.ndarray:
+        return self.sessions["vision"].run(None, {"images": images.astype(np.float32, copy=False)})[0]
+
+    def encode_audio(self, waveform: np.ndarray) -> np.ndarray:
+        wave = np.asarray(waveform, np.float32)
+        if wave.ndim == 1:
+            wave = wave[None]
+        if wave.shape[1] != self.window_samples:
+            raise ValueError(f"audio windows must be {self.window_samples} samples, got {wave.shape[1]}")
+        return self.sessions["audio"].run(None, {"waveform": wave})[0]
+
+    def encode_text(self, texts: Sequence[str]):
+        ids = self.tokenizer(list(texts))
+        return tuple(self.sessions["text"].run(None, {"input_ids": ids}))
+
+    def embed_label_texts(self, prompts: Sequence[str]) -> np.ndarray:
+        if "labels" not in self.sessions:
+            raise MerClipError("this bundle's labels are fixed (variant without label encoder)")
+        length = int(self.manifest["preprocess"]["label_context_length"])
+        ids = self.tokenizer(list(prompts), context_length=length)
+        return self.sessions["labels"].run(None, {"input_ids": ids})[0]
+
+    def _prompts(self, labels: Sequence[str], task: str) -> list[str]:
+        meta = self.manifest["labels"]
+        if meta["mode"] == "zero-shot":
+            return [meta[f"{task}_template"].format(label=label) for label in labels]
+        return [prompt_text(label, meta["prompt_context"]) for label in labels]
+
+    def set_labels(self, emotion: Sequence[str] | None = None, sentiment: Sequence[str] | None = None) -> None:
+        """Use new label texts (words, phrases, sentences) without retraining."""
+        if emotion and list(emotion) != self.emotion_labels:
+            self._emotion = self.embed_label_texts(self._prompts(emotion, "emotion"))
+            self.emotion_labels = list(emotion)
+        if sentiment and list(sentiment) != self.sentiment_labels:
+            self._sentiment = self.embed_label_texts(self._prompts(sentiment, "sentiment"))
+            self.sentiment_labels = list(sentiment)
+
+    def fuse(
+        self, vision: np.ndarray | None, audio: np.ndarray | None, text: tuple | None, batch: int = 1
+    ) -> Prediction:
+        """Encoded modalities (None = missing) -> probabilities; the reading uses what is present."""
+        dim = self.embed_dim
+        present = np.zeros((batch, 3), np.float32)
+        if text is not None:
+            present[:, 0] = 1
+            tokens, valid, pooled = text
+        else:
+            tokens = np.zeros((batch, self.context_length, dim), np.float32)
+            valid = np.ones((batch, self.context_length), bool)
+            pooled = np.zeros((batch, dim), np.float32)
+        if vision is not None:
+            present[:, 1] = 1
+        else:
+            vision = np.zeros((batch, 1, dim), np.float32)
+        if audio is not None:
+            present[:, 2] = 1
+        else:
+            audio = np.zeros((batch, 1, dim), np.float32)
+        feeds = {
+            "vision": vision,
+            "audio": audio,
+            "text": tokens,
+            "text_valid": valid,
+            "text_pooled": pooled,
+            "present": present,
+            "queries": self._queries,
+            "emotion_labels": self._emotion,
+            "sentiment_labels": self._sentiment,
+        }
+        feeds = {k: v for k, v in feeds.items() if k in self._fuse_inputs}
+        emotion, sentiment = self.sessions["fuse"].run(None, feeds)
+        return Prediction(emotion, sentiment, present)
+
+    def predict(
+        self, frames_rgb: Sequence[np.ndarray] | None = None, audio: np.ndarray | None = None, text: str | None = None
+    ) -> Prediction:
+        """One window: RGB frames, 2 s of 16 kHz audio, a transcript; any may be None."""
+        vision = None
+        if frames_rgb is not None and len(frames_rgb):
+            vision = self.encode_frames(self.preprocess_frames(frames_rgb))[None]
+        audio_feats = self.encode_audio(audio) if audio is not None else None
+        text_feats = self.encode_text([text]) if text else None
+        return self.fuse(vision, audio_feats, text_feats)
