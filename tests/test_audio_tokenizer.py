@@ -5,7 +5,7 @@ import pytest
 import torch
 from merclip.model.audio import LogMelImage, MelConfig, mel_filterbank
 
-MEDIA = Path(__file__).parent / "data"
+MEDIA = Path(__file__).resolve().parents[1] / "stream" / "assets"
 
 
 def _speech():

@@ -1,0 +1,79 @@
+"""Typed records that flow through the live pipeline, all stamped with one stream clock (seconds)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Frame:
+    t_s: float
+    rgb: np.ndarray  # (H, W, 3) uint8
+
+
+@dataclass(frozen=True)
+class AudioBlock:
+    t_s: float  # time of the first sample
+    samples: np.ndarray  # (n,) float32, 16 kHz mono
+
+
+@dataclass(frozen=True)
+class SourceEvent:
+    """A change in a device's state (camera lost, reconnected...), shown in the UI and logged."""
+
+    t_s: float
+    modality: str  # "V" or "A"
+    status: str  # "ok", "lost", "absent"
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Window:
+    index: int
+    t_start_s: float
+    t_end_s: float
+    frames: tuple[np.ndarray, ...]  # T_V RGB frames chosen evenly by timestamp (empty: no video)
+    frame_times_s: tuple[float, ...]
+    audio: np.ndarray  # exactly window_s x 16 kHz float32 (zeros where nothing was heard)
+    has_audio: bool
+    closed_wall_s: float = 0.0  # time.monotonic() when the window closed, for latency
+
+
+@dataclass(frozen=True)
+class Reading:
+    window: int
+    t_start_s: float
+    t_end_s: float
+    wall_time_utc: str
+    emotions: dict[str, float]
+    sentiment: dict[str, float]
+    transcript: str
+    modalities: str  # which of L, V, A were used, e.g. "LV"
+    dropped_windows: int
+    latency_ms: float
+    asr_ms: float
+    model_ms: float
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def top_emotion(self) -> str:
+        return max(self.emotions, key=self.emotions.get) if self.emotions else ""
+
+    def to_json(self) -> dict:
+        return {
+            "window": self.window,
+            "t_start_s": round(self.t_start_s, 3),
+            "t_end_s": round(self.t_end_s, 3),
+            "wall_time_utc": self.wall_time_utc,
+            "emotions": {k: round(v, 4) for k, v in self.emotions.items()},
+            "sentiment": {k: round(v, 4) for k, v in self.sentiment.items()},
+            "top_emotion": self.top_emotion,
+            "transcript": self.transcript,
+            "modalities": self.modalities,
+            "dropped_windows": self.dropped_windows,
+            "latency_ms": round(self.latency_ms, 1),
+            "asr_ms": round(self.asr_ms, 1),
+            "model_ms": round(self.model_ms, 1),
+        }

@@ -1,0 +1,358 @@
+"""Where frames and audio come from. Every source is an iterator of ``Frame | AudioBlock | SourceEvent``
+in stream-clock order, so the windower treats a webcam, a video file and generated test data alike.
+
+- ``FileSource``: a video file's frames and audio track (PyAV), paced at real time or as fast as possible.
+- ``sample_path()``: the short real clip shipped with the package (a face and speech).
+- ``SyntheticSource``: frames and audio generated in-process; time is encoded in the content for tests.
+- ``DeviceSource``: camera (OpenCV) + microphone (sounddevice), each in its own thread, one clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from merclip.errors import MerClipError
+
+from .records import AudioBlock, Frame, SourceEvent
+
+log = logging.getLogger(__name__)
+SAMPLE_RATE = 16000
+Item = Frame | AudioBlock | SourceEvent
+
+
+def sample_path() -> Path:
+    return Path(str(resources.files("merclip.stream") / "assets" / "sample-face-speech.mp4"))
+
+
+class Pacer:
+    """Sleeps so that stream time ``t`` is not reached before wall time ``t`` (real-time replay)."""
+
+    def __init__(self, realtime: bool, stop: threading.Event | None = None):
+        self.realtime = realtime
+        self.stop = stop or threading.Event()
+        self.start = time.monotonic()
+
+    def wait(self, t_s: float) -> None:
+        if self.realtime:
+            delay = self.start + t_s - time.monotonic()
+            if delay > 0:
+                self.stop.wait(delay)
+
+
+class FileSource:
+    """Replay a video file (frames + audio track). ``realtime=False`` is ``--fast``."""
+
+    def __init__(self, path: str | Path, realtime: bool = True, max_fps: float = 15.0, with_audio: bool = True):
+        import av
+
+        self.path = Path(path)
+        self.realtime = realtime
+        self.max_fps = max_fps
+        self.with_audio = with_audio
+        self.stop = threading.Event()
+        if not self.path.is_file():
+            raise MerClipError(f"video file not found: {self.path}")
+        try:
+            with av.open(str(self.path)) as box:
+                self.has_video = bool(box.streams.video)
+                self.has_audio = bool(box.streams.audio) and with_audio
+        except av.error.FFmpegError as err:
+            raise MerClipError(f"cannot read video file {self.path}: {err}") from None
+        if not (self.has_video or self.has_audio):
+            raise MerClipError(f"{self.path} has neither a video nor an audio track")
+
+    def __iter__(self) -> Iterator[Item]:
+        import av
+
+        pacer = Pacer(self.realtime, self.stop)
+        min_gap = 1.0 / self.max_fps
+        last_frame_t = -1e9
+        try:
+            with av.open(str(self.path)) as box:
+                streams = [s for s in (box.streams.video[:1] + (box.streams.audio[:1] if self.has_audio else []))]
+                resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+                audio_t = None
+                for packet in box.demux(streams):
+                    if self.stop.is_set():
+                        return
+                    for decoded in packet.decode():
+                        if isinstance(decoded, av.VideoFrame):
+                            t = float(decoded.time or 0.0)
+                            if t - last_frame_t < min_gap - 1e-6:
+                                continue  # decimate: the window needs a few frames, not 25 fps
+                            last_frame_t = t
+                            pacer.wait(t)
+                            yield Frame(t, decoded.to_ndarray(format="rgb24"))
+                        else:
+                            for chunk in resampler.resample(decoded):
+                                samples = chunk.to_ndarray().reshape(-1).astype(np.float32)
+                                # place blocks back to back on the audio clock (resampler output has no gaps)
+                                audio_t = float(decoded.time or 0.0) if audio_t is None else audio_t
+                                pacer.wait(audio_t + len(samples) / SAMPLE_RATE)
+                                yield AudioBlock(audio_t, samples)
+                                audio_t += len(samples) / SAMPLE_RATE
+        except av.error.FFmpegError as err:
+            raise MerClipError(f"cannot decode {self.path}: {err}") from None
+
+    def close(self) -> None:
+        self.stop.set()
+
+
+class SyntheticSource:
+    """Generated frames and audio for tests and demos. Content encodes time: a frame's red channel is its
+    frame number (mod 256) and each audio block is a tone of ``tone_hz(block number)``, so a test can
+    check that a window's frames and audio belong to the same span."""
+
+    def __init__(
+        self,
+        duration_s: float = 20.0,
+        fps: float = 10.0,
+        block_s: float = 0.1,
+        size: int = 64,
+        realtime: bool = False,
+        video: bool = True,
+        audio: bool = True,
+    ):
+        self.duration_s, self.fps, self.block_s, self.size = duration_s, fps, block_s, size
+        self.realtime, self.video, self.audio = realtime, video, audio
+        self.stop = threading.Event()
+
+    @staticmethod
+    def tone_hz(block: int) -> float:
+        return 300.0 + 40.0 * (block % 64)
+
+    def frame(self, index: int) -> np.ndarray:
+        img = np.empty((self.size, self.size, 3), np.uint8)
+        img[..., 0] = index % 256
+        img[..., 1] = np.linspace(0, 255, self.size, dtype=np.uint8)[None, :]  # some texture for the encoder
+        img[..., 2] = 128
+        return img
+
+    def block(self, index: int) -> np.ndarray:
+        n = int(round(self.block_s * SAMPLE_RATE))
+        t = (index * n + np.arange(n)) / SAMPLE_RATE
+        return (0.2 * np.sin(2 * np.pi * self.tone_hz(index) * t)).astype(np.float32)
+
+    def __iter__(self) -> Iterator[Item]:
+        pacer = Pacer(self.realtime, self.stop)
+        n_frames = int(np.ceil(self.duration_s * self.fps - 1e-9)) if self.video else 0
+        n_blocks = int(np.ceil(self.duration_s / self.block_s - 1e-9)) if self.audio else 0
+        f = b = 0
+        while not self.stop.is_set() and (f < n_frames or b < n_blocks):
+            t_frame = f / self.fps if f < n_frames else float("inf")
+            t_block = b * self.block_s if b < n_blocks else float("inf")
+            if t_frame <= t_block:
+                pacer.wait(t_frame)
+                yield Frame(t_frame, self.frame(f))
+                f += 1
+            else:
+                pacer.wait(t_block + self.block_s)
+                yield AudioBlock(t_block, self.block(b))
+                b += 1
+
+    def close(self) -> None:
+        self.stop.set()
+
+
+# ---- devices -------------------------------------------------------------------------------------------
+def _camera_index(spec: str) -> int | str:
+    return int(spec) if spec.isdigit() else spec
+
+
+class DeviceSource:
+    """Camera frames and microphone audio from their own threads, stamped on one monotonic clock.
+
+    ``open_camera`` and ``open_microphone`` are injectable so that tests drive this class with fakes.
+    A camera that stops delivering is reported lost and reopened every ``retry_s`` while audio goes on.
+    """
+
+    def __init__(
+        self,
+        camera: str | None = "0",
+        microphone: str | None = "",
+        width: int = 640,
+        height: int = 480,
+        fps: float = 15.0,
+        allow_missing: bool = False,
+        open_camera: Callable | None = None,
+        open_microphone: Callable | None = None,
+        retry_s: float = 2.0,
+        block_s: float = 0.1,
+    ):
+        self.camera, self.microphone = camera, microphone
+        self.width, self.height, self.fps = width, height, fps
+        self.allow_missing = allow_missing
+        self.open_camera = open_camera or opencv_camera
+        self.open_microphone = open_microphone or sounddevice_microphone
+        self.retry_s, self.block_s = retry_s, block_s
+        self.stop = threading.Event()
+        self._queue: queue.Queue = queue.Queue(maxsize=512)
+        self._t0 = time.monotonic()
+        self._threads: list[threading.Thread] = []
+        self._mic = None
+        self._cap = None
+
+    def now(self) -> float:
+        return time.monotonic() - self._t0
+
+    def _put(self, item: Item) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:  # consumer stalled: drop rather than grow (the windower will see a gap)
+            log.warning("capture queue full; dropping %s", type(item).__name__)
+
+    def start(self) -> None:
+        """Open the devices; a device that cannot be opened is an error unless ``allow_missing``."""
+        problems = []
+        if self.camera is not None:
+            try:
+                self._cap = self.open_camera(_camera_index(self.camera), self.width, self.height, self.fps)
+            except MerClipError as err:
+                problems.append(str(err))
+        if self.microphone is not None:
+            try:
+                self._mic = self.open_microphone(self.microphone, SAMPLE_RATE, self.block_s, self._on_audio)
+            except MerClipError as err:
+                problems.append(str(err))
+        if problems and (not self.allow_missing or (self._cap is None and self._mic is None)):
+            raise MerClipError(
+                "; ".join(problems)
+                + ("" if self.allow_missing else " (--allow-missing goes on with the devices that work)")
+            )
+        for problem in problems:
+            self._put(SourceEvent(0.0, "V" if "camera" in problem else "A", "absent", problem))
+        if self.camera is not None:
+            thread = threading.Thread(target=self._camera_loop, name="camera", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _on_audio(self, samples: np.ndarray) -> None:
+        t_end = self.now()
+        self._put(AudioBlock(t_end - len(samples) / SAMPLE_RATE, samples.astype(np.float32, copy=False)))
+
+    def _camera_loop(self) -> None:
+        gap = 1.0 / self.fps
+        while not self.stop.is_set():
+            if self._cap is None:
+                if self.stop.wait(self.retry_s):
+                    return
+                try:
+                    self._cap = self.open_camera(_camera_index(self.camera), self.width, self.height, self.fps)
+                    self._put(SourceEvent(self.now(), "V", "ok", "camera reconnected"))
+                except MerClipError:
+                    continue
+            ok, frame = self._cap.read()
+            if not ok or frame is None:
+                self._put(SourceEvent(self.now(), "V", "lost", f"camera {self.camera} stopped delivering frames"))
+                self._release_camera()
+                continue
+            self._put(Frame(self.now(), frame))
+            self.stop.wait(gap)
+
+    def _release_camera(self) -> None:
+        cap, self._cap = self._cap, None
+        if cap is not None:
+            cap.release()
+
+    def __iter__(self) -> Iterator[Item]:
+        if not self._threads and self._mic is None:
+            self.start()
+        while not self.stop.is_set():
+            try:
+                yield self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self._threads:
+            thread.join(timeout=2)
+        self._release_camera()
+        if self._mic is not None:
+            self._mic.close()
+
+
+class _RgbCapture:
+    """OpenCV capture returning RGB frames."""
+
+    def __init__(self, cap):
+        self.cap = cap
+
+    def read(self):
+        import cv2
+
+        ok, frame = self.cap.read()
+        return ok, (cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if ok else None)
+
+    def release(self) -> None:
+        self.cap.release()
+
+
+def opencv_camera(index: int | str, width: int, height: int, fps: float):
+    import cv2
+
+    cap = cv2.VideoCapture(index)
+    if not cap.isOpened():
+        cap.release()
+        raise MerClipError(f"cannot open camera {index} (is it connected and free? try --camera 1, or --source sample)")
+    cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+    cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+    cap.set(cv2.CAP_PROP_FPS, fps)
+    return _RgbCapture(cap)
+
+
+class _Microphone:
+    def __init__(self, stream):
+        self.stream = stream
+
+    def close(self) -> None:
+        self.stream.stop()
+        self.stream.close()
+
+
+def resample_linear(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Linear-interpolation resampling (enough for speech features at 16 kHz from 44.1/48 kHz mics)."""
+    if rate_in == rate_out:
+        return samples
+    n_out = int(round(len(samples) * rate_out / rate_in))
+    x_out = np.arange(n_out) * (rate_in / rate_out)
+    return np.interp(x_out, np.arange(len(samples)), samples).astype(np.float32)
+
+
+def sounddevice_microphone(device: str, rate: int, block_s: float, on_audio: Callable[[np.ndarray], None]):
+    try:
+        import sounddevice as sd
+    except OSError:
+        raise MerClipError("microphone capture needs the PortAudio library: apt-get install libportaudio2") from None
+    dev = None if device == "" else (int(device) if device.isdigit() else device)
+    try:
+        info = sd.query_devices(dev, kind="input")
+    except (ValueError, sd.PortAudioError) as err:
+        raise MerClipError(f"no microphone {device or '(default)'}: {err}") from None
+    native = int(info["default_samplerate"]) or rate
+
+    def callback(indata, frames, time_info, status):
+        mono = indata.mean(axis=1) if indata.ndim == 2 else indata
+        on_audio(resample_linear(np.asarray(mono, np.float32), native, rate))
+
+    try:
+        stream = sd.InputStream(
+            device=dev,
+            channels=1,
+            samplerate=native,
+            blocksize=int(native * block_s),
+            dtype="float32",
+            callback=callback,
+        )
+        stream.start()
+    except sd.PortAudioError as err:
+        raise MerClipError(f"cannot open microphone {device or '(default)'}: {err}") from None
+    return _Microphone(stream)

@@ -1,0 +1,130 @@
+"""2-s windows from timestamped frames and audio, aligned on the stream clock.
+
+Window k covers [k * hop, k * hop + window). Its audio is exactly ``window_s`` of 16 kHz samples taken by
+timestamp (silence where none arrived); its frames are the ``frames_per_window`` frames nearest to evenly
+spaced times inside it. A window closes once every *active* modality's clock has passed its end; a
+modality that has sent nothing for ``stale_s`` stops holding windows back, so a lost camera never stalls
+the session.
+
+Buffer policy: audio and frames older than the oldest open window are trimmed on every push, so memory
+stays flat however long the session runs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Iterator
+
+import numpy as np
+
+from .records import AudioBlock, Frame, Window
+
+_EPS = 1e-6  # clock comparisons: block times are sums of floats
+
+
+class Windower:
+    def __init__(
+        self,
+        window_s: float = 2.0,
+        hop_s: float = 2.0,
+        frames_per_window: int = 4,
+        sample_rate: int = 16000,
+        stale_s: float = 1.0,
+        clock=time.monotonic,
+    ):
+        if hop_s <= 0 or hop_s > window_s:
+            raise ValueError("hop_s must be in (0, window_s]")
+        self.window_s, self.hop_s = window_s, hop_s
+        self.frames_per_window = frames_per_window
+        self.sample_rate = sample_rate
+        self.window_samples = int(round(window_s * sample_rate))
+        self.stale_s = stale_s
+        self.clock = clock
+        self._frames: deque[Frame] = deque()
+        self._audio: deque[AudioBlock] = deque()
+        self._last = {"V": None, "A": None}  # latest timestamp seen per modality
+        self._next_index = 0
+
+    def _window_bounds(self, index: int) -> tuple[float, float]:
+        start = index * self.hop_s
+        return start, start + self.window_s
+
+    def push(self, item: Frame | AudioBlock) -> Iterator[Window]:
+        """Add a frame or audio block; yield every window that is now complete."""
+        if isinstance(item, Frame):
+            self._frames.append(item)
+            self._last["V"] = max(self._last["V"] or item.t_s, item.t_s)
+        else:
+            self._audio.append(item)
+            end = item.t_s + len(item.samples) / self.sample_rate
+            self._last["A"] = max(self._last["A"] or end, end)
+        yield from self._ready()
+
+    def flush(self) -> Iterator[Window]:
+        """At the end of a source: close the windows that have any data, padding audio with silence."""
+        latest = max((t for t in self._last.values() if t is not None), default=None)
+        while latest is not None:
+            start, _ = self._window_bounds(self._next_index)
+            if start >= latest - _EPS:
+                break
+            yield self._close()
+
+    def _ready(self) -> Iterator[Window]:
+        seen = [t for t in self._last.values() if t is not None]
+        newest = max(seen)
+        active = [t for t in seen if newest - t <= self.stale_s]
+        while True:
+            _, end = self._window_bounds(self._next_index)
+            if min(active) < end - _EPS:
+                return
+            yield self._close()
+
+    def _close(self) -> Window:
+        index = self._next_index
+        start, end = self._window_bounds(index)
+        self._next_index += 1
+        audio, has_audio = self._cut_audio(start)
+        frames, times = self._pick_frames(start, end)
+        self._trim(self._window_bounds(self._next_index)[0])
+        return Window(index, start, end, frames, times, audio, has_audio, self.clock())
+
+    def _cut_audio(self, start: float) -> tuple[np.ndarray, bool]:
+        out = np.zeros(self.window_samples, np.float32)
+        first = int(round(start * self.sample_rate))
+        heard = False
+        for block in self._audio:
+            offset = int(round(block.t_s * self.sample_rate)) - first
+            lo, hi = max(0, offset), min(self.window_samples, offset + len(block.samples))
+            if lo < hi:
+                out[lo:hi] = block.samples[lo - offset : hi - offset]
+                heard = True
+        return out, heard
+
+    def _pick_frames(self, start: float, end: float) -> tuple[tuple, tuple]:
+        inside = [f for f in self._frames if start <= f.t_s < end]
+        if not inside:
+            return (), ()
+        step = self.window_s / self.frames_per_window
+        targets = [start + (i + 0.5) * step for i in range(self.frames_per_window)]
+        times = np.array([f.t_s for f in inside])
+        chosen = [inside[int(np.abs(times - t).argmin())] for t in targets]
+        return tuple(f.rgb for f in chosen), tuple(f.t_s for f in chosen)
+
+    def _trim(self, keep_from: float) -> None:
+        while self._frames and self._frames[0].t_s < keep_from:
+            self._frames.popleft()
+        rate = self.sample_rate
+        while self._audio and self._audio[0].t_s + len(self._audio[0].samples) / rate <= keep_from:
+            self._audio.popleft()
+
+    @property
+    def buffered(self) -> tuple[int, int]:
+        """(frames, audio blocks) held: bounded by about one window (test hook for flat memory)."""
+        return len(self._frames), len(self._audio)
+
+
+def windows_in(duration_s: float, window_s: float, hop_s: float) -> int:
+    """How many full windows a stream of ``duration_s`` holds."""
+    return max(0, math.floor((duration_s - window_s) / hop_s + 1e-9) + 1)
