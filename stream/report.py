@@ -54,7 +54,7 @@ def summarize(session: Session) -> str:
         counts: dict[str, int] = {}
         for label in session.top:
             counts[label] = counts.get(label, 0) + 1
-        shares = sorted(counts.items(), key=lambda kv: -kv[1])
+        shares = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         lines.append(
             "Dominant emotion (share of windows): " + ", ".join(f"{k} {v / len(session.top):.0%}" for k, v in shares)
         )

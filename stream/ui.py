@@ -135,7 +135,7 @@ def summary(stats: SessionStats, state: UiState, log_path: str | None) -> str:
         text += f", {stats.asr_errors} ASR errors, {stats.engine_errors} model errors"
     total = sum(state.top_counts.values())
     if total:
-        shares = sorted(state.top_counts.items(), key=lambda kv: -kv[1])[:3]
+        shares = sorted(state.top_counts.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
         text += "; top emotion by window: " + ", ".join(f"{k} {v / total:.0%}" for k, v in shares)
     if stats.error:
         text += f"; the source stopped: {stats.error}"

@@ -31,7 +31,7 @@ class Windower:
         hop_s: float = 2.0,
         frames_per_window: int = 4,
         sample_rate: int = 16000,
-        stale_s: float = 1.0,
+        stale_s: float = 0.5,
         clock=time.monotonic,
     ):
         if hop_s <= 0 or hop_s > window_s:
@@ -63,11 +63,12 @@ class Windower:
         yield from self._ready()
 
     def flush(self) -> Iterator[Window]:
-        """At the end of a source: close the windows that have any data, padding audio with silence."""
+        """At the end of a source: close the trailing windows that hold at least half a window of data
+        (padding their audio with silence); a sliver such as an encoder's padding makes no reading."""
         latest = max((t for t in self._last.values() if t is not None), default=None)
         while latest is not None:
             start, _ = self._window_bounds(self._next_index)
-            if start >= latest - _EPS:
+            if latest - start < 0.5 * self.window_s - _EPS:
                 break
             yield self._close()
 

@@ -26,3 +26,21 @@ def tiny_prompts(tiny_model, tokenizer):
     from merclip.model import build_prompts
 
     return build_prompts(tiny_model.cfg, tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_model, tmp_path_factory):
+    """A tiny trained-mode bundle (random weights), exported once for the stream tests."""
+    from merclip.export.onnx_export import ExportOptions, export_bundle
+
+    out = tmp_path_factory.mktemp("bundle") / "tiny"
+    export_bundle(tiny_model, ExportOptions(out=out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def whisper_dir(tmp_path_factory):
+    """A random-weight Whisper (test size) converted to CTranslate2: the real faster-whisper path."""
+    from merclip.stream.asr_build import build_random_whisper
+
+    return build_random_whisper(tmp_path_factory.mktemp("asr") / "whisper-test", "test")

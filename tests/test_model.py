@@ -114,7 +114,10 @@ def test_checkpoint_round_trip_is_exact(tiny_model, tiny_prompts, tokenizer, tmp
     with torch.no_grad():
         a = tiny_model(**inputs, prompts=tiny_prompts)
         b = loaded(**inputs, prompts=tiny_prompts)
-    assert torch.equal(a.emotion_probs, b.emotion_probs) and torch.equal(a.sentiment_probs, b.sentiment_probs)
+    own, again = tiny_model.state_dict(), loaded.state_dict()
+    assert own.keys() == again.keys() and all(torch.equal(own[k], again[k]) for k in own)
+    assert torch.allclose(a.emotion_probs, b.emotion_probs, atol=1e-6)
+    assert torch.allclose(a.sentiment_probs, b.sentiment_probs, atol=1e-6)
 
 
 def test_checkpoint_mismatch_is_refused(tiny_model, tmp_path):

@@ -1,0 +1,144 @@
+"""merclip-live and merclip report as a user runs them: subprocesses, signals, files on disk."""
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+LIVE = [sys.executable, "-c", "import sys; from merclip.cli import live_main; sys.exit(live_main())"]
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+def _complete(rows):
+    header = rows[0]
+    return all(len(r) == len(header) for r in rows[1:])
+
+
+def test_synthetic_20s_session_writes_10_rows_with_every_column(tiny_bundle, whisper_dir, tmp_path):
+    out = tmp_path / "out.csv"
+    run = subprocess.run([*LIVE, "--source", "synthetic", "--bundle", str(tiny_bundle), "--no-ui", "--duration",
+                          "20", "--log", str(out), "--asr-model", str(whisper_dir)],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    rows = _rows(out)
+    header = rows[0]
+    assert header[:4] == ["window", "t_start_s", "t_end_s", "wall_time_utc"]
+    assert [h for h in header if h.startswith("emotion_")] == [
+        f"emotion_{e}" for e in ("happy", "sad", "angry", "surprise", "disgust", "fear")
+    ]
+    assert header[-9:] == ["sentiment_positive", "sentiment_negative", "top_emotion", "transcript", "modalities",
+                           "dropped_windows", "latency_ms", "asr_ms", "model_ms"]  # fmt: skip
+    assert 9 <= len(rows) - 1 <= 11 and _complete(rows)
+    assert all(r[header.index("modalities")] in ("VA", "LVA") for r in rows[1:])
+    assert len(run.stdout.strip().splitlines()) == len(rows) - 1  # one JSON object per reading
+    assert "Session ended" in run.stderr
+
+
+def _write_clip(path, seconds=60, fps=10):
+    import av
+
+    with av.open(str(path), "w") as box:
+        video = box.add_stream("mpeg4", rate=fps)
+        video.width, video.height, video.pix_fmt = 160, 120, "yuv420p"
+        audio = box.add_stream("aac", rate=16000)
+        audio.layout = "mono"
+        for i in range(seconds * fps):
+            img = np.full((120, 160, 3), (i * 3) % 255, np.uint8)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            for packet in video.encode(frame):
+                box.mux(packet)
+        t = np.arange(seconds * 16000) / 16000
+        tone = (0.2 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+        for start in range(0, len(tone), 1024):
+            chunk = tone[start : start + 1024]
+            frame = av.AudioFrame.from_ndarray(chunk[None], format="flt", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = 16000, start, Fraction(1, 16000)
+            for packet in audio.encode(frame):
+                box.mux(packet)
+        for stream in (video, audio):
+            for packet in stream.encode(None):
+                box.mux(packet)
+
+
+def test_60s_file_with_fast_takes_less_than_60s(tiny_bundle, whisper_dir, tmp_path):
+    clip = tmp_path / "talk.mp4"
+    _write_clip(clip)
+    start = time.monotonic()
+    run = subprocess.run([*LIVE, "--source", str(clip), "--fast", "--bundle", str(tiny_bundle), "--no-ui", "--log",
+                          str(tmp_path / "s.csv"), "--asr-model", str(whisper_dir)],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    wall = time.monotonic() - start
+    assert run.returncode == 0, run.stderr
+    rows = _rows(tmp_path / "s.csv")
+    assert len(rows) - 1 == 30 and _complete(rows)
+    assert int(rows[-1][rows[0].index("dropped_windows")]) == 0  # --fast waits instead of dropping
+    assert wall < 60
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_signals_leave_a_valid_csv(sig, tiny_bundle, tmp_path):
+    out = tmp_path / "sig.csv"
+    proc = subprocess.Popen([*LIVE, "--source", "synthetic", "--bundle", str(tiny_bundle), "--no-ui", "--no-asr",
+                             "--duration", "60", "--log", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not out.exists() or len(_rows(out)) < 3):
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    rows = _rows(out)
+    assert len(rows) >= 3 and _complete(rows)
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        assert proc.returncode == 0, err
+        assert "Session ended" in err and "Traceback" not in err
+
+
+def test_bad_inputs_exit_2_with_one_line(tiny_bundle, tmp_path):
+    bad = tmp_path / "corrupt.mp4"
+    bad.write_bytes(os.urandom(5000))
+    tampered = tmp_path / "b"
+    shutil.copytree(tiny_bundle, tampered)
+    data = bytearray((tampered / "fuse.onnx").read_bytes())
+    data[-10] ^= 0xFF
+    (tampered / "fuse.onnx").write_bytes(bytes(data))
+    cases = [
+        (["--source", str(bad), "--bundle", str(tiny_bundle)], "cannot read video file"),
+        (["--source", "sample", "--bundle", str(tampered)], "fuse.onnx does not match its checksum"),
+        (["--camera", "/dev/no-such-camera", "--bundle", str(tiny_bundle)], "cannot open camera"),
+        (["--source", "sample", "--bundle", str(tmp_path / "nowhere")], "bundle not found"),
+    ]
+    for flags, message in cases:
+        run = subprocess.run([*LIVE, "--no-ui", "--no-asr", *flags], capture_output=True, text=True, timeout=60)
+        assert run.returncode == 2, (flags, run.stderr)
+        assert message in run.stderr and "Traceback" not in run.stderr
+
+
+def test_report_writes_a_png_and_summary(tmp_path):
+    from merclip.stream.csvlog import SessionLog
+    from merclip.stream.records import Reading
+
+    log = SessionLog(tmp_path / "s.csv", ["happy", "sad"], ["positive", "negative"])
+    for i in range(6):
+        log.write(Reading(i, 2.0 * i, 2.0 * i + 2, "t", {"happy": 0.2 + 0.1 * i, "sad": 0.5}, {"positive": 0.6,
+                  "negative": 0.4}, "hello" if i % 2 else "", "LVA", 0, 100.0, 10.0, 20.0))  # fmt: skip
+    log.close()
+    run = subprocess.run([sys.executable, "-m", "merclip.cli", "report", str(log.path)], capture_output=True,
+                         text=True, timeout=60)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    png = log.path.with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert "Dominant emotion (share of windows): happy 50%, sad 50%" in run.stdout
+    assert "Windows with speech: 3 of 6" in run.stdout

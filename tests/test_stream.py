@@ -1,0 +1,304 @@
+"""Stream components with fakes for devices: windowing, faults, drop policy, UI, CSV."""
+
+import csv
+import threading
+import time
+
+import numpy as np
+import pytest
+from merclip.stream.csvlog import SessionLog, escape_cell, new_session_path
+from merclip.stream.engine import BundleEngine, EngineResult
+from merclip.stream.pipeline import DropOldestQueue, LiveSession
+from merclip.stream.records import Reading
+from merclip.stream.sources import DeviceSource, FileSource, SyntheticSource, sample_path
+from merclip.stream.transcriber import Transcript, WhisperOptions, WhisperTranscriber
+from merclip.stream.ui import UiState, render
+from merclip.stream.windowing import Windower
+from rich.console import Console
+
+from merclip.errors import MerClipError
+
+SR = 16000
+
+
+def _windows(source, **kw):
+    w = Windower(**kw)
+    out = []
+    for item in source:
+        out.extend(w.push(item))
+    out.extend(w.flush())
+    return out, w
+
+
+def _decode_tone(block: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(block * np.hanning(len(block))))
+    return np.fft.rfftfreq(len(block), 1 / SR)[spectrum.argmax()]
+
+
+def test_frames_and_audio_of_a_window_share_its_time_span():
+    src = SyntheticSource(duration_s=12, fps=10, block_s=0.1)
+    windows, windower = _windows(src, frames_per_window=4)
+    assert len(windows) == 6 and windower.buffered == (0, 0)
+    frame_interval = 1 / src.fps
+    for win in windows:
+        # frames: their content (red = frame number) says when they were taken
+        for img, target in zip(win.frames, [win.t_start_s + (i + 0.5) * 0.5 for i in range(4)], strict=True):
+            t_content = img[0, 0, 0] / src.fps  # frame numbers < 256 in 12 s at 10 fps
+            assert abs(t_content - target) < frame_interval
+        # audio: the tone of the first and last 0.1 s says which blocks were cut into the window
+        first = _decode_tone(win.audio[:1600])
+        last = _decode_tone(win.audio[-1600:])
+        block0 = round(win.t_start_s / 0.1)
+        assert abs(first - src.tone_hz(block0)) < 20
+        assert abs(last - src.tone_hz(block0 + 19)) < 20
+
+
+def test_window_count_overlap_and_flat_buffers():
+    windows, w = _windows(SyntheticSource(duration_s=20), window_s=2.0, hop_s=1.0)
+    assert len(windows) == 20  # 19 full overlapping windows + the last half window flushed
+    assert all(len(win.audio) == 32000 for win in windows)
+    assert [win.t_start_s for win in windows[:3]] == [0.0, 1.0, 2.0]
+    assert w.buffered[0] <= 20 and w.buffered[1] <= 20
+
+
+def test_sample_clip_replays_with_faces_and_speech():
+    windows, _ = _windows(FileSource(sample_path(), realtime=False))
+    assert len(windows) == 6  # 11 s clip -> 5 full windows + the last second
+    assert all(len(win.frames) == 4 and win.has_audio for win in windows)
+    assert windows[0].frames[0].shape == (768, 576, 3)
+    assert float(np.abs(windows[1].audio).max()) > 0.05  # real speech, not silence
+
+
+def test_corrupt_and_missing_video_files_fail_clearly(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x01not a video" * 100)
+    with pytest.raises(MerClipError, match="cannot read video file"):
+        FileSource(bad)
+    with pytest.raises(MerClipError, match="video file not found"):
+        FileSource(tmp_path / "none.mp4")
+
+
+# ---- fakes --------------------------------------------------------------------------------------------
+class FakeEngine:
+    emotion_labels = ["happy", "sad"]
+    sentiment_labels = ["positive", "negative"]
+
+    def __init__(self, delay_s=0.0):
+        self.delay_s = delay_s
+
+    def run(self, window, transcript):
+        time.sleep(self.delay_s)
+        mods = ("L" if transcript else "") + ("V" if window.frames else "") + ("A" if window.has_audio else "")
+        return EngineResult({"happy": 0.7, "sad": 0.2}, {"positive": 0.6, "negative": 0.4}, mods, self.delay_s * 1e3)
+
+
+class FakeCamera:
+    def __init__(self, frames_before_failure=None):
+        self.left = frames_before_failure
+
+    def read(self):
+        if self.left is not None:
+            if self.left <= 0:
+                return False, None
+            self.left -= 1
+        return True, np.zeros((48, 64, 3), np.uint8)
+
+    def release(self):
+        pass
+
+
+class FakeMic:
+    """Calls back with 0.1-s blocks of a tone from a thread, like a PortAudio callback."""
+
+    def __init__(self, on_audio):
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(on_audio,), daemon=True)
+        self.thread.start()
+
+    def _run(self, on_audio):
+        t = np.arange(1600) / SR
+        while not self.stop.wait(0.1):
+            on_audio((0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32))
+
+    def close(self):
+        self.stop.set()
+
+
+def _run_session(source, engine, transcriber=None, seconds=None, **kw):
+    session = LiveSession(
+        source,
+        Windower(window_s=kw.pop("window_s", 0.5), hop_s=kw.pop("hop_s", 0.5), frames_per_window=2),
+        engine,
+        transcriber,
+        **kw,
+    )
+    readings = []
+    started = time.monotonic()
+
+    def should_stop():
+        return seconds is not None and time.monotonic() - started > seconds
+
+    stats = session.run(readings.append, should_stop=should_stop)
+    return readings, stats
+
+
+def test_camera_lost_mid_session_keeps_going_on_audio_and_retries():
+    opened = []
+
+    def open_camera(index, w, h, fps):
+        opened.append(index)
+        if len(opened) == 1:
+            return FakeCamera(frames_before_failure=20)  # ~1.3 s of frames, then the cable is pulled
+        raise MerClipError("cannot open camera 0")
+
+    src = DeviceSource(
+        camera="0",
+        microphone="",
+        fps=15,
+        open_camera=open_camera,
+        open_microphone=lambda dev, rate, block, cb: FakeMic(cb),
+        retry_s=0.3,
+    )
+    readings, stats = _run_session(src, FakeEngine(), seconds=3.0)
+    assert len(opened) >= 2, "the camera is retried"
+    assert any(e.status == "lost" for e in stats.events)
+    assert "V" in readings[0].modalities
+    assert readings[-1].modalities == "A", "later windows go on with audio alone"
+    assert len(readings) >= 4
+
+
+def test_missing_microphone_refused_unless_allowed():
+    def no_mic(*args):
+        raise MerClipError("no microphone (default): device unavailable")
+
+    src = DeviceSource(camera="0", microphone="", open_camera=lambda *a: FakeCamera(), open_microphone=no_mic)
+    with pytest.raises(MerClipError, match="no microphone.*--allow-missing"):
+        src.start()
+    src = DeviceSource(
+        camera="0", microphone="", allow_missing=True, open_camera=lambda *a: FakeCamera(), open_microphone=no_mic
+    )
+    src.start()
+    readings, stats = _run_session(src, FakeEngine(), seconds=1.5)
+    assert readings and all(r.modalities == "V" for r in readings)
+    assert stats.status["A"].startswith("no microphone")
+
+
+class FailingTranscriber:
+    def __init__(self):
+        self.calls = 0
+
+    def transcribe(self, audio, context=""):
+        self.calls += 1
+        if self.calls % 2:
+            raise RuntimeError("CUDA out of memory")
+        return Transcript("thank you", 5.0)
+
+
+def test_asr_errors_do_not_stop_the_session():
+    asr = FailingTranscriber()
+    readings, stats = _run_session(SyntheticSource(duration_s=4), FakeEngine(), asr, backpressure=True)
+    assert len(readings) == 8 and stats.asr_errors == 4
+    assert {r.modalities for r in readings} == {"VA", "LVA"}
+
+
+def test_slow_engine_drops_oldest_windows_and_latency_stays_bounded():
+    # windows of 0.2 s, an engine taking 0.6 s (3x slower than real time)
+    src = SyntheticSource(duration_s=6, realtime=True)
+    readings, stats = _run_session(src, FakeEngine(delay_s=0.6), window_s=0.2, hop_s=0.2, queue_windows=2)
+    assert stats.windows == 30
+    assert stats.dropped > 10 and stats.readings + stats.dropped == stats.windows
+    assert max(r.latency_ms for r in readings) < 4 * 600  # never more than the queue's worth behind
+    assert readings[-1].dropped_windows == stats.dropped
+
+
+def test_drop_oldest_queue_policy():
+    q = DropOldestQueue(2)
+    for i in range(5):
+        q.put(i)
+    assert q.dropped == 3 and [q.get(0), q.get(0)] == [3, 4]
+
+
+def test_bundle_engine_uses_what_is_present(tiny_bundle):
+    from merclip.export.runtime import Bundle
+
+    engine = BundleEngine(Bundle.load(tiny_bundle))
+    windows, _ = _windows(SyntheticSource(duration_s=2, audio=False))
+    assert engine.run(windows[0], "").modalities == "V"
+    result = engine.run(windows[0], "so happy to see you")
+    assert result.modalities == "LV" and set(result.emotions) == set(engine.emotion_labels)
+    silent = windows[0].__class__(**{**windows[0].__dict__, "frames": (), "frame_times_s": ()})
+    assert engine.run(silent, "").emotions == {}  # nothing present: no reading invented
+
+
+def test_real_faster_whisper_path_on_real_speech(whisper_dir):
+    windows, _ = _windows(FileSource(sample_path(), realtime=False))
+    asr = WhisperTranscriber(WhisperOptions(model=str(whisper_dir), vad=False, window_s=2.0))
+    out = asr.transcribe(windows[1].audio, context="And so")
+    assert isinstance(out.text, str) and out.ms > 0
+    assert asr.chunk_length == 2  # the unpadded window, not 30 s
+    with pytest.raises(MerClipError, match="--asr-model DIR, or --no-asr"):
+        WhisperTranscriber(WhisperOptions(model=str(whisper_dir / "missing")))
+
+
+def test_ui_renders_bars_transcript_status_and_banner():
+    stats = LiveSession(SyntheticSource(1), Windower(), FakeEngine()).stats
+    stats.status.update({"V": "ok", "A": "ok", "L": "ok"})
+    stats.readings, stats.dropped = 3, 1
+    state = UiState(
+        "MER-CLIP Live",
+        "tiny (trained, fp32, random weights)",
+        "sample clip",
+        ["happy", "sad"],
+        ["positive", "negative"],
+        banner="RANDOM WEIGHTS: readings are meaningless",
+    )
+    reading = Reading(
+        2,
+        4.0,
+        6.0,
+        "2026-01-01T00:00:00",
+        {"happy": 0.8, "sad": 0.1},
+        {"positive": 0.7, "negative": 0.3},
+        "ask not what your country",
+        "LVA",
+        1,
+        120.0,
+        50.0,
+        60.0,
+    )
+    state.add(reading)
+    console = Console(record=True, width=110)
+    console.print(render(state, stats))
+    text = console.export_text()
+    assert "RANDOM WEIGHTS" in text and "ask not what your country" in text
+    assert "happy" in text and "█" * 20 in text and "0.80" in text
+    assert "● face" in text and "● voice" in text and "● words" in text
+    assert "dropped 1" in text and "positive" in text
+
+
+def test_csv_log_columns_escape_and_never_overwrite(tmp_path):
+    log = SessionLog(tmp_path, ["happy", "a calm and content state"], ["positive", "negative"])
+    log.write(
+        Reading(
+            0,
+            0.0,
+            2.0,
+            "t",
+            {"happy": 0.5, "a calm and content state": 0.25},
+            {"positive": 0.9, "negative": 0.1},
+            '=HYPERLINK("http://x")',
+            "LVA",
+            0,
+            10.0,
+            2.0,
+            3.0,
+        )
+    )
+    log.close()
+    rows = list(csv.reader(open(log.path, newline="")))
+    assert rows[0][:4] == ["window", "t_start_s", "t_end_s", "wall_time_utc"]
+    assert "emotion_a calm and content state" in rows[0] and rows[0][-3:] == ["latency_ms", "asr_ms", "model_ms"]
+    assert rows[1][rows[0].index("transcript")] == '\'=HYPERLINK("http://x")'
+    again = new_session_path(log.path)
+    assert again != log.path and again.name.endswith("-1.csv")
+    assert escape_cell("-1+2") == "'-1+2" and escape_cell("hello") == "hello"
