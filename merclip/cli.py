@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", metavar="DIR", help="dataset folder (manifest: the manifest file)")
     p.add_argument("--cache-dir", metavar="DIR", help="where the cache goes (default: DATA_ROOT/.merclip-cache)")
     p.add_argument("--synthetic", metavar="N", type=int, help="generate N synthetic clips into --cache-dir")
+    p.add_argument(
+        "--informative",
+        default="LVA",
+        metavar="MODS",
+        help="synthetic: modalities that carry the label (others are noise), default LVA",
+    )
     p.add_argument("--frames", type=int, help="frames sampled per clip (default: train.frames)")
 
     p = sub.add_parser("train", help="train MER-CLIP (or an ablation) on a dataset")

@@ -1,0 +1,206 @@
+"""`merclip prepare`, `merclip train`, `merclip eval` (and `torchrun -m merclip.train`)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from merclip.config import Config, load_config, model_config, override
+from merclip.errors import MerClipError
+
+from .datasets import MELD_EMOTIONS, MELD_SENTIMENTS, load_clips
+
+# Defaults that differ by dataset, applied where the user set nothing: the synthetic set trains a randomly
+# initialised tiny model from scratch (the paper's 8e-6 is for fine-tuning pretrained CLIP), MOSI uses the
+# paper's own lr and batch, MELD is single-label over 7 emotions and 3 sentiments.
+DATASET_DEFAULTS = {
+    "synthetic": {"train": {"lr": 1e-3, "epochs": 6, "frames": 2}},
+    "mosi": {"train": {"lr": 2.2e-5, "batch_size": 8}},
+    "meld": {"labels": {"emotion": MELD_EMOTIONS, "sentiment": MELD_SENTIMENTS},
+             "model": {"emotion_mode": "single_label"}},
+}  # fmt: skip
+SYNTHETIC_CLIPS = 400
+console = Console(stderr=True, soft_wrap=True)
+
+
+def _with_dataset_defaults(cfg: Config, dataset: str, explicit: dict) -> Config:
+    """Apply DATASET_DEFAULTS for keys still at their packaged default and not given on the command line."""
+    changes = {}
+    for section, values in DATASET_DEFAULTS.get(dataset, {}).items():
+        current = getattr(cfg, section)
+        default = type(current)()
+        keep = {k: v for k, v in values.items() if getattr(current, k) == getattr(default, k) and k not in explicit}
+        if keep:
+            changes[section] = keep
+    return override(cfg, **changes) if changes else cfg
+
+
+def _cache_dir(cfg: Config) -> Path:
+    if cfg.train.cache_dir:
+        return Path(cfg.train.cache_dir).expanduser()
+    if cfg.train.dataset == "synthetic":
+        return Path(cfg.train.data_root or Path(cfg.train.out) / "synthetic-cache").expanduser()
+    return Path(cfg.train.data_root).expanduser() / ".merclip-cache"
+
+
+def cmd_prepare(args) -> int:
+    from .cache import prepare
+    from .synthetic import generate
+
+    cfg = override(load_config(args.config), train={"dataset": args.dataset, "data_root": args.data_root,
+                                                    "cache_dir": args.cache_dir, "frames": args.frames})  # fmt: skip
+    if args.synthetic:
+        cache = Path(args.cache_dir or args.data_root or "synthetic-cache")
+        n = generate(cache, args.synthetic, informative=args.informative, frames=args.frames or 2)
+        console.print(f"wrote {n} synthetic clips ({args.informative} informative) to {cache}")
+        return 0
+    if cfg.train.dataset == "synthetic":
+        raise MerClipError("use `merclip prepare --synthetic N --cache-dir DIR` for the synthetic set")
+    clips = load_clips(cfg.train.dataset, cfg.train.data_root, cfg.labels.emotion)
+    report = prepare(clips, _cache_dir(cfg), frames=cfg.train.frames)
+    console.print(f"prepared {report.written} clips into {_cache_dir(cfg)}; {len(report.skipped)} skipped "
+                  f"(listed in {report.report_path})")  # fmt: skip
+    return 0
+
+
+def _datasets(cfg: Config, split_names: tuple[str, ...]):
+    from .cache import read_index
+    from .data import ClipDataset, clip_entries
+
+    cache = _cache_dir(cfg)
+    if cfg.train.dataset == "synthetic" and not (cache / "index.jsonl").is_file():
+        from .synthetic import generate
+
+        console.print(f"generating the synthetic set ({SYNTHETIC_CLIPS} clips) in {cache}")
+        generate(cache, SYNTHETIC_CLIPS, frames=cfg.train.frames)
+    if (cache / "index.jsonl").is_file():
+        entries, cache_dir = read_index(cache), cache
+    else:
+        clips = load_clips(cfg.train.dataset, cfg.train.data_root, cfg.labels.emotion)
+        if set(cfg.model.modalities) != {"L"} and any(c.media for c in clips):
+            raise MerClipError(
+                f"no prepared cache in {cache}: run `merclip prepare --dataset {cfg.train.dataset} "
+                f"--data-root {cfg.train.data_root}` first (or train on text with --modalities L)"
+            )
+        entries, cache_dir = clip_entries(clips), None
+    kw = {
+        "modalities": cfg.model.modalities,
+        "emotion_labels": list(cfg.labels.emotion),
+        "sentiment_labels": list(cfg.labels.sentiment),
+        "emotion_mode": cfg.model.emotion_mode,
+    }
+    return [ClipDataset(entries, cache_dir, split, **kw) for split in split_names]
+
+
+def train_config(args) -> Config:
+    cfg = load_config(args.config)
+    explicit = {k: v for k, v in {"lr": args.lr, "epochs": args.epochs, "batch_size": args.batch_size,
+                                  "frames": args.frames}.items() if v is not None}  # fmt: skip
+    weights = args.weights or ("random" if args.model == "tiny" else None)
+    cfg = override(
+        cfg,
+        model={"arch": args.model, "weights": weights, "variant": args.variant, "modalities": args.modalities},
+        labels={"emotion": args.emotion_labels},
+        train={"dataset": args.dataset, "data_root": args.data_root, "task": args.task, "seed": args.seed,
+               "out": args.out, **explicit},
+    )  # fmt: skip
+    return _with_dataset_defaults(cfg, cfg.train.dataset, explicit)
+
+
+def cmd_train(args) -> int:
+    import torch
+    from merclip.model import build_model
+
+    from .loop import RunOptions, train
+
+    cfg = train_config(args)
+    train_ds, valid_ds = _datasets(cfg, ("train", "valid"))
+    if len(valid_ds) == 0:
+        raise MerClipError("the dataset has no validation split")
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(model_config(cfg), weights=cfg.model.weights)
+    t = cfg.train
+    opts = RunOptions(out=t.out, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
+                      grad_clip=t.grad_clip, amp=t.amp, seed=t.seed, task=t.task, num_workers=t.num_workers,
+                      threshold=cfg.labels.emotion_threshold, resume=args.resume)  # fmt: skip
+    console.print(
+        f"training {cfg.model.arch} ({cfg.model.variant}, {cfg.model.modalities}) on {t.dataset}: "
+        f"{len(train_ds)} train / {len(valid_ds)} valid clips, lr {t.lr}, {t.epochs} epochs -> {t.out}"
+    )
+    summary = train(model, train_ds, valid_ds, opts)
+    if summary:
+        console.print(
+            f"best validation accuracy {summary['accuracy']:.4f} at epoch {summary['best_epoch']}; "
+            f"{Path(t.out) / 'metrics.json'}"
+        )
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import torch
+    from merclip.model import load_checkpoint
+
+    from .loop import evaluate
+
+    model, _ = load_checkpoint(args.checkpoint)
+    mcfg = model.cfg
+    cfg = override(load_config(args.config), train={"dataset": args.dataset, "data_root": args.data_root},
+                   model={"modalities": mcfg.modalities, "emotion_mode": mcfg.emotion_mode},
+                   labels={"emotion": mcfg.emotion_labels, "sentiment": mcfg.sentiment_labels})  # fmt: skip
+    (split,) = _datasets(cfg, (args.split,))
+    if len(split) == 0:
+        raise MerClipError(f"no {args.split} clips in {cfg.train.data_root or _cache_dir(cfg)}")
+    from merclip.model.tokenizer import ClipTokenizer
+    from torch.utils.data import DataLoader
+
+    from .data import Collate
+
+    tokenizer = ClipTokenizer.default(mcfg.text_context_length)
+    from merclip.model import build_prompts
+
+    prompts = build_prompts(mcfg, tokenizer) if mcfg.uses_label_encoder else None
+    loader = DataLoader(split, batch_size=32, collate_fn=Collate(tokenizer, model.arch.image_mean,
+                                                                 model.arch.image_std,
+                                                                 mcfg.emotion_mode == "single_label"))  # fmt: skip
+    metrics = evaluate(model, loader, prompts, torch.device("cpu"), cfg.train.task, cfg.labels.emotion_threshold)
+    metrics["n"] = len(split)
+    print_tables(metrics, f"{cfg.train.dataset} {args.split} ({len(split)} clips)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(metrics, indent=2))
+    return 0
+
+
+def print_tables(metrics: dict, title: str) -> None:
+    """The paper's layout: Table 1 (emotion) and Table 2 (sentiment), in percent."""
+    out = Console()
+
+    def pct(key):
+        value = metrics.get(key)
+        return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
+
+    if "micro_f1" in metrics:
+        table = Table(title=f"Emotion — {title}")
+        for col in ("Accuracy(%)", "Precision(%)", "Recall(%)", "Micro-F1(%)"):
+            table.add_column(col, justify="right")
+        table.add_row(pct("accuracy"), pct("precision"), pct("recall"), pct("micro_f1"))
+        out.print(table)
+    if "weighted_f1" in metrics:
+        table = Table(title=f"Emotion (single-label) — {title}")
+        table.add_column("Accuracy(%)", justify="right")
+        table.add_column("Weighted-F1(%)", justify="right")
+        table.add_row(pct("accuracy"), pct("weighted_f1"))
+        out.print(table)
+    table = Table(title=f"Sentiment — {title}")
+    if "acc2" in metrics:
+        table.add_column("ACC2(%)", justify="right")
+        table.add_column("F1(%)", justify="right")
+        table.add_row(pct("acc2"), pct("f1"))
+    else:
+        table.add_column("Accuracy(%)", justify="right")
+        table.add_column("Weighted-F1(%)", justify="right")
+        table.add_row(pct("sentiment_accuracy"), pct("sentiment_weighted_f1"))
+    out.print(table)

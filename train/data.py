@@ -1,0 +1,119 @@
+"""Training batches from a prepared cache (or, for text-only runs, straight from the label files)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from merclip.model.preprocess import normalize_frames
+from torch.utils.data import Dataset
+
+from .cache import read_clip, read_index
+from .datasets import MELD_EMOTIONS, Clip
+
+IGNORE = -100
+
+
+def clip_entries(clips: list[Clip]) -> list[dict]:
+    """Index entries for text-only use, without a cache."""
+    return [c.to_json() | {"has_video": False, "has_audio": False} for c in clips]
+
+
+class ClipDataset(Dataset):
+    def __init__(
+        self,
+        entries: list[dict],
+        cache_dir: str | Path | None,
+        split: str,
+        modalities: str,
+        emotion_labels: list[str],
+        sentiment_labels: list[str],
+        emotion_mode: str,
+    ):
+        self.entries = [e for e in entries if e["split"] == split]
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.modalities = modalities
+        self.emotion_labels, self.sentiment_labels = list(emotion_labels), list(sentiment_labels)
+        self.emotion_mode = emotion_mode
+
+    @classmethod
+    def from_cache(cls, cache_dir, split, **kw) -> ClipDataset:
+        return cls(read_index(cache_dir), cache_dir, split, **kw)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def emotion_target(self, entry: dict):
+        if self.emotion_mode == "single_label":
+            name = entry.get("emotion_class", "")
+            # dataset class names map positionally onto the configured label texts (which may be sentences)
+            if name in self.emotion_labels:
+                return self.emotion_labels.index(name)
+            return MELD_EMOTIONS.index(name) if name in MELD_EMOTIONS else IGNORE
+        values = list(entry.get("emotions", {}).values())
+        target = np.zeros(len(self.emotion_labels), np.float32)
+        target[: len(values)] = np.asarray(values[: len(self.emotion_labels)], np.float32) > 0
+        return target
+
+    def sentiment_target(self, score: float) -> int:
+        if score is None or math.isnan(score):
+            return IGNORE
+        names = self.sentiment_labels
+        if "neutral" in names and score == 0:
+            return names.index("neutral")
+        if score == 0:
+            return IGNORE  # binary sentiment leaves neutral samples out (paper §4.1)
+        key = "positive" if score > 0 else "negative"
+        return names.index(key) if key in names else (0 if score > 0 else 1)
+
+    def __getitem__(self, i: int) -> dict:
+        entry = self.entries[i]
+        frames = audio = None
+        if self.cache_dir is not None and ("V" in self.modalities or "A" in self.modalities):
+            frames, audio = read_clip(self.cache_dir, entry)
+        return {
+            "frames": frames if "V" in self.modalities else None,
+            "audio": audio if "A" in self.modalities else None,
+            "text": entry["text"] if "L" in self.modalities else None,
+            "emotion": self.emotion_target(entry),
+            "sentiment": self.sentiment_target(entry.get("sentiment", math.nan)),
+            "score": float(entry.get("sentiment", math.nan) if entry.get("sentiment") is not None else math.nan),
+        }
+
+
+class Collate:
+    """Stack a batch: normalised frames, zero-padded audio, token ids, targets. A modality missing from any
+    sample of the batch is zero-filled there (the model's present mask is left to what the batch has)."""
+
+    def __init__(self, tokenizer, image_mean, image_std, single_label: bool):
+        self.tokenizer = tokenizer
+        self.mean, self.std = image_mean, image_std
+        self.single_label = single_label
+
+    def __call__(self, items: list[dict]) -> dict:
+        batch: dict = {"frames": None, "audio": None, "text": None}
+        frames = [it["frames"] for it in items]
+        if any(f is not None for f in frames):
+            shape = next(f.shape for f in frames if f is not None)
+            stacked = np.stack([f if f is not None else np.zeros(shape, np.uint8) for f in frames])
+            flat = normalize_frames(stacked.reshape(-1, *shape[1:]), self.mean, self.std)
+            batch["frames"] = torch.from_numpy(flat).reshape(len(items), shape[0], *flat.shape[1:])
+        audio = [it["audio"] for it in items]
+        if any(a is not None for a in audio):
+            length = max(len(a) for a in audio if a is not None)
+            padded = np.zeros((len(items), length), np.float32)
+            for row, a in enumerate(audio):
+                if a is not None:
+                    padded[row, : len(a)] = a
+            batch["audio"] = torch.from_numpy(padded)
+        if any(it["text"] is not None for it in items):
+            batch["text"] = torch.from_numpy(self.tokenizer([it["text"] or "" for it in items]))
+        if self.single_label:
+            batch["emotion"] = torch.tensor([it["emotion"] for it in items], dtype=torch.long)
+        else:
+            batch["emotion"] = torch.from_numpy(np.stack([it["emotion"] for it in items]))
+        batch["sentiment"] = torch.tensor([it["sentiment"] for it in items], dtype=torch.long)
+        batch["score"] = torch.tensor([it["score"] for it in items], dtype=torch.float32)
+        return batch

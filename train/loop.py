@@ -1,0 +1,325 @@
+"""The training loop: AdamW with the paper's defaults, BCE (multi-label emotion) or CE (single-label),
+CE for sentiment, mixed precision on CUDA, gradient clipping, a NaN guard, atomic checkpoints every epoch
+plus the best by validation, exact resume, DDP under torchrun, and metrics files.
+
+Repeatability: every epoch reseeds torch with ``seed + epoch`` and draws its sample order from that seed,
+so a run resumed from an epoch checkpoint replays exactly what an uninterrupted run does.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from merclip.model import MerClip, build_prompts, load_checkpoint, save_checkpoint
+from merclip.model.tokenizer import ClipTokenizer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, DistributedSampler
+
+from merclip.errors import MerClipError
+
+from .data import IGNORE, ClipDataset, Collate
+from .metrics import multilabel_metrics, sentiment_metrics, single_label_metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    out: str
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 8e-6
+    weight_decay: float = 1e-3
+    grad_clip: float = 1.0
+    amp: bool = True
+    seed: int = 0
+    task: str = "both"
+    num_workers: int = 0
+    threshold: float = 0.6
+    resume: bool = False
+
+
+# ---- distributed helpers ----------------------------------------------------------------------------------
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+# ---- losses and evaluation ----------------------------------------------------------------------------
+def compute_loss(model: MerClip, out, batch: dict, task: str) -> torch.Tensor:
+    losses = []
+    if task in ("both", "emotion"):
+        if model.cfg.emotion_mode == "single_label":
+            if (batch["emotion"] != IGNORE).any():
+                losses.append(F.cross_entropy(out.emotion_logits, batch["emotion"], ignore_index=IGNORE))
+        else:
+            losses.append(F.binary_cross_entropy_with_logits(out.emotion_logits, batch["emotion"]))
+    if task in ("both", "sentiment") and (batch["sentiment"] != IGNORE).any():
+        losses.append(F.cross_entropy(out.sentiment_logits, batch["sentiment"], ignore_index=IGNORE))
+    if not losses:
+        return out.emotion_logits.sum() * 0
+    return sum(losses)
+
+
+def _forward(model, batch: dict, prompts, device):
+    def dev(x):
+        return None if x is None else x.to(device, non_blocking=True)
+
+    return model(frames=dev(batch["frames"]), audio=dev(batch["audio"]), text=dev(batch["text"]),
+                 prompts=prompts.to(device) if prompts is not None else None)  # fmt: skip
+
+
+@torch.no_grad()
+def evaluate(model: MerClip, loader: DataLoader, prompts, device, task: str, threshold: float) -> dict:
+    model.eval()
+    emo_p, emo_t, sent_p, sent_t, scores, losses = [], [], [], [], [], []
+    for batch in loader:
+        out = _forward(model, batch, prompts, device)
+        losses.append(float(compute_loss(model, out, {k: v.to(device) if torch.is_tensor(v) else v
+                                                       for k, v in batch.items()}, task)))  # fmt: skip
+        emo_p.append(out.emotion_probs.float().cpu().numpy())
+        emo_t.append(batch["emotion"].numpy())
+        sent_p.append(out.sentiment_probs.float().cpu().numpy())
+        sent_t.append(batch["sentiment"].numpy())
+        scores.append(batch["score"].numpy())
+    probs, targets = np.concatenate(emo_p), np.concatenate(emo_t)
+    metrics: dict = {"loss": float(np.mean(losses)) if losses else math.nan}
+    if model.cfg.emotion_mode == "single_label":
+        keep = targets != IGNORE
+        metrics.update(single_label_metrics(targets[keep], probs[keep].argmax(1)))
+    else:
+        metrics.update(multilabel_metrics(targets > 0, probs >= threshold))
+    s_probs, s_targets = np.concatenate(sent_p), np.concatenate(sent_t)
+    labels = list(model.cfg.sentiment_labels)
+    if "neutral" in labels:
+        keep = s_targets != IGNORE
+        sent = single_label_metrics(s_targets[keep], s_probs[keep].argmax(1))
+        metrics.update({f"sentiment_{k}": v for k, v in sent.items()})
+    else:
+        pos = labels.index("positive") if "positive" in labels else 0
+        sent = sentiment_metrics(np.concatenate(scores), s_probs[:, pos])
+        metrics.update({"acc2": sent["acc2"], "f1": sent["f1"]})
+    if task == "sentiment":
+        metrics["accuracy"] = metrics.get("acc2", metrics.get("sentiment_accuracy", 0.0))
+    return metrics
+
+
+# ---- checkpoints --------------------------------------------------------------------------------------
+def save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    """Optimizer state as tensors (safetensors) + scalars (JSON metadata): no pickling."""
+    state = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in state["state"].items():
+        for key, value in st.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{pid}.{key}"] = value
+    meta = {"param_groups": json.dumps(state["param_groups"]), "scalars": json.dumps(scalars)}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    from safetensors import safe_open
+
+    tensors = load_file(str(path))
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    state: dict = {}
+    for key, value in tensors.items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    for key, value in json.loads(meta["scalars"]).items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+
+
+# ---- the run ------------------------------------------------------------------------------------------
+def _loader(ds, batch, shuffle, seed, workers, collate):
+    rank, world = _world()
+    sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+    return DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers, collate_fn=collate), sampler
+
+
+def train(
+    model: MerClip,
+    train_ds: ClipDataset,
+    valid_ds: ClipDataset,
+    opts: RunOptions,
+    tokenizer: ClipTokenizer | None = None,
+) -> dict:
+    init_distributed()
+    rank, world = _world()
+    out = Path(opts.out)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    if opts.batch_size % world:
+        raise MerClipError(f"batch size {opts.batch_size} must be divisible by the {world} processes")
+    if len(train_ds) == 0:
+        raise MerClipError("the training split is empty")
+    device = (
+        torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
+    )
+    tokenizer = tokenizer or ClipTokenizer.default(model.cfg.text_context_length)
+    prompts = build_prompts(model.cfg, tokenizer) if model.cfg.uses_label_encoder else None
+    collate = Collate(tokenizer, model.arch.image_mean, model.arch.image_std,
+                      model.cfg.emotion_mode == "single_label")  # fmt: skip
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameter_groups(opts.lr, opts.weight_decay))
+    start_epoch, history, best = 0, [], {"score": -math.inf, "epoch": -1, "metrics": {}}
+    if opts.resume:
+        start_epoch, history, best = _resume(model, opt, out)
+    net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
+    use_amp = opts.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    train_loader, sampler = _loader(train_ds, opts.batch_size // world, True, opts.seed, opts.num_workers, collate)
+    valid_loader = DataLoader(valid_ds, batch_size=opts.batch_size, collate_fn=collate, num_workers=opts.num_workers)
+    columns = [
+        TextColumn("epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} samples/s"),
+        TimeElapsedColumn(),
+    ]
+    with Progress(*columns, disable=rank != 0, transient=False) as bar:
+        for epoch in range(start_epoch, opts.epochs):
+            torch.manual_seed(opts.seed + epoch)
+            sampler.set_epoch(epoch)
+            net.train()
+            task = bar.add_task(
+                "train", total=len(train_loader), epoch=f"{epoch + 1}/{opts.epochs}", loss=0.0, rate=0.0
+            )
+            started, seen, total_loss = time.perf_counter(), 0, 0.0
+            for step, batch in enumerate(train_loader):
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    outputs = _forward(net, batch, prompts, device)
+                    loss = compute_loss(model, outputs, {k: v.to(device) if torch.is_tensor(v) else v
+                                                         for k, v in batch.items()}, opts.task)  # fmt: skip
+                if not torch.isfinite(loss):
+                    raise MerClipError(
+                        f"loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}: stopped; the "
+                        f"last good checkpoint is {out / 'last.safetensors'} (try a lower --lr)"
+                    )
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if opts.grad_clip > 0:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
+                scaler.step(opt)
+                scaler.update()
+                seen += len(batch["sentiment"]) * world
+                total_loss += float(loss)
+                bar.update(task, advance=1, loss=total_loss / (step + 1), rate=seen / (time.perf_counter() - started))
+            train_loss = total_loss / max(1, len(train_loader))
+            if rank == 0:
+                metrics = evaluate(model, valid_loader, prompts, device, opts.task, opts.threshold)
+                row = {"epoch": epoch + 1, "train_loss": train_loss, "seconds": time.perf_counter() - started}
+                row |= {f"val_{k}": v for k, v in metrics.items()}
+                history.append(row)
+                score = metrics["accuracy"] if opts.task != "sentiment" else metrics.get("acc2", metrics["accuracy"])
+                if score > best["score"]:
+                    best = {"score": score, "epoch": epoch + 1, "metrics": metrics}
+                _save_epoch(model, opt, out, epoch + 1, history, best, improved=best["epoch"] == epoch + 1)
+                bar.console.print(
+                    f"epoch {epoch + 1}: train loss {train_loss:.4f}, val loss {metrics['loss']:.4f}, "
+                    f"val accuracy {metrics['accuracy']:.3f}"
+                )
+            if world > 1:
+                dist.barrier()
+    result = {}
+    if rank == 0:
+        result = _write_summary(out, history, best, opts)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return result
+
+
+def _save_epoch(model, opt, out: Path, epoch: int, history: list, best: dict, improved: bool) -> None:
+    extra = {"epoch": epoch, "history": history, "best": best}
+    save_optimizer(opt, out / "last.optim.safetensors")
+    save_checkpoint(model, out / "last.safetensors", extra=extra)  # written last: it marks the epoch done
+    if improved:
+        shutil.copyfile(out / "last.safetensors", out / "best.safetensors.tmp")
+        os.replace(out / "best.safetensors.tmp", out / "best.safetensors")
+    with open(out / "metrics.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def _resume(model: MerClip, opt, out: Path):
+    last = out / "last.safetensors"
+    if not last.is_file():
+        raise MerClipError(f"nothing to resume in {out}: no last.safetensors")
+    saved, extra = load_checkpoint(last, expect=model.cfg)
+    model.load_state_dict(saved.state_dict())
+    load_optimizer(opt, out / "last.optim.safetensors")
+    log.info("resuming %s after epoch %d", out, extra["epoch"])
+    return extra["epoch"], extra["history"], extra["best"]
+
+
+def _write_summary(out: Path, history: list, best: dict, opts: RunOptions) -> dict:
+    final = {k[len("val_") :]: v for k, v in history[-1].items() if k.startswith("val_")} if history else {}
+    summary = {
+        "accuracy": best["metrics"].get("accuracy") if best["metrics"] else None,
+        "best_epoch": best["epoch"],
+        "best": best["metrics"],
+        "final": final,
+        "options": asdict(opts),
+    }
+    for key in ("weighted_f1", "acc2", "f1", "micro_f1"):
+        if key in best["metrics"]:
+            summary[key] = best["metrics"][key]
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    plot_curves(history, out / "curves.png")
+    return summary
+
+
+def plot_curves(history: list, path: Path) -> None:
+    if not history:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax_l.plot(epochs, [h["train_loss"] for h in history], label="train")
+    ax_l.plot(epochs, [h["val_loss"] for h in history], label="validation")
+    ax_l.set_xlabel("epoch")
+    ax_l.set_ylabel("loss")
+    ax_l.legend()
+    for key in ("val_accuracy", "val_micro_f1", "val_acc2", "val_weighted_f1"):
+        if key in history[0]:
+            ax_a.plot(epochs, [h[key] for h in history], label=key[4:])
+    ax_a.set_xlabel("epoch")
+    ax_a.set_ylim(0, 1)
+    ax_a.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
