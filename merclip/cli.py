@@ -96,7 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a checkpoint; prints the paper-layout tables")
     _common(p)
-    p.add_argument("--checkpoint", metavar="FILE", required=True, help="a .safetensors checkpoint")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--checkpoint", metavar="FILE", help="a .safetensors checkpoint")
+    what.add_argument(
+        "--baseline",
+        choices=("majority", "tfidf"),
+        help="score a reference predictor instead (single-label text datasets such as MELD)",
+    )
     p.add_argument("--dataset", choices=("synthetic", "manifest", "mosi", "mosei", "meld"), help="dataset kind")
     p.add_argument("--data-root", metavar="DIR", help="dataset folder")
     p.add_argument("--split", default="test", choices=("train", "valid", "test"), help="split (default: test)")
@@ -114,11 +120,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure per-stage latency, real-time factor, torch vs ONNX ratios")
     _common(p)
     p.add_argument("--model", metavar="ARCH", default="tiny", help="architecture with random weights (default tiny)")
-    p.add_argument("--asr-model", metavar="DIR", help="local CTranslate2 Whisper folder (default: build a tiny one)")
+    p.add_argument("--asr-model", metavar="DIR", help="local CTranslate2 Whisper folder (default: build a random one)")
     p.add_argument("--frames", type=int, help="frames per window (default: capture.frames_per_window)")
     p.add_argument("--windows", type=int, default=5, help="windows timed per measurement (default 5)")
     p.add_argument("--streams", type=int, default=4, help="streams batched together for the throughput line")
     p.add_argument("--providers", choices=("auto", "tensorrt", "cuda", "cpu"), help="ONNX Runtime providers")
+    p.add_argument(
+        "--asr-size",
+        default="tiny",
+        choices=("test", "tiny", "base"),
+        help="size of the random Whisper built when --asr-model is not given (default tiny)",
+    )
+    p.add_argument("--text-context", type=int, default=77, help="transcript token context (8..77, default 77)")
+    p.add_argument("--no-torch", action="store_true", help="skip the torch eager comparison")
+    p.add_argument("--no-int8", action="store_true", help="skip the int8 bundle")
+    p.add_argument("--no-e2e", action="store_true", help="skip the real-time end-to-end run on the sample clip")
+    p.add_argument(
+        "--soak",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="also replay S seconds of synthetic stream as fast as possible: latency and memory drift",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
 
     p = sub.add_parser("report", help="plot a logged session (PNG) and summarise it")

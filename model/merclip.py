@@ -290,8 +290,18 @@ def build_model(cfg: MerClipConfig, weights: str = "random") -> MerClip:
     return MerClip(cfg, clip, arch)
 
 
-def build_prompts(cfg: MerClipConfig, tokenize, emotion_labels=None, sentiment_labels=None) -> LabelPrompts:
-    """Token ids of the queries and labels; label lists default to the ones the model was built with."""
+def build_prompts(
+    cfg: MerClipConfig, tokenize, emotion_labels=None, sentiment_labels=None, trim: bool = False
+) -> LabelPrompts:
+    """Token ids of the queries and labels; label lists default to the ones the model was built with.
+    ``trim`` drops trailing padding (exact for the causal CLIP text tower; see ``trim_padding``)."""
+    if trim:
+        from .tokenizer import trim_padding
+
+        def tokenize_trimmed(texts, _tokenize=tokenize):
+            return trim_padding(_tokenize(texts))
+
+        tokenize = tokenize_trimmed
     return LabelPrompts.build(
         tokenize,
         cfg.prompt_context,

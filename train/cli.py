@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -24,6 +25,7 @@ DATASET_DEFAULTS = {
              "model": {"emotion_mode": "single_label"}},
 }  # fmt: skip
 SYNTHETIC_CLIPS = 400
+RANDOM_INIT_LR = 5e-4
 console = Console(stderr=True, soft_wrap=True)
 
 
@@ -108,7 +110,11 @@ def train_config(args) -> Config:
         train={"dataset": args.dataset, "data_root": args.data_root, "task": args.task, "seed": args.seed,
                "out": args.out, **explicit},
     )  # fmt: skip
-    return _with_dataset_defaults(cfg, cfg.train.dataset, explicit)
+    cfg = _with_dataset_defaults(cfg, cfg.train.dataset, explicit)
+    if cfg.model.weights == "random" and "lr" not in explicit and cfg.train.lr == type(cfg.train)().lr:
+        # 8e-6 is the paper's lr for fine-tuning pretrained CLIP; from scratch it would barely move.
+        cfg = override(cfg, train={"lr": RANDOM_INIT_LR})
+    return cfg
 
 
 def cmd_train(args) -> int:
@@ -146,6 +152,8 @@ def cmd_eval(args) -> int:
 
     from .loop import evaluate
 
+    if args.baseline:
+        return _eval_baseline(args)
     model, _ = load_checkpoint(args.checkpoint)
     mcfg = model.cfg
     cfg = override(load_config(args.config), train={"dataset": args.dataset, "data_root": args.data_root},
@@ -169,6 +177,33 @@ def cmd_eval(args) -> int:
     metrics = evaluate(model, loader, prompts, torch.device("cpu"), cfg.train.task, cfg.labels.emotion_threshold)
     metrics["n"] = len(split)
     print_tables(metrics, f"{cfg.train.dataset} {args.split} ({len(split)} clips)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _eval_baseline(args) -> int:
+    from .baselines import predict
+    from .metrics import single_label_metrics
+
+    cfg = override(load_config(args.config), train={"dataset": args.dataset, "data_root": args.data_root},
+                   model={"modalities": "L"})  # fmt: skip
+    cfg = _with_dataset_defaults(cfg, cfg.train.dataset, {})
+    if cfg.model.emotion_mode != "single_label":
+        raise MerClipError("baselines are for single-label text datasets such as MELD")
+    train_ds, split = _datasets(cfg, ("train", args.split))
+    metrics: dict = {"n": len(split)}
+    train_texts = [e["text"] for e in train_ds.entries]
+    texts = [e["text"] for e in split.entries]
+    for task, target in (("", split.emotion_target), ("sentiment_", None)):
+        if target is not None:
+            y_train, y = [train_ds.emotion_target(e) for e in train_ds.entries], [target(e) for e in split.entries]
+        else:
+            y_train = [train_ds.sentiment_target(e.get("sentiment")) for e in train_ds.entries]
+            y = [split.sentiment_target(e.get("sentiment")) for e in split.entries]
+        pred = predict(args.baseline, train_texts, y_train, texts)
+        metrics.update({f"{task}{k}": v for k, v in single_label_metrics(np.asarray(y), pred).items()})
+    print_tables(metrics, f"{args.baseline} baseline, {cfg.train.dataset} {args.split} ({len(split)} clips)")
     if args.json:
         Path(args.json).write_text(json.dumps(metrics, indent=2))
     return 0

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from merclip.model.preprocess import normalize_frames
+from merclip.model.tokenizer import trim_padding
 from torch.utils.data import Dataset
 
 from .cache import read_clip, read_index
@@ -87,8 +88,9 @@ class Collate:
     """Stack a batch: normalised frames, zero-padded audio, token ids, targets. A modality missing from any
     sample of the batch is zero-filled there (the model's present mask is left to what the batch has)."""
 
-    def __init__(self, tokenizer, image_mean, image_std, single_label: bool):
+    def __init__(self, tokenizer, image_mean, image_std, single_label: bool, trim: bool = False):
         self.tokenizer = tokenizer
+        self.trim = trim
         self.mean, self.std = image_mean, image_std
         self.single_label = single_label
 
@@ -109,7 +111,8 @@ class Collate:
                     padded[row, : len(a)] = a
             batch["audio"] = torch.from_numpy(padded)
         if any(it["text"] is not None for it in items):
-            batch["text"] = torch.from_numpy(self.tokenizer([it["text"] or "" for it in items]))
+            ids = self.tokenizer([it["text"] or "" for it in items])
+            batch["text"] = torch.from_numpy(trim_padding(ids) if self.trim else ids)
         if self.single_label:
             batch["emotion"] = torch.tensor([it["emotion"] for it in items], dtype=torch.long)
         else:

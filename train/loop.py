@@ -183,9 +183,10 @@ def train(
         torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
     )
     tokenizer = tokenizer or ClipTokenizer.default(model.cfg.text_context_length)
-    prompts = build_prompts(model.cfg, tokenizer) if model.cfg.uses_label_encoder else None
+    causal = model.text.attn_mask is not None  # trimming padding is exact only for a causal text tower
+    prompts = build_prompts(model.cfg, tokenizer, trim=causal) if model.cfg.uses_label_encoder else None
     collate = Collate(tokenizer, model.arch.image_mean, model.arch.image_std,
-                      model.cfg.emotion_mode == "single_label")  # fmt: skip
+                      model.cfg.emotion_mode == "single_label", trim=causal)  # fmt: skip
     model.to(device)
     opt = torch.optim.AdamW(model.parameter_groups(opts.lr, opts.weight_decay))
     start_epoch, history, best = 0, [], {"score": -math.inf, "epoch": -1, "metrics": {}}

@@ -1,0 +1,104 @@
+"""MELD as a text dataset (single-label heads, baselines) and `merclip bench --json` on the tiny model."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+MERCLIP = [sys.executable, "-m", "merclip.cli"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+SHARED_MELD = Path(__file__).resolve().parents[2] / "shared" / "data" / "meld"
+COLUMNS = ["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID", "Season",
+           "Episode", "StartTime", "EndTime"]  # fmt: skip
+LINES = [("I am so happy for you!", "joy", "positive"), ("Get out of here, I hate this", "anger", "negative"),
+         ("Okay.", "neutral", "neutral"), ("Oh my god, really?!", "surprise", "positive"),
+         ("I miss her so much", "sadness", "negative"), ("Ew, that is disgusting", "disgust", "negative"),
+         ("I'm scared of the dark", "fear", "negative"), ("Fine, whatever.", "neutral", "neutral")]  # fmt: skip
+
+
+def _meld(root: Path, splits=("train", "dev", "test"), repeat=6):
+    root.mkdir(parents=True, exist_ok=True)
+    for split in splits:
+        with open(root / f"{split}_sent_emo.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(COLUMNS)
+            for i in range(repeat * len(LINES)):
+                text, emotion, sentiment = LINES[i % len(LINES)]
+                w.writerow([i, text, "Ross", emotion, sentiment, i // 4, i % 4, 1, 1, "00:00:01,000", "00:00:02,000"])
+    return root
+
+
+def test_meld_text_training_writes_accuracy_and_weighted_f1(tmp_path):
+    root = _meld(tmp_path / "meld")
+    out = tmp_path / "run"
+    run = subprocess.run([*MERCLIP, "train", "--dataset", "meld", "--data-root", str(root), "--modalities", "L",
+                          "--model", "tiny", "--epochs", "3", "--batch-size", "8", "--out", str(out)],
+                         capture_output=True, text=True, env=ENV, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"accuracy", "weighted_f1"} <= set(metrics) and 0 <= metrics["weighted_f1"] <= 1
+    assert "sentiment_accuracy" in metrics["best"]
+    # eval on a folder that holds only MELD's test CSV
+    only_test = _meld(tmp_path / "test-only", splits=("test",))
+    ev = subprocess.run([*MERCLIP, "eval", "--checkpoint", str(out / "best.safetensors"), "--dataset", "meld",
+                         "--split", "test", "--data-root", str(only_test), "--json", str(tmp_path / "e.json")],
+                        capture_output=True, text=True, env=ENV, timeout=300)  # fmt: skip
+    assert ev.returncode == 0, ev.stderr
+    assert "Weighted-F1(%)" in ev.stdout and json.loads((tmp_path / "e.json").read_text())["n"] == 48
+
+
+def test_single_label_head_is_a_softmax(tokenizer):
+    import torch
+    from merclip.model import MerClipConfig, build_model, build_prompts
+
+    model = build_model(
+        MerClipConfig(
+            emotion_mode="single_label",
+            emotion_labels=("neutral", "joy", "anger"),
+            sentiment_labels=("neutral", "positive", "negative"),
+            modalities="L",
+        )
+    )
+    with torch.no_grad():
+        out = model(text=torch.from_numpy(tokenizer(["hi", "no"])), prompts=build_prompts(model.cfg, tokenizer))
+    assert torch.allclose(out.emotion_probs.sum(-1), torch.ones(2)) and out.sentiment_probs.shape == (2, 3)
+
+
+def test_baselines_scored_by_the_same_metrics(tmp_path):
+    root = _meld(tmp_path / "meld")
+    for kind in ("majority", "tfidf"):
+        run = subprocess.run([*MERCLIP, "eval", "--baseline", kind, "--dataset", "meld", "--data-root", str(root),
+                              "--split", "valid", "--json", str(tmp_path / f"{kind}.json")],
+                             capture_output=True, text=True, env=ENV, timeout=300)  # fmt: skip
+        assert run.returncode == 0, run.stderr
+    majority = json.loads((tmp_path / "majority.json").read_text())
+    assert majority["accuracy"] == pytest.approx(2 / 8)  # neutral is 2 of every 8 lines
+    assert json.loads((tmp_path / "tfidf.json").read_text())["accuracy"] == 1.0  # the lines repeat exactly
+
+
+@pytest.mark.skipif(not SHARED_MELD.is_dir(), reason="the shared MELD CSVs are not beside this checkout")
+def test_real_meld_csvs_read_with_their_labels():
+    from merclip.train.datasets import MELD_EMOTIONS, read_meld
+
+    clips = read_meld(SHARED_MELD)
+    assert sum(c.split == "train" for c in clips) == 9989 and sum(c.split == "valid" for c in clips) == 1109
+    assert {c.emotion_class for c in clips} == set(MELD_EMOTIONS)
+    assert not any(c.media for c in clips)  # no videos there: text only
+
+
+def test_bench_json_on_the_tiny_model(tmp_path):
+    run = subprocess.run([*MERCLIP, "bench", "--model", "tiny", "--asr-size", "test", "--windows", "3",
+                          "--soak", "20", "--json"], capture_output=True, text=True, timeout=300,
+                         env={**ENV, "HOME": str(tmp_path)})  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert 0 < result["real_time_factor"] < 5
+    for stage in ("decode", "asr", "vision", "audio", "text", "decoder", "total"):
+        assert {"min", "median", "p95"} <= set(result["latency_ms"][stage])
+    assert result["ratios"]["asr_unpadded_speedup"] > 1
+    assert {"onnx_vs_torch_vision", "int8_speedup_vision"} <= set(result["ratios"])
+    assert result["end_to_end"]["readings"] == 6 and result["soak"]["windows"] == 10
