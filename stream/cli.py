@@ -79,7 +79,16 @@ def resolve_bundle(cfg: Config, console: Console):
 
         console.print(f"exporting {cfg.model.arch} ({cfg.model.weights} weights) to {folder} — once, then cached")
         folder.parent.mkdir(parents=True, exist_ok=True)
-        export_from_config(cfg, folder, console=console)
+        try:
+            export_from_config(cfg, folder, console=console)
+        except MerClipError as err:
+            if "could not download" not in str(err):
+                raise
+            raise MerClipError(
+                f"{cfg.model.arch} needs its pretrained weights, which could not be downloaded "
+                "(offline?): pass --bundle DIR, local weights with --weights FILE, or run the "
+                "offline demo model with --model tiny"
+            ) from None
     return Bundle.load(folder, **load)
 
 
@@ -118,6 +127,20 @@ def open_transcriber(cfg: Config, console: Console, explicit: bool):
         return None
 
 
+def apply_label_config(bundle, cfg: Config) -> None:
+    """Labels the user set in config.toml replace the bundle's (embedded through its label graph); untouched
+    defaults leave a bundle trained on other labels (e.g. MELD's seven) as it is."""
+    from merclip.config import LabelsSection
+
+    if bundle.manifest["labels"]["fixed"]:
+        return
+    default = LabelsSection()
+    bundle.set_labels(
+        emotion=list(cfg.labels.emotion) if cfg.labels.emotion != default.emotion else None,
+        sentiment=list(cfg.labels.sentiment) if cfg.labels.sentiment != default.sentiment else None,
+    )
+
+
 class KeyListener:
     """Sets ``pressed`` when the user types q (only when stdin is a terminal)."""
 
@@ -151,10 +174,7 @@ def cmd_live(args, cfg: Config) -> int:
     bundle = resolve_bundle(cfg, console)
     for line in bundle.provider_report:
         log.info("provider %s", line)
-    bundle.set_labels(
-        emotion=list(cfg.labels.emotion) if not bundle.manifest["labels"]["fixed"] else None,
-        sentiment=list(cfg.labels.sentiment) if not bundle.manifest["labels"]["fixed"] else None,
-    )
+    apply_label_config(bundle, cfg)
     source, source_name = open_source(cfg, args.fast, args.duration)
     transcriber = open_transcriber(cfg, console, explicit=args.asr_model is not None)
     windower = Windower(cfg.capture.window_s, cfg.capture.hop_s, cfg.capture.frames_per_window,

@@ -7,10 +7,9 @@ import signal
 import subprocess
 import sys
 import time
-from fractions import Fraction
 
-import numpy as np
 import pytest
+from media_util import write_video
 
 LIVE = [sys.executable, "-c", "import sys; from merclip.cli import live_main; sys.exit(live_main())"]
 
@@ -45,35 +44,9 @@ def test_synthetic_20s_session_writes_10_rows_with_every_column(tiny_bundle, whi
     assert "Session ended" in run.stderr
 
 
-def _write_clip(path, seconds=60, fps=10):
-    import av
-
-    with av.open(str(path), "w") as box:
-        video = box.add_stream("mpeg4", rate=fps)
-        video.width, video.height, video.pix_fmt = 160, 120, "yuv420p"
-        audio = box.add_stream("aac", rate=16000)
-        audio.layout = "mono"
-        for i in range(seconds * fps):
-            img = np.full((120, 160, 3), (i * 3) % 255, np.uint8)
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            for packet in video.encode(frame):
-                box.mux(packet)
-        t = np.arange(seconds * 16000) / 16000
-        tone = (0.2 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
-        for start in range(0, len(tone), 1024):
-            chunk = tone[start : start + 1024]
-            frame = av.AudioFrame.from_ndarray(chunk[None], format="flt", layout="mono")
-            frame.sample_rate, frame.pts, frame.time_base = 16000, start, Fraction(1, 16000)
-            for packet in audio.encode(frame):
-                box.mux(packet)
-        for stream in (video, audio):
-            for packet in stream.encode(None):
-                box.mux(packet)
-
-
 def test_60s_file_with_fast_takes_less_than_60s(tiny_bundle, whisper_dir, tmp_path):
     clip = tmp_path / "talk.mp4"
-    _write_clip(clip)
+    write_video(clip, seconds=60, size=(160, 120))
     start = time.monotonic()
     run = subprocess.run([*LIVE, "--source", str(clip), "--fast", "--bundle", str(tiny_bundle), "--no-ui", "--log",
                           str(tmp_path / "s.csv"), "--asr-model", str(whisper_dir)],
@@ -142,3 +115,17 @@ def test_report_writes_a_png_and_summary(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert "Dominant emotion (share of windows): happy 50%, sad 50%" in run.stdout
     assert "Windows with speech: 3 of 6" in run.stdout
+
+
+def test_config_labels_replace_bundle_labels_only_when_set(tiny_bundle, tmp_path):
+    from merclip.export.runtime import Bundle
+    from merclip.stream.cli import apply_label_config
+
+    from merclip.config import from_dict
+
+    bundle = Bundle.load(tiny_bundle)
+    apply_label_config(bundle, from_dict({}))
+    assert bundle.emotion_labels == ["happy", "sad", "angry", "surprise", "disgust", "fear"]
+    apply_label_config(bundle, from_dict({"labels": {"emotion": ["calm", "a tense, nervous state"]}}))
+    assert bundle.emotion_labels == ["calm", "a tense, nervous state"]
+    assert bundle.predict(None, None, "hello").emotion.shape == (1, 2)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from media_util import write_video
 from merclip.train.metrics import multilabel_metrics, sentiment_metrics, single_label_metrics, weighted_f1
 
 from merclip.errors import MerClipError
@@ -182,31 +183,6 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(small
 
 
 # ---- dataset readers on fake trees ----------------------------------------------------------------------
-def _video(path: Path, seconds=1.0):
-    import av
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as box:
-        v = box.add_stream("mpeg4", rate=10)
-        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
-        a = box.add_stream("aac", rate=16000)
-        a.layout = "mono"
-        for i in range(int(seconds * 10)):
-            for p in v.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 20, np.uint8), format="rgb24")):
-                box.mux(p)
-        from fractions import Fraction
-
-        tone = (0.1 * np.sin(np.arange(int(seconds * 16000)) / 10)).astype(np.float32)
-        for s in range(0, len(tone), 1024):
-            f = av.AudioFrame.from_ndarray(tone[None, s : s + 1024], format="flt", layout="mono")
-            f.sample_rate, f.pts, f.time_base = 16000, s, Fraction(1, 16000)
-            for p in a.encode(f):
-                box.mux(p)
-        for stream in (v, a):
-            for p in stream.encode(None):
-                box.mux(p)
-
-
 def test_mosei_tree_with_emotions_and_a_corrupt_clip(tmp_path):
     import h5py
     from merclip.train.cache import prepare, read_clip, read_index
@@ -221,7 +197,7 @@ def test_mosei_tree_with_emotions_and_a_corrupt_clip(tmp_path):
         w.writerow(["video_id", "clip_id", "text", "label", "mode"])
         w.writerows(rows)
     for vid, clip, *_ in rows[:3]:
-        _video(root / "Raw" / vid / f"{clip}.mp4")
+        write_video(root / "Raw" / vid / f"{clip}.mp4")
     (root / "Raw" / "vidB" / "1.mp4").write_bytes(b"garbage" * 50)
     with h5py.File(root / "CMU_MOSEI_Labels.csd", "w") as f:
         data = f.create_group("All Labels").create_group("data")
