@@ -46,7 +46,9 @@ def export_from_config(
     )
     manifest = export_bundle(model, opts)
     bundle = Bundle.load(out, providers="cpu")
-    parity = check_parity(model, bundle, count=opts.parity_samples, frames=opts.frames_per_window)
+    # fp32 must match exactly (32 windows show it); lower precisions report agreement over a few hundred.
+    count = opts.parity_samples if opts.precision == "fp32" else max(opts.parity_samples, 200)
+    parity = check_parity(model, bundle, count=count, frames=opts.frames_per_window)
     console.print(parity.line(opts.precision))
     if opts.precision == "fp32" and parity.max_abs_diff > 1e-4:
         raise MerClipError(f"export parity failed: max |dp| {parity.max_abs_diff:.2e} > 1e-4 (bundle left in {out})")

@@ -75,21 +75,39 @@ def resolve_bundle(cfg: Config, console: Console):
                 "no bundle given and torch is not installed to export one: pass --bundle DIR "
                 "(from `merclip export --onnx`) or pip install 'merclip-live[train]'"
             )
-        from merclip.export.cli import export_from_config
-
         console.print(f"exporting {cfg.model.arch} ({cfg.model.weights} weights) to {folder} — once, then cached")
         folder.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            export_from_config(cfg, folder, console=console)
-        except MerClipError as err:
-            if "could not download" not in str(err):
-                raise
+        export_in_subprocess(cfg, folder)
+    return Bundle.load(folder, **load)
+
+
+def export_in_subprocess(cfg: Config, folder: Path) -> None:
+    """Run `merclip export` in its own process, so the live process never imports torch."""
+    import subprocess
+    import tempfile
+
+    from merclip.config import to_toml
+
+    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
+        f.write(to_toml(cfg))
+    try:
+        cmd = [sys.executable, "-m", "merclip.cli", "export", "--onnx", "--config", f.name, "--out", str(folder)]
+        run = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    finally:
+        os.unlink(f.name)
+    if run.returncode != 0:
+        lines = [line for line in run.stderr.strip().splitlines() if line.startswith("error: ")]
+        message = lines[-1][len("error: ") :] if lines else run.stderr.strip()[-300:]
+        if "could not download" in message:
             raise MerClipError(
                 f"{cfg.model.arch} needs its pretrained weights, which could not be downloaded "
                 "(offline?): pass --bundle DIR, local weights with --weights FILE, or run the "
                 "offline demo model with --model tiny"
-            ) from None
-    return Bundle.load(folder, **load)
+            )
+        raise MerClipError(f"export failed: {message}")
+    for line in run.stderr.splitlines():
+        if line.startswith(("parity", "bundle")):
+            log.info(line)
 
 
 def open_source(cfg: Config, fast: bool, duration: float | None):

@@ -129,3 +129,14 @@ def test_config_labels_replace_bundle_labels_only_when_set(tiny_bundle, tmp_path
     apply_label_config(bundle, from_dict({"labels": {"emotion": ["calm", "a tense, nervous state"]}}))
     assert bundle.emotion_labels == ["calm", "a tense, nervous state"]
     assert bundle.predict(None, None, "hello").emotion.shape == (1, 2)
+
+
+def test_model_flag_exports_into_the_cache_once_then_runs(tmp_path):
+    env = {**os.environ, "HOME": str(tmp_path)}
+    args = [*LIVE, "--model", "tiny", "--source", "synthetic", "--duration", "4", "--fast", "--no-ui", "--no-asr"]
+    first = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert "exporting tiny (random weights)" in first.stderr and len(first.stdout.splitlines()) == 2
+    assert list((tmp_path / ".cache" / "merclip" / "bundles").glob("tiny-random-*/manifest.json"))
+    again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0 and "exporting" not in again.stderr

@@ -93,6 +93,29 @@ def test_synthetic_learns_and_needs_its_informative_modality(vision_only_set, tm
     assert "Accuracy(%)" in evaluated.stdout and "Micro-F1(%)" in evaluated.stdout and "ACC2(%)" in evaluated.stdout
     assert json.loads((tmp_path / "eval.json").read_text())["accuracy"] == pytest.approx(metrics["accuracy"])
 
+    # the trained checkpoint exports to a bundle that merclip-live runs
+    exported = subprocess.run(
+        [
+            *MERCLIP,
+            "export",
+            "--onnx",
+            "--checkpoint",
+            str(tmp_path / "lva" / "best.safetensors"),
+            "--out",
+            str(tmp_path / "bundle"),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert "parity torch vs onnxruntime (fp32" in exported.stderr and "trained fp32" in exported.stderr
+    live = subprocess.run([sys.executable, "-c", "import sys; from merclip.cli import live_main; sys.exit(live_main())",
+                           "--source", "synthetic", "--bundle", str(tmp_path / "bundle"), "--duration", "4", "--fast",
+                           "--no-ui", "--no-asr"], capture_output=True, text=True, env=ENV, timeout=120)  # fmt: skip
+    assert live.returncode == 0, live.stderr
+    assert len(live.stdout.strip().splitlines()) == 2
+
 
 @pytest.fixture(scope="module")
 def small_set(tmp_path_factory):
