@@ -61,7 +61,7 @@ def _sentiment_gauge(state: UiState) -> Text:
     values = state.smoothed_sentiment
     if set(state.sentiment_labels) == {"positive", "negative"} and values:
         pos = values.get("positive", 0.0)
-        width = 2 * BAR_WIDTH // 2
+        width = BAR_WIDTH
         marker = round(pos * width)
         gauge = Text("negative ", style="red") + Text("─" * marker, style="grey50") + Text("●", style="bold yellow")
         gauge += Text("─" * (width - marker), style="grey50") + Text(" positive", style="green")
