@@ -56,7 +56,7 @@ def export_from_config(
         f"{e['path']} {(out / e['path']).stat().st_size / 1e6:.1f} MB" for e in manifest["parts"].values()
     )
     console.print(
-        f"bundle {out}: {manifest['arch']} {mode} {opts.precision}"
+        f"bundle {out}: {manifest['arch']} {mode} {opts.precision}, activation {manifest['model']['activation']}"
         f"{' (random weights)' if manifest['random_weights'] else ''}; {sizes}"
     )
     return manifest
@@ -71,5 +71,8 @@ def cmd_export(args) -> int:
     )
     if args.checkpoint and (args.model or args.weights or args.zero_shot):
         raise MerClipError("--checkpoint carries its own model: do not combine it with --model/--weights/--zero-shot")
-    export_from_config(cfg, Path(cfg.export.out).expanduser(), args.checkpoint, args.zero_shot)
+    from .onnx_export import check_export_target
+
+    out = check_export_target(cfg.export.out)  # before minutes of building and tracing
+    export_from_config(cfg, out, args.checkpoint, args.zero_shot)
     return 0

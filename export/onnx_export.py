@@ -144,6 +144,24 @@ def _convert_precision(path: Path, precision: str, part: str) -> None:
         onnx.save(model, str(path))
 
 
+def check_export_target(out: str | Path) -> Path:
+    """An export replaces an earlier bundle at ``out``, never anything else; missing parents are made."""
+    out = Path(out).expanduser()
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise MerClipError(f"--out {out} exists and is not a folder: choose another bundle folder")
+        if any(out.iterdir()) and not (out / "manifest.json").is_file():
+            raise MerClipError(
+                f"--out {out} is a folder with other files in it, not a bundle: an export would replace it; "
+                "choose a new or empty folder"
+            )
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise MerClipError(f"cannot create the bundle folder's parent {out.parent}: {err.strerror}") from None
+    return out
+
+
 def export_bundle(model: MerClip, opts: ExportOptions, tokenizer: ClipTokenizer | None = None) -> dict:
     """Write the bundle folder; return the manifest. The folder is replaced only when all went well."""
     if opts.mode not in ("trained", "zero-shot"):
@@ -154,8 +172,8 @@ def export_bundle(model: MerClip, opts: ExportOptions, tokenizer: ClipTokenizer 
     tokenizer = tokenizer or ClipTokenizer.default()
     label_len = model.cfg.text_context_length if opts.mode == "zero-shot" else LABEL_CONTEXT
     parts = _graphs(model, opts.mode)
-    out = Path(opts.out)
-    work = Path(tempfile.mkdtemp(prefix=".merclip-export-", dir=out.parent if out.parent.exists() else None))
+    out = check_export_target(opts.out)
+    work = Path(tempfile.mkdtemp(prefix=".merclip-export-", dir=out.parent))
     try:
         files = {}
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True) as bar:
@@ -207,6 +225,9 @@ def _manifest(model: MerClip, opts: ExportOptions, files: dict, label_len: int) 
         "weights": opts.weights,
         "random_weights": opts.weights == "random",
         "embed_dim": model.arch.embed_dim,
+        # What the CLIP towers compute with: the activation their weights were trained with (QuickGELU for
+        # OpenAI's CLIP). Informational: the graphs already contain it.
+        "model": {"arch": cfg.arch, "activation": model.arch.activation, "quick_gelu": model.arch.quick_gelu},
         "model_config": cfg.to_dict(),
         "preprocess": {
             "image_size": model.arch.image_size,

@@ -30,6 +30,23 @@ _PROVIDERS = {
 _ORDER = ("tensorrt", "cuda", "cpu")
 
 
+_FUSE_INPUTS = (
+    "vision", "audio", "text", "text_valid", "text_pooled", "present", "queries", "emotion_labels", "sentiment_labels",
+)  # fmt: skip
+
+
+def _load_tokenizer(path: Path, preprocess: dict) -> ClipTokenizer:
+    try:
+        tokenizer = ClipTokenizer.from_file(path, int(preprocess["context_length"]))
+    except Exception as err:  # the tokenizers library raises its own exception types
+        raise MerClipError(
+            f"bundle file {path} is not a valid tokenizer: {str(err).splitlines()[0][:160] if str(err) else err!r}"
+        ) from None
+    if tokenizer.sot_id is None or tokenizer.eot_id is None:
+        raise MerClipError(f"bundle file {path} is not a CLIP tokenizer (no start/end-of-text tokens)")
+    return tokenizer
+
+
 @dataclass(frozen=True)
 class Prediction:
     emotion: np.ndarray  # (B, K_e) probabilities
@@ -51,7 +68,10 @@ def choose_providers(requested: str, precision: str, cache_dir: str | Path | Non
             continue
         if name == "tensorrt":
             cache = Path(cache_dir or "~/.cache/merclip").expanduser() / "tensorrt"
-            cache.mkdir(parents=True, exist_ok=True)
+            try:
+                cache.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise MerClipError(f"runtime.cache_dir: cannot create {cache}: {err.strerror}") from None
             chosen.append(
                 (
                     ep,
@@ -136,17 +156,25 @@ class Bundle:
             sessions[name] = sess
             used = sess.get_providers()[0].replace("ExecutionProvider", "")
             report.append(f"{name}: {used}" + (f" ({skipped})" if skipped and used == "CPU" else ""))
-        tokenizer = ClipTokenizer.from_file(
-            folder / manifest["tokenizer_file"]["path"], int(manifest["preprocess"]["context_length"])
-        )
+        tokenizer = _load_tokenizer(folder / manifest["tokenizer_file"]["path"], manifest["preprocess"])
         bundle = cls(folder, manifest, sessions, tokenizer, report)
         bundle._check_shapes()
         return bundle
 
     def _check_shapes(self) -> None:
-        def dims(part: str, index: int = 0, output: bool = False) -> list:
+        # Each graph must be the part it is filed as: a swapped or foreign graph fails here, not every window.
+        names = {"vision": "images", "audio": "waveform", "text": "input_ids", "labels": "input_ids"}
+        for part, name in names.items():
+            if part in self.sessions:
+                got = [i.name for i in self.sessions[part].get_inputs()]
+                if got != [name]:
+                    self._mismatch(part, f"inputs {got} != [{name!r}] (not the {part} graph)")
+        if len(self.sessions["text"].get_outputs()) != 3:
+            self._mismatch("text", "it must output tokens, valid and pooled (not the text graph)")
+
+        def dims(part: str, output: bool = False) -> list:
             sess = self.sessions[part]
-            return (sess.get_outputs() if output else sess.get_inputs())[index].shape
+            return list((sess.get_outputs() if output else sess.get_inputs())[0].shape)
 
         checks = [
             ("vision", dims("vision")[1:], [3, self.image_size, self.image_size], "images (3, S, S)"),
@@ -155,9 +183,28 @@ class Bundle:
             ("text", dims("text")[-1:], [self.context_length], "context length"),
         ]
         for part, got, want, what in checks:
-            if list(got) != list(want):
-                path = self.folder / self.manifest["parts"][part]["path"]
-                raise MerClipError(f"bundle file {path} does not match the manifest: {what} {got} != {want}")
+            if got != want:
+                self._mismatch(part, f"{what} {got} != {want}")
+
+        fuse_in = {i.name: list(i.shape) for i in self.sessions["fuse"].get_inputs()}
+        if set(fuse_in) - set(_FUSE_INPUTS) or "present" not in fuse_in:
+            self._mismatch("fuse", f"inputs {sorted(fuse_in)} (not the fuse graph)")
+        for name in ("vision", "audio", "text", "text_pooled", "queries", "emotion_labels", "sentiment_labels"):
+            width = (fuse_in.get(name) or [None])[-1]
+            if isinstance(width, int) and width != self.embed_dim:
+                self._mismatch("fuse", f"{name} width {width} != embed_dim {self.embed_dim}")
+        outputs = self.sessions["fuse"].get_outputs()
+        if len(outputs) != 2:
+            self._mismatch("fuse", f"{len(outputs)} outputs, not emotion and sentiment probabilities")
+        tasks = (("emotion", self.emotion_labels), ("sentiment", self.sentiment_labels))
+        for out, (task, labels) in zip(outputs, tasks, strict=True):
+            k = out.shape[-1] if out.shape else None
+            if isinstance(k, int) and k != len(labels):
+                self._mismatch("fuse", f"it scores {k} {task} labels, the manifest lists {len(labels)}")
+
+    def _mismatch(self, part: str, what: str) -> None:
+        path = self.folder / self.manifest["parts"][part]["path"]
+        raise MerClipError(f"bundle file {path} does not match the manifest: {what}")
 
     # ---- description ----------------------------------------------------------------------------------
     @property

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 
@@ -23,25 +24,90 @@ examples:
   merclip-live --camera 0 --log sessions/       ... and a CSV row per window
   merclip-live --source talk.mp4 --fast --no-ui --log out.csv
 keys: q or Ctrl-C ends the session and prints a summary.
+exit codes: 0 readings made · 1 the session ran but made no reading · 2 an error you can fix (one line) ·
+130 interrupted.
 """
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's error shape: one line ``error: ...`` on stderr, exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {_one_line(message)} (see `{self.prog} --help`)\n")
+
+
+def _one_line(text: str) -> str:
+    """Control characters (a newline in a file name...) written as escapes: a message stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+def _int_at_least(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            span = f"from {lo} to {hi}" if hi is not None else f">= {lo}"
+            raise argparse.ArgumentTypeError(f"must be {span}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _number(lo: float = 0.0, strict: bool = True, hi: float | None = None) -> Callable[[str], float]:
+    """A finite float ``> lo`` (``>= lo`` when not strict) and ``<= hi``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if value < lo or (strict and value == lo) or (hi is not None and value > hi):
+            span = f"{'>' if strict else '>='} {lo:g}" + (f" and <= {hi:g}" if hi is not None else "")
+            raise argparse.ArgumentTypeError(f"must be {span}, got {text!r}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def _text(text: str) -> str:
+    """A name or path: an empty one is a mistake (``--source ""`` would silently mean the default)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+TEXT = _text
+POSITIVE = _int_at_least(1)
+FRAMES = _int_at_least(1, 64)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", metavar="FILE", help="config file (default: ./config.toml if present, else the packaged defaults)"
+        "--config",
+        metavar="FILE",
+        type=TEXT,
+        help="config file (default: ./config.toml if present, else the packaged defaults)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
 
 
 def _model_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", metavar="ARCH", help="open_clip architecture (ViT-B-32, ...) or 'tiny'")
-    parser.add_argument("--weights", metavar="W", help="pretrained tag (openai), local weights file, or 'random'")
+    parser.add_argument("--model", metavar="ARCH", type=TEXT, help="open_clip architecture (ViT-B-32, ...) or 'tiny'")
+    parser.add_argument(
+        "--weights", metavar="W", type=TEXT, help="pretrained tag (openai), local weights file, or 'random'"
+    )
     parser.add_argument(
         "--variant",
         choices=("full", "no_cmd", "no_le", "concat_fc"),
         help="model variant: the paper's model or an ablation (Table 4, concat+FC baseline)",
     )
-    parser.add_argument("--modalities", metavar="ORDER", help="modalities and fusion order, e.g. LVA, VL, A")
+    parser.add_argument("--modalities", metavar="ORDER", type=TEXT, help="modalities and fusion order, e.g. LVA, VL, A")
 
 
 def _model_overrides(args) -> dict:
@@ -54,7 +120,7 @@ def _model_overrides(args) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="merclip",
         description="MER-CLIP Live: train, evaluate, export and "
         "benchmark multimodal emotion models. The live monitor is `merclip-live`.",
@@ -68,91 +134,107 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="decode a dataset once into a compact training cache")
     _common(p)
     p.add_argument("--dataset", choices=("synthetic", "manifest", "mosi", "mosei", "meld"), help="dataset kind")
-    p.add_argument("--data-root", metavar="DIR", help="dataset folder (manifest: the manifest file)")
-    p.add_argument("--cache-dir", metavar="DIR", help="where the cache goes (default: DATA_ROOT/.merclip-cache)")
-    p.add_argument("--synthetic", metavar="N", type=int, help="generate N synthetic clips into --cache-dir")
+    p.add_argument("--data-root", metavar="DIR", type=TEXT, help="dataset folder (manifest: the manifest file)")
+    p.add_argument(
+        "--cache-dir", metavar="DIR", type=TEXT, help="where the cache goes (default: DATA_ROOT/.merclip-cache)"
+    )
+    p.add_argument("--synthetic", metavar="N", type=POSITIVE, help="generate N synthetic clips into --cache-dir")
     p.add_argument(
         "--informative",
         default="LVA",
         metavar="MODS",
         help="synthetic: modalities that carry the label (others are noise), default LVA",
     )
-    p.add_argument("--frames", type=int, help="frames sampled per clip (default: train.frames)")
+    p.add_argument("--frames", type=FRAMES, help="frames sampled per clip (default: train.frames)")
 
     p = sub.add_parser("train", help="train MER-CLIP (or an ablation) on a dataset")
     _common(p)
     _model_flags(p)
     p.add_argument("--dataset", choices=("synthetic", "manifest", "mosi", "mosei", "meld"), help="dataset kind")
-    p.add_argument("--data-root", metavar="DIR", help="dataset folder")
+    p.add_argument("--data-root", metavar="DIR", type=TEXT, help="dataset folder")
     p.add_argument("--task", choices=("both", "emotion", "sentiment"), help="which heads train")
-    p.add_argument("--epochs", type=int, help="training epochs (paper: 20)")
-    p.add_argument("--batch-size", type=int, help="batch size (paper: 16)")
-    p.add_argument("--lr", type=float, help="AdamW learning rate (paper: 8e-6)")
-    p.add_argument("--frames", type=int, help="frames per clip (paper: 12)")
-    p.add_argument("--seed", type=int, help="random seed")
-    p.add_argument("--out", metavar="DIR", help="output folder for checkpoints and metrics")
+    p.add_argument("--epochs", type=POSITIVE, help="training epochs (paper: 20)")
+    p.add_argument("--batch-size", type=POSITIVE, help="batch size (paper: 16)")
+    p.add_argument("--lr", type=_number(0.0, hi=1.0), help="AdamW learning rate (paper: 8e-6)")
+    p.add_argument("--frames", type=FRAMES, help="frames per clip (paper: 12)")
+    p.add_argument("--seed", type=_int_at_least(0, 2**32 - 1), help="random seed")
+    p.add_argument("--out", metavar="DIR", type=TEXT, help="output folder for checkpoints and metrics")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--emotion-labels", metavar="TEXT", nargs="+", help="emotion label texts (override config)")
 
     p = sub.add_parser("eval", help="evaluate a checkpoint; prints the paper-layout tables")
     _common(p)
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--checkpoint", metavar="FILE", help="a .safetensors checkpoint")
+    what.add_argument("--checkpoint", metavar="FILE", type=TEXT, help="a .safetensors checkpoint")
     what.add_argument(
         "--baseline",
         choices=("majority", "tfidf"),
         help="score a reference predictor instead (single-label text datasets such as MELD)",
     )
     p.add_argument("--dataset", choices=("synthetic", "manifest", "mosi", "mosei", "meld"), help="dataset kind")
-    p.add_argument("--data-root", metavar="DIR", help="dataset folder")
+    p.add_argument("--data-root", metavar="DIR", type=TEXT, help="dataset folder")
     p.add_argument("--split", default="test", choices=("train", "valid", "test"), help="split (default: test)")
-    p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
+    p.add_argument("--json", metavar="FILE", type=TEXT, help="also write the metrics as JSON")
 
     p = sub.add_parser("export", help="export a model to an ONNX bundle for merclip-live")
     _common(p)
     _model_flags(p)
     p.add_argument("--onnx", action="store_true", help="export ONNX graphs (the only format, kept for clarity)")
-    p.add_argument("--out", metavar="DIR", help="bundle folder (default: export.out)")
-    p.add_argument("--checkpoint", metavar="FILE", help="trained checkpoint (mode 'trained')")
+    p.add_argument("--out", metavar="DIR", type=TEXT, help="bundle folder (default: export.out)")
+    p.add_argument("--checkpoint", metavar="FILE", type=TEXT, help="trained checkpoint (mode 'trained')")
     p.add_argument("--zero-shot", action="store_true", help="pretrained CLIP alone, scored against label prompts")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="weights precision (default fp32)")
 
     p = sub.add_parser("bench", help="measure per-stage latency, real-time factor, torch vs ONNX ratios")
     _common(p)
-    p.add_argument("--model", metavar="ARCH", default="tiny", help="architecture with random weights (default tiny)")
-    p.add_argument("--asr-model", metavar="DIR", help="local CTranslate2 Whisper folder (default: build a random one)")
-    p.add_argument("--frames", type=int, help="frames per window (default: capture.frames_per_window)")
-    p.add_argument("--windows", type=int, default=5, help="windows timed per measurement (default 5)")
-    p.add_argument("--streams", type=int, default=4, help="streams batched together for the throughput line")
+    p.add_argument(
+        "--model", metavar="ARCH", type=TEXT, default="tiny", help="architecture with random weights (default tiny)"
+    )
+    p.add_argument(
+        "--asr-model",
+        metavar="M",
+        type=TEXT,
+        help="Whisper: local CTranslate2 folder or size name (default: asr.model, tiny.en)",
+    )
+    p.add_argument(
+        "--asr-mode",
+        choices=("stream", "window-unpadded"),
+        help="speech path timed end to end (default: asr.mode, stream)",
+    )
+    p.add_argument("--frames", type=FRAMES, help="frames per window (default: capture.frames_per_window)")
+    p.add_argument("--windows", type=POSITIVE, default=5, help="windows timed per measurement (default 5)")
+    p.add_argument(
+        "--streams", type=POSITIVE, default=4, help="streams batched together for the throughput line (default 4)"
+    )
     p.add_argument("--providers", choices=("auto", "tensorrt", "cuda", "cpu"), help="ONNX Runtime providers")
     p.add_argument(
-        "--asr-size",
-        default="tiny",
-        choices=("test", "tiny", "base"),
-        help="size of the random Whisper built when --asr-model is not given (default tiny)",
+        "--text-context", type=_int_at_least(8, 77), default=77, help="transcript token context (8..77, default 77)"
     )
-    p.add_argument("--text-context", type=int, default=77, help="transcript token context (8..77, default 77)")
     p.add_argument("--no-torch", action="store_true", help="skip the torch eager comparison")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 bundle")
     p.add_argument("--no-e2e", action="store_true", help="skip the real-time end-to-end run on the sample clip")
     p.add_argument(
         "--soak",
-        type=float,
+        type=_number(0.0, strict=False),
         default=0.0,
         metavar="S",
         help="also replay S seconds of synthetic stream as fast as possible: latency and memory drift",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
 
+    p = sub.add_parser("cache", help="list or clear the bundles `merclip-live --model` exported (runtime.cache_dir)")
+    _common(p)
+    p.add_argument("action", choices=("list", "clear"), help="list: name, size, last used; clear: remove them all")
+
     p = sub.add_parser("report", help="plot a logged session (PNG) and summarise it")
     _common(p)
-    p.add_argument("session", metavar="SESSION.csv", help="a CSV written by merclip-live --log")
-    p.add_argument("--out", metavar="PNG", help="image path (default: next to the CSV)")
+    p.add_argument("session", metavar="SESSION.csv", type=TEXT, help="a CSV written by merclip-live --log")
+    p.add_argument("--out", metavar="PNG", type=TEXT, help="image path (default: next to the CSV)")
     return parser
 
 
 def build_live_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="merclip-live",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=LIVE_EPILOG,
@@ -161,21 +243,30 @@ def build_live_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"merclip-live {__version__}")
     _common(parser)
-    parser.add_argument("--source", metavar="SRC", help="camera | sample | synthetic | path to a video file")
-    parser.add_argument("--camera", metavar="N", help="camera index or device path (implies --source camera)")
-    parser.add_argument("--mic", metavar="DEV", help="microphone name or index (default: system default)")
-    parser.add_argument("--bundle", metavar="DIR", help="run this exported bundle")
+    parser.add_argument("--source", metavar="SRC", type=TEXT, help="camera | sample | synthetic | path to a video file")
     parser.add_argument(
-        "--model", metavar="ARCH", help="export this architecture to the cache once and run it ('tiny' works offline)"
+        "--camera", metavar="N", type=TEXT, help="camera index or device path (implies --source camera)"
     )
-    parser.add_argument("--weights", metavar="W", help="with --model: pretrained tag, local file, or 'random'")
-    parser.add_argument("--frames", type=int, help="frames per window (default 4)")
-    parser.add_argument("--asr-model", metavar="M", help="Whisper size name or local CTranslate2 folder")
+    parser.add_argument("--mic", metavar="DEV", help="microphone name or index (default: system default)")
+    parser.add_argument("--bundle", metavar="DIR", type=TEXT, help="run this exported bundle")
+    parser.add_argument(
+        "--model",
+        metavar="ARCH",
+        type=TEXT,
+        help="export this architecture to the cache once and run it ('tiny' works offline)",
+    )
+    parser.add_argument(
+        "--weights", metavar="W", type=TEXT, help="with --model: pretrained tag, local file, or 'random'"
+    )
+    parser.add_argument("--frames", type=_int_at_least(1, 32), help="frames per window (default 4)")
+    parser.add_argument("--asr-model", metavar="M", type=TEXT, help="Whisper size name or local CTranslate2 folder")
     parser.add_argument("--no-asr", action="store_true", help="do not transcribe (no language modality)")
     parser.add_argument("--providers", choices=("auto", "tensorrt", "cuda", "cpu"), help="ONNX Runtime providers")
     parser.add_argument("--no-ui", action="store_true", help="print one JSON object per reading instead of the UI")
-    parser.add_argument("--log", metavar="PATH", help="CSV session log: a folder (new file per session) or a file")
-    parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of stream time")
+    parser.add_argument(
+        "--log", metavar="PATH", type=TEXT, help="CSV session log: a folder (new file per session) or a file"
+    )
+    parser.add_argument("--duration", type=_number(0.0), metavar="S", help="stop after S seconds of stream time")
     parser.add_argument("--fast", action="store_true", help="file sources: as fast as possible, not real time")
     parser.add_argument(
         "--allow-missing", action="store_true", help="go on without a camera or microphone that cannot be opened"
@@ -209,8 +300,9 @@ def _dispatch(name: str) -> Callable:
         "train": lambda: import_module("merclip.train.cli").cmd_train,
         "eval": lambda: import_module("merclip.train.cli").cmd_eval,
         "export": lambda: import_module("merclip.export.cli").cmd_export,
-        "bench": lambda: import_module("merclip.stream.bench").cmd_bench,
+        "bench": lambda: import_module("merclip.train.bench").cmd_bench,
         "report": lambda: import_module("merclip.stream.report").cmd_report,
+        "cache": lambda: import_module("merclip.stream.cache").cmd_cache,
     }
     try:
         return table[name]()
@@ -224,7 +316,16 @@ def _run(fn: Callable[[], int]) -> int:
     try:
         return fn()
     except MerClipError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        # A file the user named that the system refused (name too long, permission, disk full, a file where
+        # a folder should be...): the user's to fix, so one line. OSErrors without a file name still raise.
+        if err.filename is None or isinstance(err, BrokenPipeError):
+            raise
+        log.info("details of the error below", exc_info=True)  # with -v: the traceback, for bug reports
+        target = err.filename if err.filename2 is None else f"{err.filename} -> {err.filename2}"
+        print(f"error: {_one_line(target)}: {_one_line(err.strerror or err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

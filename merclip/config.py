@@ -8,6 +8,7 @@ with one line naming the key and what is expected.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field, fields
@@ -20,18 +21,31 @@ MOSEI_EMOTIONS = ("happy", "sad", "angry", "surprise", "disgust", "fear")
 SENTIMENTS = ("positive", "negative")
 
 
-def _check(choices: tuple | None = None, lo: float | None = None, hi: float | None = None) -> dict:
-    return {"choices": choices, "lo": lo, "hi": hi}
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few KB; anything this big is not one
+
+
+def _check(
+    choices: tuple | None = None,
+    lo: float | None = None,
+    hi: float | None = None,
+    above: float | None = None,
+    nonempty: bool = False,
+) -> dict:
+    """Field metadata: allowed values, inclusive bounds ``lo``/``hi``, exclusive lower bound ``above``."""
+    return {"choices": choices, "lo": lo, "hi": hi, "above": above, "nonempty": nonempty}
+
+
+_TEXT = _check(nonempty=True)
 
 
 @dataclass(frozen=True)
 class ModelSection:
-    arch: str = "ViT-B-32"
-    weights: str = "openai"
+    arch: str = field(default="ViT-B-32", metadata=_TEXT)
+    weights: str = field(default="openai", metadata=_TEXT)
     variant: str = field(default="full", metadata=_check(("full", "no_cmd", "no_le", "concat_fc")))
     modalities: str = "LVA"
     attend: str = field(default="tokens", metadata=_check(("tokens", "pooled")))
-    decoder_heads: int = field(default=8, metadata=_check(lo=1))
+    decoder_heads: int = field(default=8, metadata=_check(lo=1, hi=64))
     text_context_length: int = field(default=77, metadata=_check(lo=8, hi=77))
     emotion_mode: str = field(default="multi_label", metadata=_check(("multi_label", "single_label")))
 
@@ -48,10 +62,10 @@ class LabelsSection:
 
 @dataclass(frozen=True)
 class CaptureSection:
-    source: str = "camera"
-    camera: str = "0"
-    width: int = field(default=640, metadata=_check(lo=16))
-    height: int = field(default=480, metadata=_check(lo=16))
+    source: str = field(default="camera", metadata=_TEXT)
+    camera: str = field(default="0", metadata=_TEXT)
+    width: int = field(default=640, metadata=_check(lo=16, hi=8192))
+    height: int = field(default=480, metadata=_check(lo=16, hi=8192))
     fps: float = field(default=15.0, metadata=_check(lo=1.0, hi=120.0))
     microphone: str = ""
     window_s: float = field(default=2.0, metadata=_check(lo=0.5, hi=30.0))
@@ -63,9 +77,12 @@ class CaptureSection:
 @dataclass(frozen=True)
 class AsrSection:
     enabled: bool = True
-    model: str = "tiny"
+    model: str = field(default="tiny.en", metadata=_TEXT)
+    # stream: rolling buffer, padded as Whisper was trained, words committed by LocalAgreement (default);
+    # window-unpadded: each window alone on its real length (only for models fine-tuned on short inputs)
+    mode: str = field(default="stream", metadata=_check(("stream", "window-unpadded")))
     device: str = field(default="auto", metadata=_check(("auto", "cpu", "cuda")))
-    compute_type: str = "int8"
+    compute_type: str = field(default="int8", metadata=_TEXT)
     language: str = "en"
     vad: bool = True
     beam_size: int = field(default=1, metadata=_check(lo=1, hi=10))
@@ -77,7 +94,7 @@ class RuntimeSection:
     bundle: str = ""
     providers: str = field(default="auto", metadata=_check(("auto", "tensorrt", "cuda", "cpu")))
     threads: int = field(default=0, metadata=_check(lo=0, hi=256))
-    cache_dir: str = "~/.cache/merclip"
+    cache_dir: str = field(default="~/.cache/merclip", metadata=_TEXT)
     queue_windows: int = field(default=2, metadata=_check(lo=1, hi=64))
 
 
@@ -99,26 +116,26 @@ class TrainSection:
     data_root: str = ""
     cache_dir: str = ""
     task: str = field(default="both", metadata=_check(("both", "emotion", "sentiment")))
-    epochs: int = field(default=20, metadata=_check(lo=1))
-    batch_size: int = field(default=16, metadata=_check(lo=1))
-    lr: float = field(default=8e-6, metadata=_check(lo=0.0))
-    weight_decay: float = field(default=1e-3, metadata=_check(lo=0.0))
+    epochs: int = field(default=20, metadata=_check(lo=1, hi=100_000))
+    batch_size: int = field(default=16, metadata=_check(lo=1, hi=65_536))
+    lr: float = field(default=8e-6, metadata=_check(above=0.0, hi=1.0))
+    weight_decay: float = field(default=1e-3, metadata=_check(lo=0.0, hi=10.0))
     frames: int = field(default=12, metadata=_check(lo=1, hi=64))
-    grad_clip: float = field(default=1.0, metadata=_check(lo=0.0))
+    grad_clip: float = field(default=1.0, metadata=_check(lo=0.0, hi=1e6))
     amp: bool = True
-    seed: int = 0
-    out: str = "runs/merclip"
-    num_workers: int = field(default=0, metadata=_check(lo=0))
+    seed: int = field(default=0, metadata=_check(lo=0, hi=2**32 - 1))
+    out: str = field(default="runs/merclip", metadata=_TEXT)
+    num_workers: int = field(default=0, metadata=_check(lo=0, hi=256))
 
 
 @dataclass(frozen=True)
 class ExportSection:
-    out: str = "bundle"
+    out: str = field(default="bundle", metadata=_TEXT)
     precision: str = field(default="fp32", metadata=_check(("fp32", "fp16", "int8")))
     opset: int = field(default=17, metadata=_check(lo=14, hi=21))
     emotion_template: str = "a photo of a person feeling {label}."
     sentiment_template: str = "a {label} statement."
-    parity_samples: int = field(default=32, metadata=_check(lo=1))
+    parity_samples: int = field(default=32, metadata=_check(lo=1, hi=100_000))
 
 
 @dataclass(frozen=True)
@@ -140,14 +157,22 @@ def _type_name(tp: Any) -> str:
     return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(tp, str(tp))
 
 
+def _show(value: Any) -> str:
+    """A value for an error message: short, one line."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _coerce(key: str, value: Any, tp: Any) -> Any:
     """Check ``value`` against the field type ``tp``; return it in the dataclass's form."""
-    bad = MerClipError(f"config: {key} must be {_type_name(tp)}, got {value!r}")
+    bad = MerClipError(f"config: {key} must be {_type_name(tp)}, got {_show(value)}")
     if typing.get_origin(tp) is tuple:
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise bad
         if not value:
             raise MerClipError(f"config: {key} must not be empty")
+        if any("\0" in v for v in value):
+            raise MerClipError(f"config: {key} must not contain NUL characters")
         return tuple(value)
     if tp is bool:
         if not isinstance(value, bool):
@@ -160,13 +185,21 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            raise MerClipError(f"config: {key} must be a finite number, got {_show(value)}") from None
+        if not math.isfinite(number):
+            raise MerClipError(f"config: {key} must be a finite number, got {number}")
+        return number
     if tp is str:
         # a camera index or microphone index may be written as a number in TOML
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)
         if not isinstance(value, str):
             raise bad
+        if "\0" in value:
+            raise MerClipError(f"config: {key} must not contain NUL characters")
         return value
     raise TypeError(f"unsupported config type {tp}")  # a bug in this module, not the user's
 
@@ -179,28 +212,65 @@ def _build_section(cls: type, name: str, table: dict[str, Any]) -> Any:
     values = {}
     for key, raw in table.items():
         if key not in known:
-            raise MerClipError(f"config: unknown key {name}.{key} (known: {', '.join(known)})")
+            raise MerClipError(f"config: unknown key {name}.{_show(key)[1:-1]} (known: {', '.join(known)})")
         value = _coerce(f"{name}.{key}", raw, hints[key])
         meta = known[key].metadata
         if meta.get("choices") and value not in meta["choices"]:
-            raise MerClipError(f"config: {name}.{key} must be one of {', '.join(meta['choices'])}, got {value!r}")
+            raise MerClipError(f"config: {name}.{key} must be one of {', '.join(meta['choices'])}, got {_show(value)}")
+        if meta.get("nonempty") and not value.strip():
+            raise MerClipError(f"config: {name}.{key} must not be empty")
+        if meta.get("above") is not None and not value > meta["above"]:
+            raise MerClipError(f"config: {name}.{key} must be > {meta['above']}, got {_show(value)}")
         if meta.get("lo") is not None and value < meta["lo"]:
-            raise MerClipError(f"config: {name}.{key} must be >= {meta['lo']}, got {value!r}")
+            raise MerClipError(f"config: {name}.{key} must be >= {meta['lo']}, got {_show(value)}")
         if meta.get("hi") is not None and value > meta["hi"]:
-            raise MerClipError(f"config: {name}.{key} must be <= {meta['hi']}, got {value!r}")
+            raise MerClipError(f"config: {name}.{key} must be <= {meta['hi']}, got {_show(value)}")
         values[key] = value
     return cls(**values)
+
+
+def _check_template(key: str, template: str) -> None:
+    try:
+        filled = template.format(label="x")
+    except (KeyError, IndexError, ValueError, AttributeError):
+        filled = None
+    if filled is None or "{label}" not in template:
+        raise MerClipError(
+            f"config: {key} must contain {{label}} and no other {{...}} fields (write {{{{ }}}} for a brace), "
+            f"got {_show(template)}"
+        )
+
+
+def _check_cache_dir(value: str) -> None:
+    """``runtime.cache_dir`` must be a folder or creatable as one: refuse a file in the way up front."""
+    path = Path(value).expanduser()
+    probe = path
+    try:
+        while not probe.exists() and not probe.is_symlink() and probe.parent != probe:
+            probe = probe.parent
+        if probe.is_symlink() and not probe.exists():
+            raise MerClipError(f"config: runtime.cache_dir {value}: {probe} is a broken or looping symbolic link")
+        if probe.exists() and not probe.is_dir():
+            where = "is a file, not a folder" if probe == path else f"cannot be created: {probe} is a file"
+            raise MerClipError(f"config: runtime.cache_dir {value} {where}")
+    except OSError as err:  # e.g. a name too long for the file system
+        raise MerClipError(f"config: runtime.cache_dir {_show(value)} is unusable: {err.strerror}") from None
 
 
 def _validate(cfg: Config) -> None:
     mods = cfg.model.modalities
     if not mods or set(mods) - set("LVA") or len(set(mods)) != len(mods):
-        raise MerClipError(f"config: model.modalities must be an order of distinct letters from L, V, A, got {mods!r}")
+        raise MerClipError(
+            f"config: model.modalities must be an order of distinct letters from L, V, A, got {_show(mods)}"
+        )
     if cfg.capture.hop_s > cfg.capture.window_s:
         raise MerClipError("config: capture.hop_s must be <= capture.window_s (windows may overlap, not leave gaps)")
     for name, labels in (("labels.emotion", cfg.labels.emotion), ("labels.sentiment", cfg.labels.sentiment)):
         if len(set(labels)) != len(labels) or any(not s.strip() for s in labels):
             raise MerClipError(f"config: {name} must hold distinct, non-empty labels")
+    _check_template("export.emotion_template", cfg.export.emotion_template)
+    _check_template("export.sentiment_template", cfg.export.sentiment_template)
+    _check_cache_dir(cfg.runtime.cache_dir)
 
 
 def from_dict(data: dict[str, Any]) -> Config:
@@ -209,7 +279,11 @@ def from_dict(data: dict[str, Any]) -> Config:
     built = {}
     for name, table in data.items():
         if name not in sections:
-            raise MerClipError(f"config: unknown section [{name}] (known: {', '.join(sections)})")
+            if not isinstance(table, dict):
+                raise MerClipError(
+                    f"config: key {_show(name)[1:-1]} must be inside a [section] (sections: {', '.join(sections)})"
+                )
+            raise MerClipError(f"config: unknown section [{_show(name)[1:-1]}] (known: {', '.join(sections)})")
         built[name] = _build_section(hints[name], name, table)
     cfg = Config(**built)
     _validate(cfg)
@@ -224,12 +298,48 @@ def load_config(path: str | Path | None = None) -> Config:
             return Config()
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MerClipError(f"config: file not found: {path}") from None
+        if not path.exists():
+            if path.is_symlink():
+                raise MerClipError(f"config: {path} is a broken or looping symbolic link")
+            raise MerClipError(f"config: file not found: {path}")
+        if path.is_dir():
+            raise MerClipError(f"config: {path} is a folder, not a config file")
+        if not path.is_file():
+            raise MerClipError(f"config: {path} is not a regular file")
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise MerClipError(f"config: {path} is {path.stat().st_size} bytes: too big for a config file")
+        raw = path.read_bytes()
+    except OSError as err:
+        raise MerClipError(f"config: cannot read {path}: {err.strerror}") from None
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise MerClipError(f"config: {path} is UTF-16 text; save it as UTF-8")
+    if b"\0" in raw:
+        raise MerClipError(f"config: {path} is a binary file, not TOML text")
+    try:
+        text = raw.decode("utf-8-sig")  # a BOM (Windows editors) is fine
+    except UnicodeDecodeError as err:
+        raise MerClipError(f"config: {path} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise MerClipError(f"config: {path} is not valid TOML: {err}") from None
+    except RecursionError:
+        raise MerClipError(f"config: {path} is not valid TOML: nested too deeply") from None
     return from_dict(data)
+
+
+def cache_path(cache_dir: str | Path | None, *parts: str) -> Path:
+    """``cache_dir/parts...`` created if needed; one clear line when it cannot be (a file in the way, no
+    permission, disk full). ``cache_dir`` is ``runtime.cache_dir`` (None: the packaged default)."""
+    root = str(cache_dir) if cache_dir else RuntimeSection().cache_dir
+    path = Path(root).expanduser().joinpath(*parts)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise MerClipError(f"runtime.cache_dir: {path} exists and is not a folder") from None
+    except OSError as err:
+        raise MerClipError(f"runtime.cache_dir: cannot create {path}: {err.strerror}") from None
+    return path
 
 
 def override(cfg: Config, **sections: dict[str, Any]) -> Config:
@@ -268,7 +378,7 @@ def _toml_value(value: Any) -> str:
     return repr(value)
 
 
-__all__ = ["Config", "MOSEI_EMOTIONS", "SENTIMENTS", "load_config", "override", "to_toml", "from_dict"]
+__all__ = ["Config", "MOSEI_EMOTIONS", "SENTIMENTS", "cache_path", "load_config", "override", "to_toml", "from_dict"]
 
 
 def model_config(cfg: Config, emotion_labels=None):

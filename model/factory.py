@@ -1,8 +1,18 @@
 """One place that turns an architecture name and a weights spec into a CLIP model.
 
-``weights`` is an open_clip pretrained tag (``"openai"``, downloaded once when online), a local file
-(``.safetensors``/``.pt`` state dict, loaded without unpickling arbitrary objects), or ``"random"``.
-``tiny`` is a built-in few-M-parameter CLIP for tests and offline demos.
+``weights`` is an open_clip pretrained tag (``"openai"``, downloaded once when online, read from the
+Hugging Face cache when offline), a local file (``.safetensors``/``.pt`` state dict, loaded without
+unpickling arbitrary objects), or ``"random"``. ``tiny`` is a built-in few-M-parameter CLIP for tests and
+offline demos.
+
+A pretrained tag carries settings the weights were trained with (open_clip records them per tag in
+``open_clip.pretrained``): the activation (``quick_gelu``: OpenAI's CLIP and a few others use QuickGELU,
+x * sigmoid(1.702 x)) and the image normalisation (``mean``/``std``). ``open_clip.create_model`` applies
+only the normalisation; it builds nn.GELU for e.g. ``ViT-B-32`` + ``openai`` and merely warns
+"QuickGELU mismatch". This module applies both, and reports them in ``ClipArch`` so that a checkpoint can
+record them: a model rebuilt from a checkpoint (random init, then the stored weights) computes the same
+function. A local copy of QuickGELU weights is declared with the ``-quickgelu`` architecture name
+(``ViT-B-32-quickgelu`` + ``--weights FILE``).
 """
 
 from __future__ import annotations
@@ -24,13 +34,22 @@ TINY_CLIP = {
 
 @dataclass(frozen=True)
 class ClipArch:
-    """What the rest of the model needs to know about a CLIP architecture."""
+    """What the rest of the model needs to know about a CLIP architecture (and the weights it was built for)."""
 
     name: str
     embed_dim: int
     image_size: int
     image_mean: tuple[float, float, float]
     image_std: tuple[float, float, float]
+    quick_gelu: bool = False
+
+    @property
+    def activation(self) -> str:
+        return activation_name(self.quick_gelu)
+
+
+def activation_name(quick_gelu: bool) -> str:
+    return "quick_gelu" if quick_gelu else "gelu"
 
 
 def _open_clip():
@@ -41,23 +60,77 @@ def _open_clip():
     return open_clip
 
 
-def create_clip(arch: str, weights: str = "random"):
-    """Return (open_clip CLIP module, ClipArch)."""
-    open_clip = _open_clip()
+def arch_quick_gelu(arch: str) -> bool:
+    """The activation an architecture name builds by itself (no tag): QuickGELU for ``*-quickgelu`` names."""
     if arch == "tiny":
-        model = open_clip.CLIP(**TINY_CLIP)
+        return False
+    cfg = _open_clip().get_model_config(arch) or {}
+    return bool(cfg.get("quick_gelu", False))
+
+
+def _tag_settings(open_clip, arch: str, weights: str) -> dict | None:
+    """open_clip's record for a pretrained tag of ``arch``, or None when ``weights`` is no tag."""
+    if arch == "tiny" or weights == "random" or Path(weights).expanduser().is_file():
+        return None
+    known = [t for name, t in open_clip.list_pretrained() if name == arch]
+    if weights not in known:
+        raise MerClipError(f"no pretrained weights {weights!r} for {arch} (known: {', '.join(known) or 'none'})")
+    return open_clip.get_pretrained_cfg(arch, weights)
+
+
+def _settle(what: str, asked, from_weights, source: str):
+    """An explicit setting must agree with the one the weights were trained with."""
+    if asked is None or from_weights is None:
+        return from_weights if asked is None else asked
+    same = tuple(asked) == tuple(from_weights) if isinstance(asked, tuple | list) else asked == from_weights
+    if not same:
+        raise MerClipError(f"{what}={asked!r} contradicts {source}, which use {what}={from_weights!r}")
+    return asked
+
+
+def create_clip(
+    arch: str,
+    weights: str = "random",
+    quick_gelu: bool | None = None,
+    image_mean: tuple[float, float, float] | None = None,
+    image_std: tuple[float, float, float] | None = None,
+):
+    """Return (open_clip CLIP module, ClipArch).
+
+    ``quick_gelu``/``image_mean``/``image_std`` default (None) to what the weights were trained with: the
+    tag's record, else the architecture's own config. Explicit values (a checkpoint's record) must agree
+    with a tag's."""
+    open_clip = _open_clip()
+    if arch != "tiny" and arch not in open_clip.list_models():
+        raise MerClipError(f"unknown architecture {arch!r}: use 'tiny' or an open_clip name such as ViT-B-32")
+    tag = _tag_settings(open_clip, arch, weights)
+    source = f"pretrained weights {arch}/{weights}"
+    by_name = arch_quick_gelu(arch)
+    if quick_gelu is not None and by_name and not quick_gelu:
+        raise MerClipError(f"quick_gelu=False contradicts the architecture name {arch!r}")
+    quick = _settle("quick_gelu", quick_gelu, bool(tag.get("quick_gelu", False)) if tag else None, source)
+    quick = bool(by_name if quick is None else quick)
+    if tag:
+        image_mean = _settle("image_mean", image_mean, tuple(tag["mean"]) if "mean" in tag else None, source)
+        image_std = _settle("image_std", image_std, tuple(tag["std"]) if "std" in tag else None, source)
+    if arch == "tiny":
+        model = open_clip.CLIP(**TINY_CLIP, quick_gelu=quick)
         if weights != "random":
             _load_local(open_clip, model, weights)
-    else:
-        if arch not in open_clip.list_models():
-            raise MerClipError(f"unknown architecture {arch!r}: use 'tiny' or an open_clip name such as ViT-B-32")
-        if weights == "random":
-            model = open_clip.create_model(arch, pretrained=None)
-        elif Path(weights).expanduser().is_file():
-            model = open_clip.create_model(arch, pretrained=None)
+    elif tag is None:
+        model = open_clip.create_model(arch, pretrained=None, force_quick_gelu=quick)
+        if weights != "random":
+            if not quick and f"{arch}-quickgelu" in open_clip.list_models():
+                log.warning(
+                    "%s: building %s with nn.GELU; if these are OpenAI's weights (trained with QuickGELU), "
+                    "use the architecture %s-quickgelu",
+                    weights,
+                    arch,
+                    arch,
+                )
             _load_local(open_clip, model, weights)
-        else:
-            model = _create_pretrained(open_clip, arch, weights)
+    else:
+        model = _create_pretrained(open_clip, arch, weights, quick)
     model.eval()
     pre = getattr(model.visual, "preprocess_cfg", {}) or {}
     size = model.visual.image_size
@@ -70,10 +143,15 @@ def create_clip(arch: str, weights: str = "random"):
             else model.text_projection.out_features
         ),
         image_size=int(size),
-        image_mean=tuple(pre.get("mean", open_clip.OPENAI_DATASET_MEAN)),
-        image_std=tuple(pre.get("std", open_clip.OPENAI_DATASET_STD)),
+        image_mean=_triple(image_mean or pre.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+        image_std=_triple(image_std or pre.get("std", open_clip.OPENAI_DATASET_STD)),
+        quick_gelu=quick,
     )
     return model, info
+
+
+def _triple(values) -> tuple[float, float, float]:
+    return tuple(float(v) for v in values)
 
 
 def _load_local(open_clip, model, path: str) -> None:
@@ -86,15 +164,15 @@ def _load_local(open_clip, model, path: str) -> None:
         raise MerClipError(f"cannot load weights from {path}: {str(err).splitlines()[0]}") from None
 
 
-def _create_pretrained(open_clip, arch: str, tag: str):
-    known = [t for name, t in open_clip.list_pretrained() if name == arch]
-    if tag not in known:
-        raise MerClipError(f"no pretrained weights {tag!r} for {arch} (known: {', '.join(known) or 'none'})")
+def _create_pretrained(open_clip, arch: str, tag: str, quick_gelu: bool):
     try:
-        # open_clip applies the tag's own settings (e.g. QuickGELU for OpenAI weights) and caches the file.
-        return open_clip.create_model(arch, pretrained=tag)
+        # open_clip applies the tag's normalisation but not its activation: it builds the architecture's
+        # own (nn.GELU for ViT-B-32) and only warns on a mismatch, so QuickGELU is forced here.
+        return open_clip.create_model(arch, pretrained=tag, force_quick_gelu=quick_gelu)
     except Exception as err:
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        reason = reason if len(reason) <= 160 else reason[:159] + "…"
         raise MerClipError(
-            f"could not download pretrained weights {arch}/{tag} ({type(err).__name__}); offline? "
-            "pass a local weights file with --weights PATH, or --weights random"
+            f"could not get pretrained weights {arch}/{tag} ({reason}); offline? HF_HUB_OFFLINE=1 reads the "
+            "Hugging Face cache without retrying; or pass a local weights file with --weights PATH, or --weights random"
         ) from None

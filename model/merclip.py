@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +47,12 @@ class MerClipConfig:
     emotion_query: str = "Emotion"
     sentiment_query: str = "Sentiment"
     mel: MelConfig = field(default_factory=MelConfig)
+    # What the CLIP weights were trained with (open_clip's per-tag record). None = take it from the weights
+    # (the tag, else the architecture name); build_model fills them in, so a built model's config (and a
+    # checkpoint) records them and a rebuild computes the same function. Absent from old checkpoints.
+    quick_gelu: bool | None = None
+    image_mean: tuple[float, ...] | None = None
+    image_std: tuple[float, ...] | None = None
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -72,16 +78,104 @@ class MerClipConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> MerClipConfig:
-        data = dict(data)
-        data["mel"] = MelConfig(**data.get("mel", {}))
-        for key in ("emotion_labels", "sentiment_labels"):
-            if key in data:
-                data[key] = tuple(data[key])
-        known = set(cls.__dataclass_fields__)
-        unknown = set(data) - known
+        """Parse a stored config (JSON types); a missing key takes its default, anything else that does not
+        fit (unknown key, wrong type) is refused with a MerClipError naming the key."""
+        if not isinstance(data, dict):
+            raise MerClipError(f"model config must be a JSON object, got {_json_type(data)}")
+        unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise MerClipError(f"model config has unknown keys: {', '.join(sorted(unknown))}")
+        data = {key: _check_field(key, value) for key, value in data.items()}
+        if "mel" in data:
+            data["mel"] = _mel_from_dict(data["mel"])
         return cls(**data)
+
+
+# Stored-config schema: key -> kind, or (kind, bound) for numbers
+_STR, _INT, _NUM, _LABELS, _BOOL_OR_NONE, _TRIPLE_OR_NONE, _DICT = range(7)
+_CONFIG_KINDS = {
+    "arch": _STR,
+    "variant": _STR,
+    "modalities": _STR,
+    "attend": _STR,
+    "decoder_heads": (_INT, 1),
+    "prompt_context": (_INT, 0),
+    "text_context_length": (_INT, 1),
+    "emotion_mode": _STR,
+    "emotion_labels": _LABELS,
+    "sentiment_labels": _LABELS,
+    "emotion_query": _STR,
+    "sentiment_query": _STR,
+    "mel": _DICT,
+    "quick_gelu": _BOOL_OR_NONE,
+    "image_mean": _TRIPLE_OR_NONE,
+    "image_std": _TRIPLE_OR_NONE,
+}
+_MEL_KINDS = {
+    "sample_rate": (_INT, 1),
+    "segment_s": (_NUM, 0),
+    "n_fft": (_INT, 1),
+    "hop_length": (_INT, 1),
+    "n_mels": (_INT, 1),
+    "image_size": (_INT, 1),
+    "db_mean": (_NUM, None),
+    "db_std": (_NUM, 0),
+    "amin": (_NUM, 0),
+}
+# Keys every stored config has had since the first checkpoint format; the others were added later.
+CONFIG_KEYS_ADDED_LATER = ("quick_gelu", "image_mean", "image_std")
+
+
+def _json_type(value) -> str:
+    names = {dict: "an object", list: "a list", tuple: "a list", str: "a string", bool: "true/false"}
+    if value is None:
+        return "null"
+    if isinstance(value, bool | str | dict | list | tuple):
+        return names[type(value)]
+    return "a number" if isinstance(value, int | float) else type(value).__name__
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_field(key: str, value, kinds: dict = _CONFIG_KINDS, where: str = ""):
+    kind, least = kinds[key] if isinstance(kinds[key], tuple) else (kinds[key], None)
+    name = f"{where}{key}"
+    if kind == _STR:
+        ok = isinstance(value, str)
+        want = "a string"
+    elif kind == _INT:  # at least ``least``
+        ok = _is_number(value) and isinstance(value, int) and (least is None or value >= least)
+        want = "an integer" + ("" if least is None else f" >= {least}")
+    elif kind == _NUM:  # above ``least``
+        ok = _is_number(value) and (least is None or value > least)
+        want = "a number" + ("" if least is None else f" > {least}")
+    elif kind == _LABELS:
+        ok = isinstance(value, list | tuple) and len(value) > 0 and all(isinstance(v, str) and v for v in value)
+        value = tuple(value) if ok else value
+        want = "a non-empty list of label strings"
+    elif kind == _BOOL_OR_NONE:
+        ok = value is None or isinstance(value, bool)
+        want = "true, false or null"
+    elif kind == _TRIPLE_OR_NONE:
+        ok = value is None or (isinstance(value, list | tuple) and len(value) == 3 and all(map(_is_number, value)))
+        value = tuple(float(v) for v in value) if ok and value is not None else value
+        want = "null or a list of 3 numbers"
+    else:
+        ok = isinstance(value, dict)
+        want = "an object"
+    if not ok:
+        shown = repr(value) if _is_number(value) or isinstance(value, str) else _json_type(value)
+        raise MerClipError(f"model config: {name} must be {want}, got {shown}")
+    return value
+
+
+def _mel_from_dict(data: dict) -> MelConfig:
+    unknown = set(data) - set(_MEL_KINDS)
+    if unknown:
+        raise MerClipError(f"model config: mel has unknown keys: {', '.join(sorted(unknown))}")
+    return MelConfig(**{key: _check_field(key, value, _MEL_KINDS, "mel.") for key, value in data.items()})
 
 
 @dataclass
@@ -286,7 +380,9 @@ def build_model(cfg: MerClipConfig, weights: str = "random") -> MerClip:
     """Build MER-CLIP on ``cfg.arch`` with CLIP weights from a tag, a local file, or ``random``."""
     from .factory import create_clip
 
-    clip, arch = create_clip(cfg.arch, weights)
+    clip, arch = create_clip(cfg.arch, weights, cfg.quick_gelu, cfg.image_mean, cfg.image_std)
+    # Record what the weights were built with, so that a checkpoint of this model rebuilds the same function.
+    cfg = replace(cfg, quick_gelu=arch.quick_gelu, image_mean=arch.image_mean, image_std=arch.image_std)
     return MerClip(cfg, clip, arch)
 
 

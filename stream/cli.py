@@ -7,9 +7,11 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,15 +21,20 @@ from rich.live import Live
 from merclip.config import Config, override
 from merclip.errors import MerClipError
 
-from .csvlog import SessionLog
+from .cache import partial_dir, prune_cached_bundles, remove_bundle, sweep_leftovers, touch_bundle
+from .csvlog import SessionLog, check_log_target
 from .engine import BundleEngine
 from .pipeline import LiveSession
 from .sources import DeviceSource, FileSource, SyntheticSource, sample_path
-from .transcriber import WhisperOptions, WhisperTranscriber
+from .transcriber import WhisperOptions, open_speech
 from .ui import UiState, banner_for, render, summary
 from .windowing import Windower
 
 log = logging.getLogger(__name__)
+
+# Exit code when the session ran but not one reading could be made (a model failing on every window, a source
+# with nothing to read); 2 stays the code of errors a user can fix, 0 a session with readings.
+NO_READING_EXIT = 1
 
 
 def apply_flags(args, cfg: Config) -> Config:
@@ -76,28 +83,101 @@ def resolve_bundle(cfg: Config, console: Console):
                 "(from `merclip export --onnx`) or pip install 'merclip-live[train]'"
             )
         console.print(f"exporting {cfg.model.arch} ({cfg.model.weights} weights) to {folder} — once, then cached")
-        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise MerClipError(f"cannot create the bundle cache {folder.parent}: {err.strerror or err}") from None
         export_in_subprocess(cfg, folder)
+        # the cache is bounded: least recently used bundles beyond cache.MAX_CACHED_BUNDLES go
+        for gone in prune_cached_bundles(cfg.runtime.cache_dir, protect=(folder,)):
+            log.info("bundle cache: removed %s (least recently used)", gone.name)
+    touch_bundle(folder)
     return Bundle.load(folder, **load)
 
 
-def export_in_subprocess(cfg: Config, folder: Path) -> None:
-    """Run `merclip export` in its own process, so the live process never imports torch."""
+def _die_with_parent() -> Callable[[], None] | None:
+    """Linux: a ``preexec_fn`` that has the child killed when this process dies, even by SIGKILL."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # loaded here: nothing is imported after the fork
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+def _stop_child(proc) -> None:
+    """End the export child and everything it started (its own process group)."""
     import subprocess
-    import tempfile
+
+    if proc.poll() is not None:
+        return
+    for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def export_in_subprocess(cfg: Config, folder: Path) -> None:
+    """Run `merclip export` in its own process, so the live process never imports torch.
+
+    The export writes into a hidden work folder (``bundles/.partial-<pid>-…``, its config file inside) that
+    is renamed to ``folder`` only after the child succeeded, parity check included: a visible bundle folder is
+    always complete. The child runs in its own process group and dies with this process: Ctrl-C or SIGTERM
+    during the export stop it at once (then the work folder is removed and "interrupted" is reported), and
+    on Linux a SIGKILL of this process kills it too (its work folder is swept by the next export)."""
+    import subprocess
 
     from merclip.config import to_toml
 
-    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
-        f.write(to_toml(cfg))
+    sweep_leftovers(cfg.runtime.cache_dir)
+    work = partial_dir(folder)
+    proc, rc, stderr = None, 1, ""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        cmd = [sys.executable, "-m", "merclip.cli", "export", "--onnx", "--config", f.name, "--out", str(folder)]
-        run = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        config_file = work / "config.toml"
+        config_file.write_text(to_toml(cfg), encoding="utf-8")
+        built = work / "bundle"
+        cmd = [sys.executable, "-m", "merclip.cli", "export", "--onnx", "--config", str(config_file),
+               "--out", str(built)]  # fmt: skip
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True, preexec_fn=_die_with_parent())  # fmt: skip
+        _, stderr = proc.communicate()
+        rc = proc.returncode
+        if rc == 0 and not (built / "manifest.json").is_file():
+            rc, stderr = 1, "error: the export wrote no bundle"
+        if rc == 0:
+            _install(built, folder)
     finally:
-        os.unlink(f.name)
-    if run.returncode != 0:
-        lines = [line for line in run.stderr.strip().splitlines() if line.startswith("error: ")]
-        message = lines[-1][len("error: ") :] if lines else run.stderr.strip()[-300:]
+        if proc is not None:
+            _stop_child(proc)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        shutil.rmtree(work, ignore_errors=True)
+    if rc != 0:
+        lines = [line for line in stderr.strip().splitlines() if line.startswith("error: ")]
+        message = lines[-1][len("error: ") :] if lines else stderr.strip()[-300:]
         if "could not download" in message:
             raise MerClipError(
                 f"{cfg.model.arch} needs its pretrained weights, which could not be downloaded "
@@ -105,9 +185,20 @@ def export_in_subprocess(cfg: Config, folder: Path) -> None:
                 "offline demo model with --model tiny"
             )
         raise MerClipError(f"export failed: {message}")
-    for line in run.stderr.splitlines():
+    for line in stderr.splitlines():
         if line.startswith(("parity", "bundle")):
             log.info(line)
+
+
+def _install(built: Path, folder: Path) -> None:
+    """Move a finished bundle into place (one rename); another process may have finished the same first."""
+    try:
+        os.rename(built, folder)
+    except OSError:
+        if (folder / "manifest.json").is_file():
+            return  # the same bundle, exported meanwhile by another session: use that one
+        remove_bundle(folder)  # an incomplete folder (from an older version): never loaded, replaced
+        os.rename(built, folder)
 
 
 def open_source(cfg: Config, fast: bool, duration: float | None):
@@ -127,22 +218,27 @@ def open_source(cfg: Config, fast: bool, duration: float | None):
         )
         src.start()
         return src, f"camera {cfg.capture.camera}"
-    return FileSource(spec, realtime=not fast, max_fps=cfg.capture.fps), Path(spec).name
+    # a still image given as the source is held for one window (one vision-only reading)
+    return FileSource(spec, realtime=not fast, max_fps=cfg.capture.fps, still_s=cfg.capture.window_s), Path(spec).name
 
 
 def open_transcriber(cfg: Config, console: Console, explicit: bool):
+    """The streaming transcriber (stream/speech.py over faster-whisper), or None when speech is off."""
     if not cfg.asr.enabled:
         return None
     opts = WhisperOptions(model=cfg.asr.model, device=cfg.asr.device, compute_type=cfg.asr.compute_type,
                           language=cfg.asr.language, vad=cfg.asr.vad, beam_size=cfg.asr.beam_size,
-                          window_s=cfg.capture.window_s)  # fmt: skip
+                          window_s=cfg.capture.window_s, mode=cfg.asr.mode)  # fmt: skip
     try:
-        return WhisperTranscriber(opts)
+        transcriber, notice = open_speech(opts, cfg.asr.context_words)
     except MerClipError as err:
         if explicit:
             raise
         console.print(f"[yellow]speech recognition off: {err}[/yellow]")
         return None
+    if notice:
+        console.print(f"[yellow]{notice}[/yellow]")
+    return transcriber
 
 
 def apply_label_config(bundle, cfg: Config) -> None:
@@ -189,17 +285,31 @@ class KeyListener:
 def cmd_live(args, cfg: Config) -> int:
     cfg = apply_flags(args, cfg)
     console = Console(stderr=True, soft_wrap=True)
+    if cfg.log.path:
+        check_log_target(cfg.log.path)  # a bad --log fails now, not after a first-run export
     bundle = resolve_bundle(cfg, console)
     for line in bundle.provider_report:
         log.info("provider %s", line)
     apply_label_config(bundle, cfg)
+    bundle_window_s = bundle.window_samples / bundle.sample_rate
+    if abs(cfg.capture.window_s - bundle_window_s) > 0.5 / bundle.sample_rate:
+        raise MerClipError(
+            f"this bundle was exported for {bundle_window_s:g}-s windows but capture.window_s is "
+            f"{cfg.capture.window_s:g}: set it to {bundle_window_s:g}, or export a bundle for that window"
+        )
     source, source_name = open_source(cfg, args.fast, args.duration)
+    for text in getattr(source, "missing", ()):  # a partial session says so at once
+        console.print(f"missing: {text}", style="yellow", markup=False, highlight=False)
     transcriber = open_transcriber(cfg, console, explicit=args.asr_model is not None)
     windower = Windower(cfg.capture.window_s, cfg.capture.hop_s, cfg.capture.frames_per_window,
                         bundle.sample_rate)  # fmt: skip
     session = LiveSession(source, windower, BundleEngine(bundle), transcriber, cfg.runtime.queue_windows,
                           cfg.asr.context_words, args.duration, backpressure=args.fast)  # fmt: skip
-    csv_log = SessionLog(cfg.log.path, bundle.emotion_labels, bundle.sentiment_labels) if cfg.log.path else None
+    csv_log = None
+    if cfg.log.path:
+        csv_log = SessionLog(cfg.log.path, bundle.emotion_labels, bundle.sentiment_labels,
+                             on_failure=lambda text: console.print(text, style="red", markup=False))  # fmt: skip
+    json_out = JsonLines()
     state = UiState("MER-CLIP Live", bundle.describe(), source_name, bundle.emotion_labels, bundle.sentiment_labels,
                     bundle.emotion_threshold, banner_for(bundle), cfg.ui.smoothing)  # fmt: skip
 
@@ -214,11 +324,11 @@ def cmd_live(args, cfg: Config) -> int:
     keys = KeyListener() if cfg.ui.enabled else None
 
     def on_reading(reading) -> None:
-        if csv_log is not None:
+        if csv_log is not None and reading.final:  # the CSV holds each window once, with its final words
             csv_log.write(reading)
         state.add(reading)
         if not cfg.ui.enabled:
-            print(json.dumps(reading.to_json()), flush=True)
+            json_out.write(reading)
 
     def should_stop() -> bool:
         return stop.is_set() or (keys is not None and keys.pressed.is_set())
@@ -243,7 +353,57 @@ def cmd_live(args, cfg: Config) -> int:
             keys.restore()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    console.print(summary(session.stats, state, str(csv_log.path) if csv_log else None))
-    if session.stats.error and session.stats.readings == 0:
-        raise MerClipError(session.stats.error)
+    notes = session_notes(source, csv_log)
+    console.print(summary(session.stats, state, str(csv_log.path) if csv_log else None, notes), markup=False)
+    stats = session.stats
+    if stats.readings == 0:
+        if stats.error and not stats.engine_errors:  # the source failed: the user's to fix (exit 2)
+            raise MerClipError(stats.error)
+        if not (should_stop() and stats.windows == 0):  # not merely stopped before the first window closed
+            console.print(f"error: no reading could be made: {no_reading_reason(stats)}", markup=False)
+            return NO_READING_EXIT
     return 0
+
+
+class JsonLines:
+    """``--no-ui``: one JSON object per reading on stdout. A reader that goes away (``... | head -1``) ends
+    the printing, not the session: stdout is pointed at /dev/null (as the Python docs advise for SIGPIPE)
+    and the CSV log goes on, every row."""
+
+    def __init__(self):
+        self.closed = False
+
+    def write(self, reading) -> None:
+        if self.closed:
+            return
+        try:
+            print(json.dumps(reading.to_json()), flush=True)
+        except (BrokenPipeError, ValueError):  # ValueError: stdout closed from inside this process
+            self.closed = True
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
+            except (OSError, ValueError):
+                pass
+            log.info("stdout closed by its reader: JSON output stopped, the session goes on")
+
+
+def session_notes(source, csv_log) -> list[str]:
+    """What the session went without, for the summary: missing devices or tracks, skipped damaged
+    packets, a log that stopped."""
+    notes = [f"missing: {text}" for text in getattr(source, "missing", ())]
+    skipped = getattr(source, "skipped_packets", 0)
+    if skipped:
+        notes.append(f"{skipped} damaged packet{'s' if skipped != 1 else ''} skipped")
+    if csv_log is not None and csv_log.failure:
+        notes.append(f"the log stopped after {csv_log.rows} rows: {csv_log.failure}")
+    return notes
+
+
+def no_reading_reason(stats) -> str:
+    if stats.windows == 0:
+        return "the source ended before one window was complete"
+    if stats.engine_errors:
+        return f"the model failed ({stats.engine_errors} errors in {stats.windows} windows; see the messages above)"
+    return f"none of the {stats.windows} windows had a face, a voice or words to read"

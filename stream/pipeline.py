@@ -1,9 +1,18 @@
-"""The live session: capture -> windows -> ASR -> engine -> readings, each stage in its own thread,
-joined by bounded queues.
+"""The live session: capture -> windows -> (ASR || vision+audio encoders) -> fusion -> readings, each
+stage in its own thread, joined by bounded queues.
 
 Drop policy: the queue in front of ASR holds at most ``queue_windows`` windows and the one in front of
 the engine one; when a stage falls behind, the *oldest* waiting window is dropped and counted, so the
 reading shown is never more than a couple of windows late and latency cannot grow without bound.
+
+Overlap: while Whisper transcribes a window, an encode thread runs the engine's ``prepare`` (vision and
+audio encoders, which do not need the words), so the window's reading waits for the slower of the two,
+not their sum.
+
+Two readings per window: a *provisional* one as soon as the window closed (its last words may still
+change) and the *final* one a window later, when the streaming transcriber has committed the window's
+words (``stream/speech.py``). A final whose words did not change reuses the provisional numbers; one
+whose words changed re-runs only the text encoder and fusion. A window dropped under load has neither.
 """
 
 from __future__ import annotations
@@ -18,9 +27,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .engine import Engine
+from .engine import Engine, EngineResult
 from .records import Reading, SourceEvent, Window
-from .transcriber import Transcriber, Transcript, context_tail
+from .speech import TranscriptUpdate, WindowText
+from .transcriber import PerWindow
 from .windowing import Windower
 
 log = logging.getLogger(__name__)
@@ -37,9 +47,10 @@ class DropOldestQueue:
     """A bounded FIFO. Live (default): ``put`` never blocks; when full, the oldest item is dropped and
     counted. With ``backpressure`` (replaying a file as fast as possible) ``put`` waits instead."""
 
-    def __init__(self, maxsize: int, backpressure: bool = False):
+    def __init__(self, maxsize: int, backpressure: bool = False, on_drop: Callable | None = None):
         self.maxsize = maxsize
         self.backpressure = backpressure
+        self.on_drop = on_drop
         self._items: deque = deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -50,8 +61,10 @@ class DropOldestQueue:
             if self.backpressure:
                 self._cond.wait_for(lambda: len(self._items) < self.maxsize or self._closed)
             elif len(self._items) >= self.maxsize:
-                self._items.popleft()
+                old = self._items.popleft()
                 self.dropped += 1
+                if self.on_drop is not None:
+                    self.on_drop(old)
             self._items.append(item)
             self._cond.notify_all()
 
@@ -91,32 +104,57 @@ class SessionStats:
         return float(np.percentile(list(self.latencies_ms), 95)) if self.latencies_ms else 0.0
 
 
+@dataclass
+class _Shown:
+    """A provisional reading waiting for its window's final words."""
+
+    window: Window
+    text: str
+    result: EngineResult
+    latency_ms: float
+    asr_ms: float
+
+
 class LiveSession:
     def __init__(
         self,
         source: Iterable,
         windower: Windower,
         engine: Engine,
-        transcriber: Transcriber | None = None,
+        transcriber=None,
         queue_windows: int = 2,
         context_words: int = 8,
         duration_s: float | None = None,
         backpressure: bool = False,
+        overlap: bool = True,
     ):
+        """``transcriber``: a streaming transcriber (``push``/``finish``, see ``stream/speech.py``), a
+        per-window one (``transcribe``), or None for no words."""
         self.source = source
         self.windower = windower
         self.engine = engine
+        if transcriber is not None and not hasattr(transcriber, "push"):
+            transcriber = PerWindow(transcriber, context_words)
         self.transcriber = transcriber
-        self.context_words = context_words
         self.duration_s = duration_s
         self.stats = SessionStats()
         self.stop_event = threading.Event()
-        self._to_asr = DropOldestQueue(queue_windows, backpressure)
-        self._to_engine = DropOldestQueue(1, backpressure)
+        self._dropped_windows: set[int] = set()
+        self._to_asr = DropOldestQueue(queue_windows, backpressure, on_drop=self._forget)
+        self._to_engine = DropOldestQueue(1, backpressure, on_drop=lambda item: self._forget(item[0]))
+        # the encoders run beside ASR when the engine can prepare a window ahead of its words
+        self._prepare = getattr(engine, "prepare", None) if overlap else None
+        self._to_encode = DropOldestQueue(queue_windows + 1, backpressure)
+        # Finals travel beside the queue, never dropped: a row once shown is always logged.
+        self._finals: deque[WindowText] = deque()
+        self._shown: dict[int, _Shown] = {}
         self.readings: DropOldestQueue = DropOldestQueue(1000)  # consumer is the UI/CSV thread: fast
         self._threads: list[threading.Thread] = []
         if transcriber is None:
             self.stats.status["L"] = "off"
+
+    def _forget(self, window: Window) -> None:
+        self._dropped_windows.add(window.index)
 
     # ---- stages -------------------------------------------------------------------------------------
     def _capture(self) -> None:
@@ -137,83 +175,150 @@ class LiveSession:
             self.stats.error = str(err)
         finally:
             self._to_asr.close()
+            self._to_encode.close()
 
     def _emit(self, windows: Iterable[Window]) -> bool:
         for window in windows:
             if self.duration_s is not None and window.t_end_s > self.duration_s + 1e-6:
                 return False
             self.stats.windows += 1
+            if self._prepare is not None:
+                self._to_encode.put(window)
             self._to_asr.put(window)
         return True
 
+    def _encode(self) -> None:
+        try:
+            while True:
+                window = self._to_encode.get()
+                try:
+                    self._prepare(window)
+                except Exception as err:  # the engine will try again, and report, when it runs the window
+                    log.debug("prepare failed on window %d: %s", window.index, err)
+        except Closed:
+            pass
+
+    def _transcribe(self, window: Window) -> TranscriptUpdate:
+        if self.transcriber is None:
+            text = WindowText(window.index, "")
+            return TranscriptUpdate(text, (text,))
+        if not window.has_audio:  # no microphone: nothing to hear; what was pending becomes final
+            text = WindowText(window.index, "")
+            return TranscriptUpdate(text, (*self.transcriber.finish().final, text))
+        try:
+            update = self.transcriber.push(window.index, window.t_start_s, window.t_end_s, window.audio)
+            self.stats.status["L"] = "ok"
+            return update
+        except Exception as err:  # ASR failing is a missing modality, not the end of the session
+            self.stats.asr_errors += 1
+            self.stats.status["L"] = f"ASR error: {err}"
+            log.warning("ASR failed on window %d: %s", window.index, err)
+            text = WindowText(window.index, "")
+            return TranscriptUpdate(text, (text,), 0.0, str(err))
+
     def _asr(self) -> None:
-        previous = ""
         try:
             while True:
                 window = self._to_asr.get()
-                transcript = Transcript("", 0.0)
-                if self.transcriber is not None and window.has_audio:
-                    try:
-                        transcript = self.transcriber.transcribe(
-                            window.audio, context_tail(previous, self.context_words)
-                        )
-                        self.stats.status["L"] = "ok"
-                    except Exception as err:  # ASR failing is a missing modality, not the end of the session
-                        self.stats.asr_errors += 1
-                        self.stats.status["L"] = f"ASR error: {err}"
-                        log.warning("ASR failed on window %d: %s", window.index, err)
-                        transcript = Transcript("", 0.0, error=str(err))
-                previous = transcript.text or previous
-                self._to_engine.put((window, transcript))
+                update = self._transcribe(window)
+                current_final = any(f.index == window.index for f in update.final)
+                self._finals.extend(f for f in update.final if f.index != window.index)
+                self._to_engine.put((window, update, current_final))
         except Closed:
             pass
         finally:
+            if self.transcriber is not None:
+                try:
+                    self._finals.extend(self.transcriber.finish().final)
+                except Exception as err:
+                    log.warning("ASR failed at the end of the stream: %s", err)
             self._to_engine.close()
 
     def _engine(self) -> None:
         try:
             while True:
-                window, transcript = self._to_engine.get()
-                try:
-                    result = self.engine.run(window, transcript.text)
-                except Exception as err:
-                    self.stats.engine_errors += 1
-                    log.error("model failed on window %d: %s", window.index, err)
-                    continue
-                latency = (time.monotonic() - window.closed_wall_s) * 1000
-                self.stats.latencies_ms.append(latency)
-                self.stats.readings += 1
-                self.stats.dropped = self._to_asr.dropped + self._to_engine.dropped
-                self.stats.status["V"] = "ok" if "V" in result.modalities else self.stats.status["V"]
-                self.stats.status["A"] = "ok" if "A" in result.modalities else self.stats.status["A"]
-                self.readings.put(
-                    Reading(
-                        window=window.index,
-                        t_start_s=window.t_start_s,
-                        t_end_s=window.t_end_s,
-                        wall_time_utc=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
-                        emotions=result.emotions,
-                        sentiment=result.sentiment,
-                        transcript=transcript.text,
-                        modalities=result.modalities,
-                        dropped_windows=self.stats.dropped,
-                        latency_ms=latency,
-                        asr_ms=transcript.ms,
-                        model_ms=result.ms,
-                    )
-                )
+                window, update, current_final = self._to_engine.get()
+                self._provisional(window, update, current_final)
+                self._finalize(done=False)
         except Closed:
             pass
         finally:
+            self._finalize(done=True)
             self.readings.close()
+
+    def _provisional(self, window: Window, update: TranscriptUpdate, final: bool) -> None:
+        text = update.current.text if update.current is not None else ""
+        try:
+            result = self.engine.run(window, text)
+        except Exception as err:
+            self.stats.engine_errors += 1
+            log.error("model failed on window %d: %s", window.index, err)
+            return
+        latency = (time.monotonic() - window.closed_wall_s) * 1000
+        self.stats.latencies_ms.append(latency)
+        self.stats.status["V"] = "ok" if "V" in result.modalities else self.stats.status["V"]
+        self.stats.status["A"] = "ok" if "A" in result.modalities else self.stats.status["A"]
+        shown = _Shown(window, text, result, latency, update.ms)
+        if not final:
+            self._shown[window.index] = shown
+        self._publish(shown, text, result, final)
+
+    def _finalize(self, done: bool) -> None:
+        """Turn the provisional readings whose words are now final into final readings."""
+        waiting = []
+        while self._finals:
+            words = self._finals.popleft()
+            shown = self._shown.pop(words.index, None)
+            if shown is None:
+                if not done and words.index not in self._dropped_windows:
+                    waiting.append(words)  # its provisional reading is still on the way
+                continue
+            result = shown.result
+            if words.text != shown.text:
+                try:
+                    result = self.engine.run(shown.window, words.text)
+                except Exception as err:
+                    self.stats.engine_errors += 1
+                    log.error("model failed on window %d: %s", words.index, err)
+            self._publish(shown, words.text, result, True)
+        self._finals.extendleft(reversed(waiting))
+        if done:  # the stream ended: what never got final words keeps the words it was shown with
+            for index in sorted(self._shown):
+                shown = self._shown.pop(index)
+                self._publish(shown, shown.text, shown.result, True)
+
+    def _publish(self, shown: _Shown, text: str, result: EngineResult, final: bool) -> None:
+        window = shown.window
+        if final:
+            self.stats.readings += 1
+        self.stats.dropped = self._to_asr.dropped + self._to_engine.dropped
+        self.readings.put(
+            Reading(
+                window=window.index,
+                t_start_s=window.t_start_s,
+                t_end_s=window.t_end_s,
+                wall_time_utc=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+                emotions=result.emotions,
+                sentiment=result.sentiment,
+                transcript=text,
+                modalities=result.modalities,
+                dropped_windows=self.stats.dropped,
+                latency_ms=shown.latency_ms,
+                asr_ms=shown.asr_ms,
+                model_ms=result.ms,
+                final=final,
+            )
+        )
 
     # ---- control ------------------------------------------------------------------------------------
     def start(self) -> None:
-        for name, target in (("capture", self._capture), ("asr", self._asr), ("engine", self._engine)):
+        stages = [("capture", self._capture), ("asr", self._asr), ("engine", self._engine)]
+        if self._prepare is not None:
+            stages.append(("encode", self._encode))
+        for name, target in stages:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
-
     def stop(self) -> None:
         """Stop capturing; windows already captured still finish."""
         self.stop_event.set()

@@ -56,6 +56,9 @@ class Reading:
     asr_ms: float
     model_ms: float
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # False: shown as soon as the window closed, its last words still open; the final reading of the same
+    # window follows one window later with the committed words (the CSV logs final readings only).
+    final: bool = True
 
     @property
     def top_emotion(self) -> str:
@@ -76,4 +79,5 @@ class Reading:
             "latency_ms": round(self.latency_ms, 1),
             "asr_ms": round(self.asr_ms, 1),
             "model_ms": round(self.model_ms, 1),
+            "final": self.final,
         }

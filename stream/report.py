@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,31 +21,95 @@ class Session:
     dropped: int
 
 
+REQUIRED = ("window", "t_end_s", "top_emotion", "transcript", "dropped_windows")
+
+
+def _count(x: float) -> int:
+    return 0 if math.isnan(x) else int(x)
+
+
+def _cell(text: str | None) -> str:
+    text = "" if text is None else text
+    return repr(text if len(text) <= 30 else text[:27] + "...")
+
+
 def read_session(path: str | Path) -> Session:
+    """Read a CSV written by ``merclip-live --log``; anything else is refused in one line naming the problem.
+    A torn last row (the process was killed while writing it) is skipped."""
     path = Path(path)
-    if not path.is_file():
-        raise MerClipError(f"session log not found: {path}")
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise MerClipError(f"{path} has no readings (empty session or not a merclip-live log)")
-    fields = rows[0].keys()
-    if "t_end_s" not in fields or "top_emotion" not in fields:
-        raise MerClipError(f"{path} is not a merclip-live session log (no t_end_s/top_emotion columns)")
-    emo_cols = [c for c in fields if c.startswith("emotion_")]
-    sent_cols = [c for c in fields if c.startswith("sentiment_")]
+    try:
+        if not path.exists():
+            raise MerClipError(f"session log not found: {path}")
+        if path.is_dir():
+            raise MerClipError(f"{path} is a folder: give one session CSV written by merclip-live --log")
+        if not path.is_file():
+            raise MerClipError(f"{path} is not a regular file: give a session CSV written by merclip-live --log")
+        raw = path.read_bytes()
+    except OSError as err:
+        raise MerClipError(f"cannot read session log {path}: {err.strerror}") from None
+    not_log = f"{path} is not a merclip-live session log"
+    if not raw.strip():
+        raise MerClipError(f"{path} is empty: no header and no readings")
+    if b"\0" in raw:
+        raise MerClipError(f"{not_log} (a binary file)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise MerClipError(f"{not_log} (not UTF-8 text, byte {err.start})") from None
+    try:
+        table = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as err:
+        raise MerClipError(f"{not_log} (unreadable CSV: {err})") from None
+    header, body = table[0], table[1:]
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise MerClipError(f"{not_log} (no {', '.join(missing)} column{'s' if len(missing) > 1 else ''})")
+    emo_cols = [c for c in header if c.startswith("emotion_")]
+    sent_cols = [c for c in header if c.startswith("sentiment_")]
+    if not emo_cols:
+        raise MerClipError(f"{not_log} (no emotion_<label> columns)")
+    if len(set(header)) != len(header):
+        raise MerClipError(f"{not_log} (repeated column names)")
+    body = [r for r in body if r]  # csv yields [] for blank lines
+    if body and len(body[-1]) != len(header):
+        body = body[:-1]  # the row in flight when the session was killed
+    if not body:
+        raise MerClipError(f"{path} has no readings (header only: the session ended before its first window)")
 
-    def num(value: str) -> float:
-        return float(value) if value not in ("", None) else float("nan")
+    def num(row: dict, column: str, line: int, lo: float = -math.inf, hi: float = math.inf) -> float:
+        value = row[column].strip()
+        if value == "":
+            return math.nan
+        try:
+            x = float(value)
+        except ValueError:
+            x = math.nan
+            ok = False
+        else:
+            ok = math.isfinite(x) and lo <= x <= hi
+        if not ok:
+            raise MerClipError(f"{path} line {line}: {column} is not a valid value: {_cell(row[column])}")
+        return x
 
-    t_end = [num(r["t_end_s"]) for r in rows]
+    rows = []
+    for i, values in enumerate(body):
+        line = i + 2
+        if len(values) != len(header):
+            raise MerClipError(f"{path} line {line} has {len(values)} cells, the header {len(header)}")
+        rows.append((line, dict(zip(header, values, strict=True))))
+    t_end = [num(r, "t_end_s", line) for line, r in rows]
+    if any(math.isnan(t) for t in t_end):
+        line = rows[[math.isnan(t) for t in t_end].index(True)][0]
+        raise MerClipError(f"{path} line {line}: t_end_s is empty")
     return Session(
         t_end=t_end,
-        emotions={c[len("emotion_") :]: [num(r[c]) for r in rows] for c in emo_cols},
-        sentiment={c[len("sentiment_") :]: [num(r[c]) for r in rows] for c in sent_cols},
-        transcripts=[(t, r["transcript"].lstrip("'")) for t, r in zip(t_end, rows, strict=True) if r["transcript"]],
-        top=[r["top_emotion"] for r in rows if r["top_emotion"]],
-        dropped=max((int(r["dropped_windows"] or 0) for r in rows), default=0),
+        emotions={c[len("emotion_") :]: [num(r, c, line, 0.0, 1.0) for line, r in rows] for c in emo_cols},
+        sentiment={c[len("sentiment_") :]: [num(r, c, line, 0.0, 1.0) for line, r in rows] for c in sent_cols},
+        transcripts=[
+            (t, r["transcript"].lstrip("'")) for t, (_, r) in zip(t_end, rows, strict=True) if r["transcript"]
+        ],
+        top=[r["top_emotion"] for _, r in rows if r["top_emotion"]],
+        dropped=max((_count(num(r, "dropped_windows", line, 0)) for line, r in rows), default=0),
     )
 
 
@@ -103,10 +169,37 @@ def plot_session(session: Session, out: str | Path, title: str = "") -> Path:
     return out
 
 
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
+def _plot_target(session_path: Path, out: str | None) -> Path:
+    """Where the plot goes; refused when it would replace the session log itself or cannot be a file."""
+    target = Path(out) if out else session_path.with_suffix(".png")
+    try:
+        if target.resolve() == session_path.resolve():
+            raise MerClipError(f"the plot would overwrite the session log {session_path}: pass --out FILE.png")
+        if target.is_dir():
+            raise MerClipError(f"--out {target} is a folder: give an image file name, e.g. {target / 'session.png'}")
+        if target.suffix.lower() not in PLOT_SUFFIXES:
+            raise MerClipError(f"--out {target}: the plot file name must end in {', '.join(PLOT_SUFFIXES)}")
+        if target.exists() and not target.is_file():
+            raise MerClipError(f"--out {target} is not a regular file")
+        if not target.parent.is_dir():
+            raise MerClipError(f"cannot write the plot {target}: folder {target.parent} does not exist")
+    except OSError as err:
+        raise MerClipError(f"cannot write the plot {target}: {err.strerror}") from None
+    except RuntimeError:  # pathlib's resolve() on a symbolic link loop
+        raise MerClipError(f"cannot write the plot {target}: a symbolic link loop") from None
+    return target
+
+
 def cmd_report(args) -> int:
     session = read_session(args.session)
-    out = Path(args.out) if args.out else Path(args.session).with_suffix(".png")
-    plot_session(session, out, title=Path(args.session).name)
+    out = _plot_target(Path(args.session), args.out)
+    try:
+        plot_session(session, out, title=Path(args.session).name)
+    except OSError as err:
+        raise MerClipError(f"cannot write the plot {out}: {err.strerror or err}") from None
     print(summarize(session))
     print(f"plot: {out}")
     return 0

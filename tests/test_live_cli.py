@@ -1,6 +1,7 @@
 """merclip-live and merclip report as a user runs them: subprocesses, signals, files on disk."""
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -40,7 +41,10 @@ def test_synthetic_20s_session_writes_10_rows_with_every_column(tiny_bundle, whi
                            "dropped_windows", "latency_ms", "asr_ms", "model_ms"]  # fmt: skip
     assert 9 <= len(rows) - 1 <= 11 and _complete(rows)
     assert all(r[header.index("modalities")] in ("VA", "LVA") for r in rows[1:])
-    assert len(run.stdout.strip().splitlines()) == len(rows) - 1  # one JSON object per reading
+    printed = [json.loads(line) for line in run.stdout.strip().splitlines()]
+    # every window is printed when it closes, then again with its final words; the CSV logs the final one
+    assert sum(r["final"] for r in printed) == len(rows) - 1
+    assert [r["window"] for r in printed if not r["final"]] == [r["window"] for r in printed if r["final"]]
     assert "Session ended" in run.stderr
 
 

@@ -91,7 +91,7 @@ def test_real_meld_csvs_read_with_their_labels():
 
 
 def test_bench_json_on_the_tiny_model(tmp_path):
-    run = subprocess.run([*MERCLIP, "bench", "--model", "tiny", "--asr-size", "test", "--windows", "3",
+    run = subprocess.run([*MERCLIP, "bench", "--model", "tiny", "--windows", "3",
                           "--soak", "20", "--json"], capture_output=True, text=True, timeout=300,
                          env={**ENV, "HOME": str(tmp_path)})  # fmt: skip
     assert run.returncode == 0, run.stderr
@@ -99,6 +99,11 @@ def test_bench_json_on_the_tiny_model(tmp_path):
     assert 0 < result["real_time_factor"] < 5
     for stage in ("decode", "asr", "vision", "audio", "text", "decoder", "total"):
         assert {"min", "median", "p95"} <= set(result["latency_ms"][stage])
-    assert result["ratios"]["asr_unpadded_speedup"] > 1
+    assert result["ratios"]["asr_stream_cost_vs_unpadded"] > 1  # the padded passes cost more, and are right
     assert {"onnx_vs_torch_vision", "int8_speedup_vision"} <= set(result["ratios"])
-    assert result["end_to_end"]["readings"] == 6 and result["soak"]["windows"] == 10
+    e2e = result["end_to_end"]
+    assert e2e["readings"] == 6 and result["soak"]["windows"] == 10
+    # the real tiny.en: the default path gets JFK right, every word reaches the screen, and the delay is
+    # measured per word (its size is a benchmark number, not a unit-test assertion)
+    assert result["asr_wer"]["stream"] <= 0.05 < result["asr_wer"]["window-unpadded"] and e2e["wer"] <= 0.05
+    assert e2e["word_to_screen_s"]["words"] == 22 and 0 < e2e["word_to_screen_s"]["median"] < 10

@@ -11,7 +11,7 @@ from merclip.stream.engine import BundleEngine, EngineResult
 from merclip.stream.pipeline import DropOldestQueue, LiveSession
 from merclip.stream.records import Reading
 from merclip.stream.sources import DeviceSource, FileSource, SyntheticSource, sample_path
-from merclip.stream.transcriber import Transcript, WhisperOptions, WhisperTranscriber
+from merclip.stream.transcriber import Transcript, UnpaddedWindowTranscriber, WhisperOptions
 from merclip.stream.ui import UiState, render
 from merclip.stream.windowing import Windower
 from rich.console import Console
@@ -230,17 +230,15 @@ def test_bundle_engine_uses_what_is_present(tiny_bundle):
     assert engine.run(silent, "").emotions == {}  # nothing present: no reading invented
 
 
-def test_real_faster_whisper_path_on_real_speech(whisper_dir):
+def test_unpadded_window_path_still_runs_when_asked(whisper_dir):
     windows, _ = _windows(FileSource(sample_path(), realtime=False))
-    for padded in (False, True):
-        asr = WhisperTranscriber(WhisperOptions(model=str(whisper_dir), vad=False, pad_to_30s=padded))
-        out = asr.transcribe(windows[1].audio, context="And so")
-        assert isinstance(out.text, str) and out.text and out.ms > 0  # a random model still emits tokens
-    # with VAD on, silence costs no decoding and yields no words
-    vad = WhisperTranscriber(WhisperOptions(model=str(whisper_dir), vad=True))
-    assert vad.transcribe(np.zeros(32000, np.float32)).text == ""
+    asr = UnpaddedWindowTranscriber(WhisperOptions(model=str(whisper_dir), vad=False, mode="window-unpadded"))
+    out = asr.transcribe(windows[1].audio, context="And so")
+    assert isinstance(out.text, str) and out.ms > 0
+    vad = UnpaddedWindowTranscriber(WhisperOptions(model=str(whisper_dir), vad=True))
+    assert vad.transcribe(np.zeros(32000, np.float32)).text == ""  # silence costs no decoding
     with pytest.raises(MerClipError, match="--asr-model DIR, or --no-asr"):
-        WhisperTranscriber(WhisperOptions(model=str(whisper_dir / "missing")))
+        UnpaddedWindowTranscriber(WhisperOptions(model=str(whisper_dir / "missing")))
 
 
 def test_ui_renders_bars_transcript_status_and_banner():

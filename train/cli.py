@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,36 @@ def _with_dataset_defaults(cfg: Config, dataset: str, explicit: dict) -> Config:
         if keep:
             changes[section] = keep
     return override(cfg, **changes) if changes else cfg
+
+
+def _check_output_file(path: str | None, flag: str) -> None:
+    """Refuse an output file that cannot be written, before the work that fills it."""
+    if not path:
+        return
+    target = Path(path).expanduser()
+    try:
+        if target.is_dir():
+            raise MerClipError(f"{flag} {target} is a folder: give a file name, e.g. {target / 'metrics.json'}")
+        if target.exists() and not target.is_file():
+            raise MerClipError(f"{flag} {target} is not a regular file")
+        if not target.parent.is_dir():
+            what = "does not exist" if not target.parent.exists() else "is not a folder"
+            raise MerClipError(f"{flag} {target}: {target.parent} {what}")
+        if not os.access(target.parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+            raise MerClipError(f"{flag} {target} is not writable (permission denied)")
+    except OSError as err:
+        raise MerClipError(f"{flag} {_short(path)} is unusable: {err.strerror}") from None
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _write_json(path: str, metrics: dict) -> None:
+    try:
+        Path(path).expanduser().write_text(json.dumps(metrics, indent=2))
+    except OSError as err:
+        raise MerClipError(f"cannot write --json {_short(path)}: {err.strerror}") from None
 
 
 def _cache_dir(cfg: Config) -> Path:
@@ -124,6 +155,9 @@ def cmd_train(args) -> int:
     from .loop import RunOptions, train
 
     cfg = train_config(args)
+    out = Path(cfg.train.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise MerClipError(f"--out {out} is a file: training writes a folder of checkpoints and metrics")
     train_ds, valid_ds = _datasets(cfg, ("train", "valid"))
     if len(valid_ds) == 0:
         raise MerClipError("the dataset has no validation split")
@@ -152,6 +186,7 @@ def cmd_eval(args) -> int:
 
     from .loop import evaluate
 
+    _check_output_file(args.json, "--json")
     if args.baseline:
         return _eval_baseline(args)
     model, _ = load_checkpoint(args.checkpoint)
@@ -178,7 +213,7 @@ def cmd_eval(args) -> int:
     metrics["n"] = len(split)
     print_tables(metrics, f"{cfg.train.dataset} {args.split} ({len(split)} clips)")
     if args.json:
-        Path(args.json).write_text(json.dumps(metrics, indent=2))
+        _write_json(args.json, metrics)
     return 0
 
 
@@ -205,7 +240,7 @@ def _eval_baseline(args) -> int:
         metrics.update({f"{task}{k}": v for k, v in single_label_metrics(np.asarray(y), pred).items()})
     print_tables(metrics, f"{args.baseline} baseline, {cfg.train.dataset} {args.split} ({len(split)} clips)")
     if args.json:
-        Path(args.json).write_text(json.dumps(metrics, indent=2))
+        _write_json(args.json, metrics)
     return 0
 
 

@@ -9,10 +9,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from merclip.errors import MerClipError
 
@@ -58,31 +61,128 @@ def _split(name: str) -> str:
     return {"dev": "valid", "val": "valid", "validation": "valid"}.get(name, name)
 
 
+def _show(value) -> str:
+    text = str(value)
+    return repr(text if len(text) <= 30 else text[:27] + "...")
+
+
+def _read_text(path: Path, what: str, errors: str = "strict") -> str:
+    """A dataset file's text; one line naming the file when it is not a readable UTF-8 text file."""
+    try:
+        if path.is_dir():
+            raise MerClipError(f"{what} {path} is a folder, not a file")
+        raw = path.read_bytes()
+    except OSError as err:
+        raise MerClipError(f"cannot read {what} {path}: {err.strerror}") from None
+    if b"\0" in raw:
+        raise MerClipError(f"{what} {path} is a binary file, not text")
+    try:
+        return raw.decode("utf-8-sig", errors=errors)
+    except UnicodeDecodeError as err:
+        raise MerClipError(f"{what} {path} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+
+
+def _csv_rows(path: Path, what: str, required: tuple[str, ...], errors: str = "strict") -> list[tuple[int, dict]]:
+    """(line number, row) for every row of a CSV whose header has the ``required`` columns."""
+    reader = csv.DictReader(io.StringIO(_read_text(path, what, errors), newline=""))
+    try:
+        header = reader.fieldnames or []
+        missing = [c for c in required if c not in header]
+        if missing:
+            found = ", ".join(_show(h)[1:-1] for h in header[:12]) or "nothing"
+            raise MerClipError(
+                f"{what} {path} lacks column{'s' if len(missing) > 1 else ''} {', '.join(missing)} (found: {found})"
+            )
+        rows = []
+        for row in reader:
+            if None in row or any(v is None for v in row.values()):
+                cells = len(header) + len(row.get(None) or []) - sum(v is None for k, v in row.items() if k is not None)
+                raise MerClipError(f"{what} {path} line {reader.line_num} has {cells} cells, the header {len(header)}")
+            rows.append((reader.line_num, row))
+    except csv.Error as err:
+        raise MerClipError(f"{what} {path} line {reader.line_num} is not valid CSV: {err}") from None
+    return rows
+
+
+def _number(path: Path, line: int, row: dict, column: str, default: float | None) -> float | None:
+    """A numeric cell: empty or absent gives ``default``; anything else must be a finite number."""
+    value = row.get(column)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    if isinstance(value, bool):
+        value = math.nan
+    x = _float(value)
+    if not math.isfinite(x):
+        raise MerClipError(f"{path} line {line}: {column} must be a number, got {_show(value)}")
+    return x
+
+
+def _split_of(path: Path, line: int, value) -> str:
+    split = _split(str(value))
+    if split not in SPLITS:
+        raise MerClipError(f"{path} line {line}: split must be train, valid (dev) or test, got {_show(value)}")
+    return split
+
+
+def _media_path(manifest: Path, line: int, media: str) -> str:
+    """A media cell, relative to the manifest's folder; "" = no media (text only)."""
+    if not media:
+        return ""
+    try:
+        return str((manifest.parent / media).resolve())
+    except (OSError, RuntimeError, ValueError) as err:  # RuntimeError: a symbolic link loop
+        raise MerClipError(f"{manifest} line {line}: media {_show(media)} is not a usable path ({err})") from None
+
+
 def read_manifest(path: str | Path, emotion_labels=MOSEI_EMOTIONS) -> list[Clip]:
     """CSV or JSONL with columns: id, split, media, start_s, end_s, text, sentiment, emotion_<label>…
     (or a single ``emotion`` column for single-label data). Media paths are relative to the manifest."""
     path = Path(path)
+    if path.is_dir():
+        raise MerClipError(f"manifest {path} is a folder: --data-root for --dataset manifest is the CSV/JSONL file")
     if not path.is_file():
         raise MerClipError(f"manifest not found: {path}")
     if path.suffix.lower() == ".jsonl":
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = []
+        for line, text in enumerate(_read_text(path, "manifest").splitlines(), 1):
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except (json.JSONDecodeError, RecursionError):
+                raise MerClipError(f"manifest {path} line {line} is not valid JSON") from None
+            if not isinstance(row, dict):
+                raise MerClipError(f"manifest {path} line {line} must be a JSON object, got {type(row).__name__}")
+            missing = [c for c in ("split", "text") if c not in row]
+            if missing:
+                raise MerClipError(f"manifest {path} line {line} lacks {' and '.join(repr(c) for c in missing)}")
+            rows.append((line, row))
     else:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
+        rows = _csv_rows(path, "manifest", ("split", "text"))
+    if not rows:
+        raise MerClipError(f"manifest {path} has no clips (header only?)")
     clips = []
-    for i, row in enumerate(rows):
-        if "text" not in row or "split" not in row:
-            raise MerClipError(f"{path}: row {i + 1} needs at least 'split' and 'text' columns")
-        media = str(row.get("media") or "")
+    for i, (line, row) in enumerate(rows):
+        if not isinstance(row["text"], str):
+            raise MerClipError(f"{path} line {line}: text must be a string, got {_show(row['text'])}")
+        media = row.get("media") or ""
+        if not isinstance(media, str):
+            raise MerClipError(f"{path} line {line}: media must be a file path, got {_show(media)}")
+        start, end = _number(path, line, row, "start_s", None), _number(path, line, row, "end_s", None)
+        if start is not None and end is not None and not 0 <= start < end:
+            raise MerClipError(f"{path} line {line}: start_s {start} must be >= 0 and before end_s {end}")
         clips.append(Clip(
-            clip_id=str(row.get("id") or i), split=_split(str(row["split"])), text=str(row["text"]),
-            media=str((path.parent / media).resolve()) if media else "",
-            start_s=_float(row.get("start_s"), None), end_s=_float(row.get("end_s"), None),
-            sentiment=_float(row.get("sentiment")),
-            emotions={e: _float(row.get(f"emotion_{e}"), 0.0) for e in emotion_labels if f"emotion_{e}" in row},
+            clip_id=str(row.get("id") or i), split=_split_of(path, line, row["split"]), text=row["text"],
+            media=_media_path(path, line, media), start_s=start, end_s=end,
+            sentiment=_number(path, line, row, "sentiment", math.nan),
+            emotions={e: _number(path, line, row, f"emotion_{e}", 0.0) for e in emotion_labels
+                      if f"emotion_{e}" in row},
             emotion_class=str(row.get("emotion") or ""),
         ))  # fmt: skip
     return clips
+
+
+MMSA_COLUMNS = ("video_id", "clip_id", "text", "label", "mode")
 
 
 def read_mmsa(root: str | Path, dataset: str, emotion_csd: str | Path | None = None) -> list[Clip]:
@@ -100,14 +200,22 @@ def read_mmsa(root: str | Path, dataset: str, emotion_csd: str | Path | None = N
         if csd.is_file():
             emotions = read_mosei_emotion_csd(csd)
     clips = []
-    with open(label_csv, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            video, clip = row["video_id"], row["clip_id"]
-            clips.append(Clip(
-                clip_id=f"{video}_{clip}", split=_split(row["mode"]), text=row["text"],
-                media=str(root / "Raw" / video / f"{clip}.mp4"), sentiment=_float(row["label"]),
-                emotions=emotions.get((video, int(clip)), {}),
-            ))  # fmt: skip
+    for line, row in _csv_rows(label_csv, "MMSA label file", MMSA_COLUMNS):
+        video, clip = row["video_id"], row["clip_id"]
+        sentiment = _number(label_csv, line, row, "label", None)
+        if sentiment is None:
+            raise MerClipError(f"{label_csv} line {line}: label is empty (a sentiment score -3..3 is needed)")
+        key = None
+        if emotions:
+            try:
+                key = (video, int(clip))
+            except ValueError:
+                raise MerClipError(f"{label_csv} line {line}: clip_id must be an integer, got {_show(clip)}") from None
+        clips.append(Clip(
+            clip_id=f"{video}_{clip}", split=_split_of(label_csv, line, row["mode"]), text=row["text"],
+            media=str(root / "Raw" / video / f"{clip}.mp4"), sentiment=sentiment,
+            emotions=emotions.get(key, {}) if key else {},
+        ))  # fmt: skip
     return clips
 
 
@@ -119,39 +227,61 @@ def read_mosei_emotion_csd(path: str | Path) -> dict[tuple[str, int], dict[str, 
     except ImportError:
         raise MerClipError("reading CMU_MOSEI_Labels.csd needs h5py: pip install h5py") from None
     out = {}
-    with h5py.File(path, "r") as f:
-        top = f[next(iter(f.keys()))]["data"]
-        for video in top:
-            features = top[video]["features"][()]
-            intervals = top[video]["intervals"][()]
-            order = sorted(range(len(intervals)), key=lambda i: tuple(intervals[i]))
-            for k, i in enumerate(order):
-                out[(video, k)] = {e: float(v) for e, v in zip(MOSEI_EMOTIONS, features[i][1:7], strict=True)}
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        raise MerClipError(f"{path} is not an HDF5 file (expected CMU-MultimodalSDK's CMU_MOSEI_Labels.csd)") from None
+    with f:
+        try:
+            top = f[next(iter(f.keys()))]["data"]
+            for video in top:
+                features = np.asarray(top[video]["features"][()], dtype=float)
+                intervals = np.asarray(top[video]["intervals"][()], dtype=float)
+                if features.ndim != 2 or features.shape[1] < 7 or len(intervals) != len(features):
+                    raise ValueError(video)
+                order = sorted(range(len(intervals)), key=lambda i: tuple(intervals[i]))
+                for k, i in enumerate(order):
+                    out[(video, k)] = {e: float(v) for e, v in zip(MOSEI_EMOTIONS, features[i][1:7], strict=True)}
+        except (KeyError, StopIteration, TypeError, ValueError, AttributeError, OSError) as err:
+            raise MerClipError(
+                f"{path} is not a CMU-MultimodalSDK label file (<name>/data/<video>/features with 7 columns and "
+                f"intervals): {str(err)[:60] or type(err).__name__}"
+            ) from None
     return out
+
+
+MELD_COLUMNS = ("Dialogue_ID", "Utterance_ID", "Utterance", "Emotion", "Sentiment")
 
 
 def read_meld(root: str | Path, splits=("train", "dev", "test")) -> list[Clip]:
     """MELD's ``<split>_sent_emo.csv`` files (any present); videos are used when found next to them in
     ``<root>/<split>/dia{D}_utt{U}.mp4`` (or MELD's ``*_splits*`` folders)."""
     root = Path(root)
+    if not root.is_dir():
+        raise MerClipError(f"MELD --data-root {root} is not a folder (it holds train_sent_emo.csv, ...)")
     clips = []
     found = False
     for split in splits:
         csv_path = root / f"{split}_sent_emo.csv"
-        if not csv_path.is_file():
+        if not csv_path.exists():
             continue
         found = True
         video_dirs = [d for d in root.iterdir() if d.is_dir() and d.name.lower().startswith(split)]
-        with open(csv_path, newline="", encoding="utf-8", errors="replace") as f:
-            for row in csv.DictReader(f):
-                name = f"dia{row['Dialogue_ID']}_utt{row['Utterance_ID']}.mp4"
-                media = next((str(d / name) for d in video_dirs if (d / name).is_file()), "")
-                sentiment = {"positive": 1.0, "negative": -1.0}.get(row["Sentiment"].strip().lower(), 0.0)
-                clips.append(Clip(
-                    clip_id=f"{split}_dia{row['Dialogue_ID']}_utt{row['Utterance_ID']}", split=_split(split),
-                    text=row["Utterance"], media=media, sentiment=sentiment,
-                    emotion_class=row["Emotion"].strip().lower(),
-                ))  # fmt: skip
+        # MELD's own CSVs hold a few non-UTF-8 bytes: replaced, not refused
+        for line, row in _csv_rows(csv_path, "MELD file", MELD_COLUMNS, errors="replace"):
+            dia, utt = row["Dialogue_ID"].strip(), row["Utterance_ID"].strip()
+            if not (dia.isdigit() and utt.isdigit()):
+                raise MerClipError(
+                    f"{csv_path} line {line}: Dialogue_ID and Utterance_ID must be integers, got {_show(dia)}, "
+                    f"{_show(utt)}"
+                )
+            name = f"dia{dia}_utt{utt}.mp4"
+            media = next((str(d / name) for d in video_dirs if (d / name).is_file()), "")
+            sentiment = {"positive": 1.0, "negative": -1.0}.get(row["Sentiment"].strip().lower(), 0.0)
+            clips.append(Clip(
+                clip_id=f"{split}_dia{dia}_utt{utt}", split=_split(split), text=row["Utterance"], media=media,
+                sentiment=sentiment, emotion_class=row["Emotion"].strip().lower(),
+            ))  # fmt: skip
     if not found:
         raise MerClipError(f"no MELD CSVs (train_sent_emo.csv, dev_sent_emo.csv, test_sent_emo.csv) in {root}")
     return clips
@@ -160,8 +290,13 @@ def read_meld(root: str | Path, splits=("train", "dev", "test")) -> list[Clip]:
 def load_clips(dataset: str, data_root: str | Path, emotion_labels=MOSEI_EMOTIONS) -> list[Clip]:
     if not data_root:
         raise MerClipError(f"dataset {dataset} needs --data-root")
+    data_root = Path(data_root).expanduser()
     if dataset == "manifest":
         return read_manifest(data_root, emotion_labels)
+    if not data_root.exists():
+        raise MerClipError(f"--data-root {data_root} does not exist")
+    if not data_root.is_dir():
+        raise MerClipError(f"--data-root {data_root} is a file; dataset {dataset} needs its folder")
     if dataset in ("mosi", "mosei"):
         clips = read_mmsa(data_root, dataset)
         check_split_sizes(clips, dataset)

