@@ -319,6 +319,7 @@ class LiveSession:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
+
     def stop(self) -> None:
         """Stop capturing; windows already captured still finish."""
         self.stop_event.set()

@@ -10,7 +10,6 @@ from collections import Counter
 import jiwer
 import numpy as np
 import pytest
-
 from merclip.stream.transcriber import WhisperOptions, open_speech
 
 JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from merclip.stream.speech import BUFFER_MAX_S, Recognition, StreamingTranscriber, Word, normalize
 
 SR = 16000
