@@ -96,6 +96,7 @@ class RuntimeSection:
     threads: int = field(default=0, metadata=_check(lo=0, hi=256))
     cache_dir: str = field(default="~/.cache/merclip", metadata=_TEXT)
     queue_windows: int = field(default=2, metadata=_check(lo=1, hi=64))
+    overlap: bool = True
 
 
 @dataclass(frozen=True)

@@ -304,7 +304,8 @@ def cmd_live(args, cfg: Config) -> int:
     windower = Windower(cfg.capture.window_s, cfg.capture.hop_s, cfg.capture.frames_per_window,
                         bundle.sample_rate)  # fmt: skip
     session = LiveSession(source, windower, BundleEngine(bundle), transcriber, cfg.runtime.queue_windows,
-                          cfg.asr.context_words, args.duration, backpressure=args.fast)  # fmt: skip
+                          cfg.asr.context_words, args.duration, backpressure=args.fast,
+                          overlap=cfg.runtime.overlap)  # fmt: skip
     csv_log = None
     if cfg.log.path:
         csv_log = SessionLog(cfg.log.path, bundle.emotion_labels, bundle.sentiment_labels,

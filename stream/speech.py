@@ -14,12 +14,12 @@ Rules (each tested in tests/test_speech.py):
   windows overlap (the first window also owns everything before it).
 * When window k closes, its reading shows the committed words in its span plus the not-yet-committed
   words of this pass inside it (``TranscriptUpdate.current``): words reach the screen one pass early.
-* Window k's words are *final* after the next pass (or at the end of the stream): what two passes agreed
-  on, plus what the later pass — which has heard at least one more window of right context — says about
-  words still in dispute (``TranscriptUpdate.final``). So every word is committed at most one window after
-  its own window closed, and the CSV holds each word once, in the row of its window.
-* The buffer is bounded: it is trimmed at a committed word boundary once it holds more than
-  ``BUFFER_MAX_S``, keeping about ``BUFFER_KEEP_S`` of audio for acoustic context; committed words that
+* Window k's words are *final* (``TranscriptUpdate.final``) once two passes agree on all of them, and at
+  the latest ``FINAL_LAG`` windows after it closed, as the newest pass — which has heard that much right
+  context — says (or at the end of the stream). So every word is committed a bounded time after its own
+  window closed, and the CSV holds each word once, in the row of its window.
+* The buffer is bounded: once it holds more than ``BUFFER_MAX_S`` it is cut back to about
+  ``BUFFER_KEEP_S`` at a word boundary (words in it still open are committed first); committed words that
   fell out of it are passed to Whisper as a text prompt instead. A gap in the stream (a dropped window)
   finalizes everything pending and starts a fresh buffer.
 """
@@ -34,15 +34,19 @@ from typing import Protocol
 
 import numpy as np
 
-# Re-transcribing a growing buffer is how streaming latency spirals (whisper_streaming #152): past 8 s
-# the buffer is cut back to about 4 s at a committed word boundary. Whisper pads to 30 s whatever the
-# buffer holds, so the encoder cost is flat; the decoder's cost grows with the words in the buffer.
-BUFFER_MAX_S = 8.0
-BUFFER_KEEP_S = 4.0
+# Re-transcribing a growing buffer is how streaming latency spirals (whisper_streaming #152): past 12 s
+# the buffer is cut back to about 6 s at a word boundary. Whisper pads to 30 s whatever the buffer holds,
+# so the encoder cost is flat; the decoder's cost grows with the words in the buffer. Measured with the
+# real tiny.en on 60 s of speech (BENCHMARKS.md): 8/4 s -> WER 0.091, 12/6 s -> 0.045, 15/8 s -> 0.045.
+BUFFER_MAX_S = 12.0
+BUFFER_KEEP_S = 6.0
 # Committed words before the buffer passed as Whisper's prompt (whisper_streaming uses ~200 characters).
 PROMPT_WORDS = 30
 # Word timestamps from cross-attention wobble by about a frame or two between passes.
 TIMESTAMP_SLACK_S = 0.1
+# A window whose words two passes do not yet agree on is final at the latest this many windows later.
+# 1 forces the second pass's words; 2 lets a third pass settle them (60 s of speech: WER 0.136 -> 0.045).
+FINAL_LAG = 2
 # A stream-clock gap longer than this between windows (a dropped window) restarts the buffer.
 GAP_S = 0.05
 
@@ -119,6 +123,7 @@ class StreamingTranscriber:
     sample_rate: int = 16000
     buffer_max_s: float = BUFFER_MAX_S
     buffer_keep_s: float = BUFFER_KEEP_S
+    final_lag: int = FINAL_LAG
     _audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     _t0: float = 0.0  # stream time of the buffer's first sample
     _committed: list[Word] = field(default_factory=list)  # committed, not yet handed out as final
@@ -161,10 +166,7 @@ class StreamingTranscriber:
         hears = getattr(self.recognizer, "hears_speech", None)
         if self._tentative or hears is None or hears(np.asarray(new, np.float32)):
             self._agree(self._pass())
-        # Earlier windows have now been heard with at least one window of right context: make them final.
-        self._commit_before(span.start_s)
-        final += [self._final_text(s) for s in self._pending]
-        self._pending = []
+        final += self._finalize_due(index)
         shown = tuple(w for w in (*self._committed, *self._tentative) if span.start_s <= w.mid_s < span.end_s)
         span.shown = shown
         self._pending.append(span)
@@ -198,6 +200,20 @@ class StreamingTranscriber:
             n += 1
         self._committed += words[:n]  # this pass's timestamps: it has heard more right context
         self._tentative = words[n:]
+
+    def _finalize_due(self, index: int) -> list[WindowText]:
+        """Earlier windows, oldest first, become final once every word in them is committed, or at the
+        latest ``final_lag`` windows after they closed (then as the newest pass — which has heard that
+        much right context — says)."""
+        out = []
+        while self._pending:
+            oldest = self._pending[0]
+            if index - oldest.index >= self.final_lag:
+                self._commit_before(oldest.end_s)
+            if any(w.mid_s < oldest.end_s for w in self._tentative):
+                break
+            out.append(self._final_text(self._pending.pop(0)))
+        return out
 
     def _commit_before(self, t_s: float) -> None:
         """Commit the tentative words whose midpoint is before ``t_s`` (their window is due)."""
@@ -238,7 +254,7 @@ class StreamingTranscriber:
             if w.start_s < cut < w.end_s:  # never cut through a word
                 cut = w.start_s
                 break
-        # Earlier windows are final already, so only stragglers can end before the cut: commit them.
+        # Open words before the cut lose their audio: commit them as this pass heard them.
         n = sum(1 for w in self._tentative if w.end_s <= cut + TIMESTAMP_SLACK_S)
         self._committed += self._tentative[:n]
         self._tentative = self._tentative[n:]

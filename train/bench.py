@@ -229,7 +229,7 @@ def _throughput(bundle, windows, texts, streams: int, repeats: int) -> float:
     return streams / statistics.median(timed(step, repeats))
 
 
-def _e2e(bundle_dir: Path, opts: BenchOptions) -> dict:
+def _e2e(bundle_dir: Path, opts: BenchOptions, overlap: bool = True) -> dict:
     """`merclip-live` on the sample clip at real-time pace, in a fresh process (as users run it; the bench
     process itself has torch's spinning worker threads from the eager timings)."""
     import subprocess
@@ -237,7 +237,10 @@ def _e2e(bundle_dir: Path, opts: BenchOptions) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "bench.toml"
-        config.write_text(f'[asr]\nmodel = "{opts.asr_model}"\nmode = "{opts.asr_mode}"\n')
+        config.write_text(
+            f'[asr]\nmodel = "{opts.asr_model}"\nmode = "{opts.asr_mode}"\n'
+            f"[runtime]\noverlap = {str(overlap).lower()}\n"
+        )
         cmd = [sys.executable, "-c", "import sys; from merclip.cli import live_main; sys.exit(live_main())",
                "--source", "sample", "--bundle", str(bundle_dir), "--config", str(config), "--no-ui",
                "--frames", str(opts.frames)]  # fmt: skip
@@ -263,6 +266,7 @@ def _e2e(bundle_dir: Path, opts: BenchOptions) -> dict:
         },
         "command": "merclip-live " + " ".join(cmd[3:]),
         "asr": {"model": opts.asr_model, "mode": opts.asr_mode},
+        "overlap": overlap,
     }
 
 
@@ -360,6 +364,17 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] = lambda s: No
     if opts.e2e:
         progress("end to end on the sample clip at real-time pace")
         result["end_to_end"] = _e2e(fp32.folder, opts)
+        progress("end to end again, encoders after ASR instead of beside it (before/after)")
+        result["end_to_end_serial"] = _e2e(fp32.folder, opts, overlap=False)
+        ratios["e2e_p95_serial_vs_overlapped"] = (
+            result["end_to_end_serial"]["latency"]["p95"] / result["end_to_end"]["latency"]["p95"]
+        )
+        if opts.int8:
+            progress("end to end with the int8 bundle")
+            result["end_to_end_int8"] = _e2e(_bundle(opts, "int8", model).folder, opts)
+            ratios["e2e_p95_fp32_vs_int8"] = (
+                result["end_to_end"]["latency"]["p95"] / result["end_to_end_int8"]["latency"]["p95"]
+            )
     result["ratios"] = ratios
     if opts.soak_s:
         progress(f"soak: {opts.soak_s:.0f} s of synthetic stream, as fast as possible")
@@ -417,10 +432,13 @@ def print_report(result: dict) -> None:
         f"real-time factor {result['real_time_factor']:.3f} (serial processing time / 2-s window); "
         f"windows/s: {result['windows_per_s']}; peak RSS {result['peak_rss_mb']:.0f} MB"
     )
-    if "end_to_end" in result:
-        e2e = result["end_to_end"]
+    for key, what in (("end_to_end", "fp32, encoders beside ASR (default)"), ("end_to_end_serial", "fp32, serial"),
+                      ("end_to_end_int8", "int8, encoders beside ASR")):  # fmt: skip
+        if key not in result:
+            continue
+        e2e = result[key]
         console.print(
-            f"end to end (sample clip, real-time pace): window-end-to-reading latency median "
+            f"end to end, {what} (sample clip, real-time pace): window-end-to-reading latency median "
             f"{e2e['latency']['median']:.0f} ms, p95 {e2e['latency']['p95']:.0f} ms, "
             f"{e2e['readings']} readings, {e2e['dropped']} dropped; transcript WER {e2e['wer']:.3f}; "
             f"word-to-screen delay median {e2e['word_to_screen_s']['median']:.2f} s, "
