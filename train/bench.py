@@ -272,7 +272,7 @@ def _e2e(bundle_dir: Path, opts: BenchOptions, overlap: bool = True) -> dict:
 
 def soak(bundle, asr_model: str | None, seconds: float, frames: int, progress=lambda s: None) -> dict:
     """A long synthetic stream replayed as fast as possible: latency and memory per tenth of the run."""
-    from .sources import SyntheticSource
+    from merclip.stream.sources import SyntheticSource
 
     asr = open_speech(WhisperOptions(model=asr_model))[0] if asr_model else None
     session = LiveSession(
@@ -283,8 +283,12 @@ def soak(bundle, asr_model: str | None, seconds: float, frames: int, progress=la
         backpressure=True,
     )
     rows: list[tuple[float, float, float]] = []  # (t_end_s, latency_ms, rss_mb)
+    seen: set[int] = set()
 
     def on_reading(r):
+        if r.final and r.window in seen:
+            return  # each window once: its first reading
+        seen.add(r.window)
         rows.append((r.t_end_s, r.model_ms + r.asr_ms, current_rss_mb()))
         if len(rows) % 100 == 0:
             progress(f"soak: {r.t_end_s:.0f} of {seconds:.0f} s of stream")
