@@ -220,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="also replay S seconds of synthetic stream as fast as possible: latency and memory drift",
     )
+    p.add_argument(
+        "--speech",
+        metavar="FILE",
+        help="only score the speech paths on this recording (any audio/video file): WER of the streaming and "
+        "the unpadded path against the same model's offline transcript, time per window; prints JSON",
+    )
+    p.add_argument("--transcript", metavar="TEXT", help="with --speech: what is really said, for a WER against it")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
 
     p = sub.add_parser("cache", help="list or clear the bundles `merclip-live --model` exported (runtime.cache_dir)")

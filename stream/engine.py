@@ -4,7 +4,8 @@
 tests may pass a fake. A modality that is missing from the window is simply not given to the model.
 ``prepare`` (optional) encodes a window's frames and audio before its words are known, so the pipeline
 can run the encoders while Whisper transcribes; ``run`` then reuses them, and so does a second ``run`` of
-the same window with its final words (only the text encoder and the fusion run again).
+the same window with its final words (only the text encoder and the fusion run again). ``prepare_frames``
+(optional) encodes frames while their window is still open: the window's own frames are then found ready.
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ class Engine(Protocol):
 
 # Below this RMS a window counts as silence: no audio modality (a muted or absent microphone).
 SILENCE_RMS = 1e-4
-# Encoded windows kept for their final reading (one window later) and for windows prepared ahead.
+# Encoded windows kept for their final reading (up to two windows later) and for windows prepared ahead.
 FEATURE_CACHE_WINDOWS = 8
+# Frames encoded while their window is still open (a few windows' worth).
+FRAME_CACHE = 64
 
 
 class BundleEngine:
@@ -51,11 +54,34 @@ class BundleEngine:
         self._features: OrderedDict[int, tuple] = OrderedDict()
         self._lock = threading.Lock()
         self._busy: dict[int, threading.Event] = {}
+        self._frames: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()  # id -> (rgb, feature)
 
     @staticmethod
     def _key(window: Window) -> int:
         # the cache holds the window itself too, so its id cannot be reused while the entry lives
         return id(window)
+
+    def prepare_frames(self, frames) -> None:
+        """Encode frames ahead of their window (one call for all of them); cached by frame object."""
+        with self._lock:
+            todo = [f for f in frames if id(f) not in self._frames]
+        if not todo:
+            return
+        b = self.bundle
+        features = b.encode_frames(b.preprocess_frames(todo))
+        with self._lock:
+            for rgb, feature in zip(todo, features, strict=True):
+                self._frames[id(rgb)] = (rgb, feature)  # the frame is held, so its id is not reused
+            while len(self._frames) > FRAME_CACHE:
+                self._frames.popitem(last=False)
+
+    def _vision(self, frames) -> np.ndarray:
+        with self._lock:
+            missing = [f for f in frames if id(f) not in self._frames]
+        if missing:
+            self.prepare_frames(missing)
+        with self._lock:
+            return np.stack([self._frames[id(f)][1] for f in frames])[None]
 
     def prepare(self, window: Window) -> tuple:
         """(vision, audio) features of a window, computed once; the ms spent are in the third slot."""
@@ -75,7 +101,7 @@ class BundleEngine:
         try:
             start = time.perf_counter()
             b = self.bundle
-            vision = b.encode_frames(b.preprocess_frames(window.frames))[None] if window.frames else None
+            vision = self._vision(window.frames) if window.frames else None
             audible = window.has_audio and float(np.sqrt(np.mean(window.audio**2))) > SILENCE_RMS
             audio = b.encode_audio(window.audio) if audible and self.use_audio else None
             features = (vision, audio, (time.perf_counter() - start) * 1000)

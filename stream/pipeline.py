@@ -5,9 +5,10 @@ Drop policy: the queue in front of ASR holds at most ``queue_windows`` windows a
 the engine one; when a stage falls behind, the *oldest* waiting window is dropped and counted, so the
 reading shown is never more than a couple of windows late and latency cannot grow without bound.
 
-Overlap: while Whisper transcribes a window, an encode thread runs the engine's ``prepare`` (vision and
-audio encoders, which do not need the words), so the window's reading waits for the slower of the two,
-not their sum.
+Overlap: the encode thread runs the vision encoder on each frame as soon as the windower has chosen it
+(during the window, while the CPU is otherwise idle), and, while Whisper transcribes a closed window, the
+audio encoder (``engine.prepare``): a window's reading waits for Whisper, then the text encoder and the
+fusion, not for the sum of every stage.
 
 Two readings per window: a *provisional* one as soon as the window closed (its last words may still
 change) and the *final* one a window later, when the streaming transcriber has committed the window's
@@ -144,7 +145,9 @@ class LiveSession:
         self._to_engine = DropOldestQueue(1, backpressure, on_drop=lambda item: self._forget(item[0]))
         # the encoders run beside ASR when the engine can prepare a window ahead of its words
         self._prepare = getattr(engine, "prepare", None) if overlap else None
-        self._to_encode = DropOldestQueue(queue_windows + 1, backpressure)
+        # ... and the vision encoder runs during the window, on frames the windower has already chosen
+        self._prepare_frames = getattr(engine, "prepare_frames", None) if self._prepare is not None else None
+        self._to_encode = DropOldestQueue(4 * (queue_windows + 1), backpressure)
         # Finals travel beside the queue, never dropped: a row once shown is always logged.
         self._finals: deque[WindowText] = deque()
         self._shown: dict[int, _Shown] = {}
@@ -168,6 +171,10 @@ class LiveSession:
                     continue
                 if not self._emit(self.windower.push(item)):
                     break
+                if self._prepare_frames is not None:
+                    settled = self.windower.take_settled()
+                    if settled:
+                        self._to_encode.put(settled)
             else:
                 self._emit(self.windower.flush())
         except Exception as err:  # a source that dies (corrupt file, device error) ends the session cleanly
@@ -190,11 +197,14 @@ class LiveSession:
     def _encode(self) -> None:
         try:
             while True:
-                window = self._to_encode.get()
+                item = self._to_encode.get()
                 try:
-                    self._prepare(window)
+                    if isinstance(item, Window):
+                        self._prepare(item)
+                    else:
+                        self._prepare_frames(item)
                 except Exception as err:  # the engine will try again, and report, when it runs the window
-                    log.debug("prepare failed on window %d: %s", window.index, err)
+                    log.debug("encoding ahead failed: %s", err)
         except Closed:
             pass
 

@@ -8,6 +8,11 @@ the session.
 
 Buffer policy: audio and frames older than the oldest open window are trimmed on every push, so memory
 stays flat however long the session runs.
+
+Frames are chosen before the window closes: a slot's frame is settled as soon as a frame at or past the
+slot's time has arrived (timestamps only grow, so no later frame can be nearer). ``take_settled`` hands
+those frames out, so the vision encoder can run during the window instead of after it; the window that
+closes later holds the very same frame objects.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ class Windower:
         self._audio: deque[AudioBlock] = deque()
         self._last = {"V": None, "A": None}  # latest timestamp seen per modality
         self._next_index = 0
+        self._settled: set[tuple[int, int]] = set()  # (window, slot) already handed out
+        self._ready_frames: list[np.ndarray] = []
 
     def _window_bounds(self, index: int) -> tuple[float, float]:
         start = index * self.hop_s
@@ -56,6 +63,7 @@ class Windower:
         if isinstance(item, Frame):
             self._frames.append(item)
             self._last["V"] = max(self._last["V"] or item.t_s, item.t_s)
+            self._settle(item.t_s)
         else:
             self._audio.append(item)
             end = item.t_s + len(item.samples) / self.sample_rate
@@ -89,6 +97,7 @@ class Windower:
         audio, has_audio = self._cut_audio(start)
         frames, times = self._pick_frames(start, end)
         self._trim(self._window_bounds(self._next_index)[0])
+        self._settled = {key for key in self._settled if key[0] >= self._next_index}
         return Window(index, start, end, frames, times, audio, has_audio, self.clock())
 
     def _cut_audio(self, start: float) -> tuple[np.ndarray, bool]:
@@ -107,11 +116,34 @@ class Windower:
         inside = [f for f in self._frames if start <= f.t_s < end]
         if not inside:
             return (), ()
-        step = self.window_s / self.frames_per_window
-        targets = [start + (i + 0.5) * step for i in range(self.frames_per_window)]
+        targets = self._targets(start)
         times = np.array([f.t_s for f in inside])
         chosen = [inside[int(np.abs(times - t).argmin())] for t in targets]
         return tuple(f.rgb for f in chosen), tuple(f.t_s for f in chosen)
+
+    def take_settled(self) -> list[np.ndarray]:
+        """Frames whose place in an open window is decided, each once (for early encoding)."""
+        out, self._ready_frames = self._ready_frames, []
+        return out
+
+    def _targets(self, start: float) -> list[float]:
+        step = self.window_s / self.frames_per_window
+        return [start + (i + 0.5) * step for i in range(self.frames_per_window)]
+
+    def _settle(self, now_s: float) -> None:
+        index = self._next_index
+        while True:
+            start, end = self._window_bounds(index)
+            if start > now_s:
+                break
+            inside = [f for f in self._frames if start <= f.t_s < end]
+            for slot, target in enumerate(self._targets(start)):
+                if target > now_s + _EPS or (index, slot) in self._settled or not inside:
+                    continue
+                self._settled.add((index, slot))
+                times = np.array([f.t_s for f in inside])
+                self._ready_frames.append(inside[int(np.abs(times - target).argmin())].rgb)
+            index += 1
 
     def _trim(self, keep_from: float) -> None:
         while self._frames and self._frames[0].t_s < keep_from:

@@ -9,7 +9,7 @@ import pytest
 from merclip.stream.csvlog import SessionLog, escape_cell, new_session_path
 from merclip.stream.engine import BundleEngine, EngineResult
 from merclip.stream.pipeline import DropOldestQueue, LiveSession
-from merclip.stream.records import Reading
+from merclip.stream.records import Frame, Reading
 from merclip.stream.sources import DeviceSource, FileSource, SyntheticSource, sample_path
 from merclip.stream.transcriber import Transcript, UnpaddedWindowTranscriber, WhisperOptions
 from merclip.stream.ui import UiState, render
@@ -303,3 +303,30 @@ def test_csv_log_columns_escape_and_never_overwrite(tmp_path):
     again = new_session_path(log.path)
     assert again != log.path and again.name.endswith("-1.csv")
     assert escape_cell("-1+2") == "'-1+2" and escape_cell("hello") == "hello"
+
+
+def test_frames_are_chosen_and_handed_out_before_their_window_closes():
+    w = Windower(window_s=2.0, hop_s=2.0, frames_per_window=4, stale_s=10.0)
+    early, windows = [], []
+    for i in range(40):  # 10 fps video, no audio: 4 s
+        windows += list(w.push(Frame(i / 10, np.full((4, 4, 3), i, np.uint8))))
+        early += [(i / 10, int(f[0, 0, 0])) for f in w.take_settled()]
+    windows += list(w.flush())
+    # each slot (0.25, 0.75, 1.25, 1.75 s ...) is settled by the first frame at or after it, never later
+    assert [t for t, _ in early] == [0.3, 0.8, 1.3, 1.8, 2.3, 2.8, 3.3, 3.8]
+    # ... and the windows that close later hold the very same frames (so their features are reused)
+    assert [int(f[0, 0, 0]) for win in windows for f in win.frames] == [v for _, v in early]
+
+
+def test_frames_encoded_ahead_give_the_same_reading(tiny_bundle):
+    from merclip.export.runtime import Bundle
+
+    bundle = Bundle.load(tiny_bundle)
+    windows, _ = _windows(SyntheticSource(duration_s=2))
+    plain = BundleEngine(bundle).run(windows[0], "hello")
+    ahead = BundleEngine(bundle)
+    ahead.prepare_frames(windows[0].frames[:3])  # as the windower hands them out during the window
+    early = ahead.run(windows[0], "hello")
+    assert early.modalities == plain.modalities == "LVA"
+    for key in plain.emotions:
+        assert abs(early.emotions[key] - plain.emotions[key]) < 1e-5

@@ -179,6 +179,43 @@ def _asr_times(opts: BenchOptions, windows, repeats) -> tuple[dict[str, list[flo
     return out, texts, wer
 
 
+def speech_report(path: str, asr_model: str, transcript: str | None = None, window_s: float = 2.0) -> dict:
+    """Each speech path over any recording, window by window as live, scored against the same model's
+    offline transcript of the whole file (and against ``transcript`` when given)."""
+    from faster_whisper import decode_audio
+
+    from merclip.errors import MerClipError
+
+    try:
+        audio = decode_audio(path, 16000)
+    except Exception as err:
+        raise MerClipError(f"cannot read speech from {path}: {err}") from None
+    n = int(window_s * 16000)
+    model, source, _ = load_whisper(WhisperOptions(model=asr_model))
+    segments, _ = model.transcribe(audio, language="en")
+    offline = " ".join(seg.text.strip() for seg in segments)
+    out: dict = {"file": str(path), "seconds": len(audio) / 16000, "model": source, "offline_text": offline}
+    for mode in ("stream", "window-unpadded"):
+        transcriber, _ = open_speech(WhisperOptions(model=asr_model, mode=mode), model=model)
+        finals, shown, ms = {}, [], []
+        for k in range(-(-len(audio) // n)):
+            chunk = np.pad(audio[k * n : (k + 1) * n], (0, max(0, (k + 1) * n - len(audio))))
+            update = transcriber.push(k, k * window_s, (k + 1) * window_s, chunk)
+            ms.append(update.ms / 1000)
+            shown.append(update.current.text)
+            finals.update({f.index: f.text for f in update.final})
+        finals.update({f.index: f.text for f in transcriber.finish().final})
+        text = " ".join(finals[k] for k in sorted(finals))
+        out[mode] = {"text": text, "wer_vs_offline": word_error_rate(offline, text),
+                     "provisional_wer_vs_offline": word_error_rate(offline, " ".join(shown)),
+                     "ms_per_window": stats_ms(ms)}  # fmt: skip
+        if transcript:
+            out[mode]["wer_vs_transcript"] = word_error_rate(transcript, text)
+    if transcript:
+        out["offline_wer_vs_transcript"] = word_error_rate(transcript, offline)
+    return out
+
+
 def reference_words(asr_model: str) -> list[tuple[float, float, str]]:
     """(start, end, word) of the sample clip from one offline pass over the whole file (the same model)."""
     from faster_whisper import decode_audio
@@ -473,6 +510,10 @@ def cmd_bench(args) -> int:
         cache_dir=str(Path(cfg.runtime.cache_dir).expanduser() / "bench"),
     )  # fmt: skip
     err = Console(stderr=True)
+    if args.speech:
+        err.print(f"[dim]speech paths on {args.speech}…[/dim]")
+        print(json.dumps(speech_report(args.speech, opts.asr_model, args.transcript), indent=1))
+        return 0
     result = run_bench(opts, progress=lambda s: err.print(f"[dim]{s}…[/dim]"))
     if args.json:
         print(json.dumps(result, indent=1))
