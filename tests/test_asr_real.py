@@ -63,17 +63,17 @@ def test_silence_and_noise_give_no_words(vad):
         assert finals == [""] * 5 and shown == [""] * 5
 
 
-def test_each_window_alone_unpadded_is_what_the_default_avoids():
-    """The opt-in unpadded path on the same clip: measured, not asserted good (BENCHMARKS.md)."""
-    from merclip.stream.sources import FileSource, sample_path
-    from merclip.stream.windowing import Windower
+def test_bench_speech_scores_both_paths_on_a_recording(capsys):
+    """`merclip bench --speech FILE --transcript TEXT` on the sample clip: the default path writes JFK's
+    sentence, the opt-in unpadded one loops (the failure the default exists to avoid)."""
+    import json
 
-    windower = Windower()
-    windows = [w for item in FileSource(sample_path(), realtime=False) for w in windower.push(item)]
-    windows += list(windower.flush())
-    audio = np.concatenate([w.audio for w in windows])
-    default, _ = open_speech(WhisperOptions())
-    unpadded, _ = open_speech(WhisperOptions(mode="window-unpadded"))
-    wer_default = jiwer.wer(plain(JFK), plain(" ".join(stream_words(default, audio)[0])))
-    wer_unpadded = jiwer.wer(plain(JFK), plain(" ".join(stream_words(unpadded, audio)[0])))
-    assert wer_default <= 0.05 < wer_unpadded
+    from merclip.stream.sources import sample_path
+
+    from merclip.cli import main
+
+    assert main(["bench", "--speech", str(sample_path()), "--transcript", JFK]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["offline_wer_vs_transcript"] == 0.0
+    assert report["stream"]["wer_vs_transcript"] <= 0.05 < report["window-unpadded"]["wer_vs_transcript"]
+    assert report["stream"]["ms_per_window"]["n"] == 6
