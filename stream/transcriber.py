@@ -132,8 +132,8 @@ def compression_ratio(text: str) -> float:
     return len(data) / max(1, len(zlib.compress(data)))
 
 
-class WhisperRecognizer:
-    """``Recognizer`` for ``StreamingTranscriber``: faster-whisper's padded ``transcribe`` with word times."""
+class _Whisper:
+    """A loaded faster-whisper model (or one given, shared between paths) and where it came from."""
 
     def __init__(self, opts: WhisperOptions, model=None):
         self.opts = opts
@@ -143,6 +143,10 @@ class WhisperRecognizer:
         else:
             self.source = "given"
         self.model = model
+
+
+class WhisperRecognizer(_Whisper):
+    """``Recognizer`` for ``StreamingTranscriber``: faster-whisper's padded ``transcribe`` with word times."""
 
     def hears_speech(self, audio: np.ndarray) -> bool:
         """Silero VAD (shipped with faster-whisper) on the newest audio; always True with ``vad`` off."""
@@ -185,17 +189,11 @@ class WhisperRecognizer:
         return not is_repetitive([w.text.strip(" ,.!?").lower() for w in words])
 
 
-class UnpaddedWindowTranscriber:
+class UnpaddedWindowTranscriber(_Whisper):
     """Opt-in per-window path: Silero VAD, the encoder on the window's real length, bounded greedy decode."""
 
     def __init__(self, opts: WhisperOptions, model=None):
-        self.opts = opts
-        self.notice = ""
-        if model is None:
-            model, self.source, self.notice = load_whisper(opts)
-        else:
-            self.source = "given"
-        self.model = model
+        super().__init__(opts, model)
         self._tokenizers: dict = {}
         # A window holds a few words; bounding the decode keeps a looping model from decoding 448 tokens.
         self.max_new_tokens = max(8, int(TOKENS_PER_SECOND * opts.window_s))
