@@ -26,6 +26,10 @@ def export_from_config(
     if checkpoint:
         model, _ = load_checkpoint(checkpoint)
         mode, weights = "trained", f"checkpoint {Path(checkpoint).name}"
+        asked, trained = cfg.capture.face, model.cfg.face
+        if asked != "auto" and asked != trained:  # the bundle must show the model what it was trained on
+            console.print(f"notice: capture.face = {asked!r} ignored: the checkpoint was trained with face = "
+                          f"{trained!r}, and the bundle keeps that")  # fmt: skip
     else:
         weights = cfg.model.weights
         model = build_model(model_config(cfg), weights=weights)

@@ -216,6 +216,10 @@ def _check(m: dict) -> None:
     if "window_s" in pre and abs(_num(pre["window_s"], p + "window_s", positive=True) * rate - samples) > 1:
         raise _Bad(p + "window_samples", f"({samples}) must equal window_s x sample_rate")
     _int(pre, "context_length", p, hi=4096)
+    if pre.get("face") is not None:  # absent: a bundle from before face cropping (whole frames)
+        face = _obj(pre, "face", p)
+        _str(face, "mode", p + "face.", choices=("haar", "off"))
+        _num(_get(face, "margin", p + "face."), p + "face.margin", lo=0.0, hi=2.0)
     if "labels" in parts:
         _int(pre, "label_context_length", p, hi=4096)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from merclip.model.face import FaceSetting
 from merclip.model.merclip import MerClip
 from merclip.model.tokenizer import ClipTokenizer, prompt_text
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -240,6 +241,8 @@ def _manifest(model: MerClip, opts: ExportOptions, files: dict, label_len: int) 
             "mel": asdict(cfg.mel),
             "context_length": cfg.text_context_length,
             "label_context_length": label_len,
+            # the pictures the vision encoder expects (model/face.py); absent in older bundles = whole frames
+            "face": FaceSetting(cfg.face, cfg.face_margin).to_json(),
         },
         "tokenizer": "tokenizer.json",
         "labels": {

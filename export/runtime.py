@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from merclip.model.face import FaceSetting
 from merclip.model.preprocess import normalize_frames, resize_center_crop
 from merclip.model.tokenizer import ClipTokenizer, prompt_text
 
@@ -108,6 +109,8 @@ class Bundle:
         self.sample_rate = int(pre["sample_rate"])
         self.frames_per_window = int(pre["frames_per_window"])
         self.context_length = int(pre["context_length"])
+        # the pictures the model was trained on: the live monitor crops the face when this is on
+        self.face: FaceSetting = FaceSetting.from_json(pre.get("face"))
         self.embed_dim = int(manifest["embed_dim"])
         emb = manifest["embeddings"]
         labels = manifest["labels"]

@@ -72,6 +72,9 @@ class CaptureSection:
     hop_s: float = field(default=2.0, metadata=_check(lo=0.25, hi=30.0))
     frames_per_window: int = field(default=4, metadata=_check(lo=1, hi=32))
     allow_missing: bool = False
+    # auto: preparing/exporting crops the face (haar; synthetic sets: off), live follows the bundle
+    face: str = field(default="auto", metadata=_check(("auto", "haar", "off")))
+    face_margin: float = field(default=0.3, metadata=_check(lo=0.0, hi=2.0))
 
 
 @dataclass(frozen=True)
@@ -382,6 +385,14 @@ def _toml_value(value: Any) -> str:
 __all__ = ["Config", "MOSEI_EMOTIONS", "SENTIMENTS", "cache_path", "load_config", "override", "to_toml", "from_dict"]
 
 
+def face_setting(cfg: Config, auto: str = "haar"):
+    """The face crop ``cfg`` asks for when preparing or exporting; ``auto`` is what "auto" means there."""
+    from merclip.model.face import FaceSetting
+
+    mode = auto if cfg.capture.face == "auto" else cfg.capture.face
+    return FaceSetting(mode, cfg.capture.face_margin)
+
+
 def model_config(cfg: Config, emotion_labels=None):
     """The MER-CLIP network config described by ``cfg`` (imports torch: training and export only)."""
     from merclip.model.merclip import MerClipConfig
@@ -399,4 +410,6 @@ def model_config(cfg: Config, emotion_labels=None):
         sentiment_labels=cfg.labels.sentiment,
         emotion_query=cfg.labels.emotion_query,
         sentiment_query=cfg.labels.sentiment_query,
+        face=face_setting(cfg).mode,
+        face_margin=cfg.capture.face_margin,
     )

@@ -53,6 +53,10 @@ class MerClipConfig:
     quick_gelu: bool | None = None
     image_mean: tuple[float, ...] | None = None
     image_std: tuple[float, ...] | None = None
+    # The pictures the vision encoder was trained on (model/face.py): "haar" = the followed face, cropped
+    # square with ``face_margin``; "off" = whole frames (and every checkpoint from before face cropping).
+    face: str = "off"
+    face_margin: float = 0.3
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -64,6 +68,10 @@ class MerClipConfig:
             raise MerClipError(f"attend must be 'tokens' or 'pooled', got {self.attend!r}")
         if self.emotion_mode not in ("multi_label", "single_label"):
             raise MerClipError(f"emotion_mode must be multi_label or single_label, got {self.emotion_mode!r}")
+        if self.face not in ("haar", "off"):
+            raise MerClipError(f"face must be 'haar' or 'off', got {self.face!r}")
+        if not 0.0 <= self.face_margin <= 2.0:
+            raise MerClipError(f"face_margin must be in [0, 2], got {self.face_margin}")
 
     @property
     def uses_label_encoder(self) -> bool:
@@ -110,6 +118,8 @@ _CONFIG_KINDS = {
     "quick_gelu": _BOOL_OR_NONE,
     "image_mean": _TRIPLE_OR_NONE,
     "image_std": _TRIPLE_OR_NONE,
+    "face": _STR,
+    "face_margin": (_NUM, None),
 }
 _MEL_KINDS = {
     "sample_rate": (_INT, 1),
@@ -123,7 +133,7 @@ _MEL_KINDS = {
     "amin": (_NUM, 0),
 }
 # Keys every stored config has had since the first checkpoint format; the others were added later.
-CONFIG_KEYS_ADDED_LATER = ("quick_gelu", "image_mean", "image_std")
+CONFIG_KEYS_ADDED_LATER = ("quick_gelu", "image_mean", "image_std", "face", "face_margin")
 
 
 def _json_type(value) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+from merclip.model.face import FaceSetting, FaceTracker
 from rich.console import Console
 from rich.live import Live
 
@@ -63,7 +64,8 @@ def bundle_cache_dir(cfg: Config) -> Path:
     from merclip import __version__
 
     key = json.dumps([__version__, asdict(cfg.model), asdict(cfg.labels), asdict(cfg.export),
-                      cfg.capture.frames_per_window, cfg.capture.window_s], sort_keys=True)  # fmt: skip
+                      cfg.capture.frames_per_window, cfg.capture.window_s, cfg.capture.face,
+                      cfg.capture.face_margin], sort_keys=True)  # fmt: skip
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     weights = Path(cfg.model.weights).stem if os.sep in cfg.model.weights else cfg.model.weights
     return Path(cfg.runtime.cache_dir).expanduser() / "bundles" / f"{cfg.model.arch}-{weights}-{digest}"
@@ -282,6 +284,15 @@ class KeyListener:
             termios.tcsetattr(sys.stdin, termios.TCSADRAIN, self._old)
 
 
+def face_notice(asked: str, face: FaceSetting) -> str:
+    """One line when ``capture.face`` asks for other pictures than the bundle's model was trained on: the
+    bundle wins, since a model run on pictures unlike its training data reads them wrongly."""
+    if asked == "auto" or asked == face.mode:
+        return ""
+    return (f"notice: capture.face = {asked!r} ignored: this bundle's model was trained on "
+            f"{face.describe()}, so that is what it is shown")  # fmt: skip
+
+
 def cmd_live(args, cfg: Config) -> int:
     cfg = apply_flags(args, cfg)
     console = Console(stderr=True, soft_wrap=True)
@@ -301,8 +312,11 @@ def cmd_live(args, cfg: Config) -> int:
     for text in getattr(source, "missing", ()):  # a partial session says so at once
         console.print(f"missing: {text}", style="yellow", markup=False, highlight=False)
     transcriber = open_transcriber(cfg, console, explicit=args.asr_model is not None)
+    notice = face_notice(cfg.capture.face, bundle.face)
+    if notice:
+        console.print(notice, style="yellow", markup=False, highlight=False)
     windower = Windower(cfg.capture.window_s, cfg.capture.hop_s, cfg.capture.frames_per_window,
-                        bundle.sample_rate)  # fmt: skip
+                        bundle.sample_rate, face=FaceTracker(bundle.face) if bundle.face.on else None)  # fmt: skip
     session = LiveSession(source, windower, BundleEngine(bundle), transcriber, cfg.runtime.queue_windows,
                           cfg.asr.context_words, args.duration, backpressure=args.fast,
                           overlap=cfg.runtime.overlap)  # fmt: skip

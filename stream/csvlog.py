@@ -1,7 +1,8 @@
 """CSV session log: one row per window, header first, flushed as written, never overwriting a file.
 
 Columns (DESIGN §4): window, t_start_s, t_end_s, wall_time_utc, emotion_<label>…, sentiment_<label>…,
-top_emotion, transcript, modalities, dropped_windows, latency_ms, asr_ms, model_ms.
+top_emotion, transcript, modalities, dropped_windows, latency_ms, asr_ms, model_ms, face_box (the window's
+last face crop as normalised "x y w h", empty when no face was found or the bundle uses whole frames).
 
 Formula injection (OWASP "CSV injection"): every text cell, header cells included, that starts with
 ``= + - @``, a tab, CR or LF is prefixed with a single quote so a spreadsheet shows it as text instead of
@@ -46,6 +47,7 @@ def columns(emotion_labels: list[str], sentiment_labels: list[str]) -> list[str]
         *[f"emotion_{label}" for label in emotion_labels],
         *[f"sentiment_{label}" for label in sentiment_labels],
         "top_emotion", "transcript", "modalities", "dropped_windows", "latency_ms", "asr_ms", "model_ms",
+        "face_box",
     ]  # fmt: skip
 
 
@@ -200,7 +202,7 @@ class SessionLog:
         row += [_prob(r.emotions.get(label)) for label in self.emotion_labels]
         row += [_prob(r.sentiment.get(label)) for label in self.sentiment_labels]
         row += [escape_cell(r.top_emotion), escape_cell(r.transcript), escape_cell(r.modalities), r.dropped_windows,
-                f"{r.latency_ms:.1f}", f"{r.asr_ms:.1f}", f"{r.model_ms:.1f}"]  # fmt: skip
+                f"{r.latency_ms:.1f}", f"{r.asr_ms:.1f}", f"{r.model_ms:.1f}", _box(r.face_box)]  # fmt: skip
         # one write call per complete row: after a SIGKILL or a full disk at most the row in flight is missing
         if self._append(self._line(row)):
             self.rows += 1
@@ -224,6 +226,11 @@ class SessionLog:
                 except OSError:
                     pass
             self._close_file()
+
+
+def _box(box: tuple[float, ...] | None) -> str:
+    """Space-separated so the cell stays one plain text value (no quoting, never a formula)."""
+    return "" if box is None else " ".join(f"{v:.4f}" for v in box)
 
 
 def _prob(value: float | None) -> str:

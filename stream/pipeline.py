@@ -266,7 +266,10 @@ class LiveSession:
             return
         latency = (time.monotonic() - window.closed_wall_s) * 1000
         self.stats.latencies_ms.append(latency)
-        self.stats.status["V"] = "ok" if "V" in result.modalities else self.stats.status["V"]
+        if "V" in result.modalities:
+            self.stats.status["V"] = "ok"
+        elif window.face == "none":  # frames came, but no face was in view: the reading goes on without
+            self.stats.status["V"] = "no face"
         self.stats.status["A"] = "ok" if "A" in result.modalities else self.stats.status["A"]
         shown = _Shown(window, text, result, latency, update.ms)
         if not final:
@@ -317,6 +320,8 @@ class LiveSession:
                 asr_ms=shown.asr_ms,
                 model_ms=result.ms,
                 final=final,
+                face_box=window.face_box,
+                face=window.face,
             )
         )
 

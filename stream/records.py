@@ -39,6 +39,8 @@ class Window:
     audio: np.ndarray  # exactly window_s x 16 kHz float32 (zeros where nothing was heard)
     has_audio: bool
     closed_wall_s: float = 0.0  # time.monotonic() when the window closed, for latency
+    face_box: tuple[float, float, float, float] | None = None  # normalised x, y, w, h of the last face crop
+    face: str = ""  # "found" / "none" (frames came but no face was in view); "" = whole frames or no frames
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,8 @@ class Reading:
     # False: shown as soon as the window closed, its last words still open; the final reading of the same
     # window follows one window later with the committed words (the CSV logs final readings only).
     final: bool = True
+    face_box: tuple[float, float, float, float] | None = None  # the window's last face crop (normalised)
+    face: str = ""  # as Window.face
 
     @property
     def top_emotion(self) -> str:
@@ -80,4 +84,6 @@ class Reading:
             "asr_ms": round(self.asr_ms, 1),
             "model_ms": round(self.model_ms, 1),
             "final": self.final,
+            "face_box": [round(v, 4) for v in self.face_box] if self.face_box else None,
+            "face": self.face,
         }

@@ -19,7 +19,7 @@ from .smoothing import Smoother
 
 BAR_WIDTH = 32
 TRANSCRIPT_CHARS = 160  # the transcript line shows the last words, about two lines' worth
-_STATUS_STYLE = {"ok": "green", "off": "dim", "waiting": "yellow"}
+_STATUS_STYLE = {"ok": "green", "off": "dim", "waiting": "yellow", "no face": "yellow"}
 
 
 def bar(value: float, width: int = BAR_WIDTH, threshold: float | None = None) -> Text:

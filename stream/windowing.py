@@ -13,6 +13,11 @@ Frames are chosen before the window closes: a slot's frame is settled as soon as
 slot's time has arrived (timestamps only grow, so no later frame can be nearer). ``take_settled`` hands
 those frames out, so the vision encoder can run during the window instead of after it; the window that
 closes later holds the very same frame objects.
+
+Face crop (``model/face.py``): with a tracker, each chosen frame goes through it once, in time order, as
+it is settled (or at close, for a slot never settled): the window holds the followed face's crops, and
+``take_settled`` hands out those same crops. A slot where no face is in view takes the nearest slot's
+crop; a window with no face at all has no frames (vision is absent) and ``face`` "none".
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from collections import deque
 from collections.abc import Iterator
 
 import numpy as np
+from merclip.model.face import fill_missing
 
 from .records import AudioBlock, Frame, Window
 
@@ -38,7 +44,9 @@ class Windower:
         sample_rate: int = 16000,
         stale_s: float = 0.5,
         clock=time.monotonic,
+        face=None,
     ):
+        """``face``: a ``FaceTracker`` (or any callable rgb -> (crop | None, box | None)); None = whole frames."""
         if hop_s <= 0 or hop_s > window_s:
             raise ValueError("hop_s must be in (0, window_s]")
         self.window_s, self.hop_s = window_s, hop_s
@@ -51,7 +59,9 @@ class Windower:
         self._audio: deque[AudioBlock] = deque()
         self._last = {"V": None, "A": None}  # latest timestamp seen per modality
         self._next_index = 0
-        self._settled: set[tuple[int, int]] = set()  # (window, slot) already handed out
+        self.face = face
+        # (window, slot) -> (crop or None, normalised box or None) of the frame chosen for that slot
+        self._settled: dict[tuple[int, int], tuple[np.ndarray | None, tuple | None]] = {}
         self._ready_frames: list[np.ndarray] = []
 
     def _window_bounds(self, index: int) -> tuple[float, float]:
@@ -95,10 +105,10 @@ class Windower:
         start, end = self._window_bounds(index)
         self._next_index += 1
         audio, has_audio = self._cut_audio(start)
-        frames, times = self._pick_frames(start, end)
+        frames, times, box, face = self._pick_frames(index, start, end)
         self._trim(self._window_bounds(self._next_index)[0])
-        self._settled = {key for key in self._settled if key[0] >= self._next_index}
-        return Window(index, start, end, frames, times, audio, has_audio, self.clock())
+        self._settled = {key: v for key, v in self._settled.items() if key[0] >= self._next_index}
+        return Window(index, start, end, frames, times, audio, has_audio, self.clock(), box, face)
 
     def _cut_audio(self, start: float) -> tuple[np.ndarray, bool]:
         out = np.zeros(self.window_samples, np.float32)
@@ -112,14 +122,30 @@ class Windower:
                 heard = True
         return out, heard
 
-    def _pick_frames(self, start: float, end: float) -> tuple[tuple, tuple]:
+    def _pick_frames(self, index: int, start: float, end: float) -> tuple[tuple, tuple, tuple | None, str]:
         inside = [f for f in self._frames if start <= f.t_s < end]
         if not inside:
-            return (), ()
-        targets = self._targets(start)
+            return (), (), None, ""
         times = np.array([f.t_s for f in inside])
-        chosen = [inside[int(np.abs(times - t).argmin())] for t in targets]
-        return tuple(f.rgb for f in chosen), tuple(f.t_s for f in chosen)
+        chosen = [inside[int(np.abs(times - t).argmin())] for t in self._targets(start)]
+        if self.face is None:
+            return tuple(f.rgb for f in chosen), tuple(f.t_s for f in chosen), None, ""
+        slots = [self._choose(index, slot, frame)[0] for slot, frame in enumerate(chosen)]
+        crops = [c for c, _ in slots]
+        boxes = [b for _, b in slots if b is not None]
+        filled = fill_missing(crops)
+        if filled is None:
+            return (), (), None, "none"
+        return tuple(filled), tuple(f.t_s for f in chosen), boxes[-1], "found"
+
+    def _choose(self, index: int, slot: int, frame: Frame) -> tuple[tuple[np.ndarray | None, tuple | None], bool]:
+        """The picture for a slot (the face crop, or the frame itself), computed once; True if new."""
+        key = (index, slot)
+        if key in self._settled:
+            return self._settled[key], False
+        picture = self.face(frame.rgb) if self.face is not None else (frame.rgb, None)
+        self._settled[key] = picture
+        return picture, True
 
     def take_settled(self) -> list[np.ndarray]:
         """Frames whose place in an open window is decided, each once (for early encoding)."""
@@ -140,9 +166,10 @@ class Windower:
             for slot, target in enumerate(self._targets(start)):
                 if target > now_s + _EPS or (index, slot) in self._settled or not inside:
                     continue
-                self._settled.add((index, slot))
                 times = np.array([f.t_s for f in inside])
-                self._ready_frames.append(inside[int(np.abs(times - target).argmin())].rgb)
+                (picture, _), _ = self._choose(index, slot, inside[int(np.abs(times - target).argmin())])
+                if picture is not None:
+                    self._ready_frames.append(picture)
             index += 1
 
     def _trim(self, keep_from: float) -> None:

@@ -77,7 +77,8 @@ def _bundle(opts: BenchOptions, precision: str, model):
     from merclip.export.onnx_export import ExportOptions, export_bundle
     from merclip.export.runtime import Bundle
 
-    folder = Path(opts.cache_dir).expanduser() / f"{opts.model}-ctx{opts.text_context}-{precision}"
+    face = "-face" if model.cfg.face != "off" else ""
+    folder = Path(opts.cache_dir).expanduser() / f"{opts.model}-ctx{opts.text_context}-{precision}{face}"
     if not (folder / "manifest.json").is_file():
         folder.parent.mkdir(parents=True, exist_ok=True)
         export_bundle(model, ExportOptions(out=folder, precision=precision, frames_per_window=opts.frames))
@@ -96,15 +97,34 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
     return float(jiwer.wer(" ".join(map(normalize, reference.split())), " ".join(map(normalize, hypothesis.split()))))
 
 
-def sample_windows(frames: int) -> tuple[list, float]:
-    """The packaged clip cut into windows, and the decode + windowing time per window."""
+class TimedFace:
+    """A face tracker that records how long each frame took (detect + follow + crop)."""
+
+    def __init__(self, tracker):
+        self.tracker = tracker
+        self.seconds: list[float] = []
+
+    def __call__(self, rgb):
+        start = time.perf_counter()
+        out = self.tracker(rgb)
+        self.seconds.append(time.perf_counter() - start)
+        return out
+
+
+def sample_windows(frames: int, face=None) -> tuple[list, float, list[float]]:
+    """The packaged clip cut into windows (faces cropped as ``face``, a ``FaceSetting``, says), the decode +
+    windowing time per window, and the face stage's time per frame."""
+    from merclip.model.face import FaceTracker
+
+    timed_face = TimedFace(FaceTracker(face)) if face is not None and face.on else None
     start = time.perf_counter()
-    windower = Windower(frames_per_window=frames)
+    windower = Windower(frames_per_window=frames, face=timed_face)
     windows = []
     for item in FileSource(sample_path(), realtime=False):
         windows.extend(windower.push(item))
     windows.extend(windower.flush())
-    return windows, (time.perf_counter() - start) / len(windows)
+    face_s = timed_face.seconds if timed_face else []
+    return windows, (time.perf_counter() - start - sum(face_s)) / len(windows), face_s
 
 
 def _stage_times(bundle, windows, texts, repeats) -> dict[str, list[float]]:
@@ -361,15 +381,18 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] = lambda s: No
 
     torch.manual_seed(0)
     progress(f"building {opts.model} (random weights) and its bundles")
-    model = build_model(MerClipConfig(arch=opts.model, text_context_length=opts.text_context))
+    # the bench times what a user runs: a bundle that crops the face (model/face.py)
+    model = build_model(MerClipConfig(arch=opts.model, text_context_length=opts.text_context, face="haar"))
     fp32 = _bundle(opts, "fp32", model)
-    windows, decode_s = sample_windows(opts.frames)
+    windows, decode_s, face_s = sample_windows(opts.frames, fp32.face)
     progress(f"timing speech recognition ({opts.asr_model}: streaming vs each window unpadded)")
     asr, texts, asr_wer = _asr_times(opts, windows, opts.windows)
     progress("timing onnxruntime stages")
-    stages = {"decode": [decode_s]} | asr | _stage_times(fp32, windows, texts, opts.windows)
+    stages = {"decode": [decode_s], "face": face_s} | asr | _stage_times(fp32, windows, texts, opts.windows)
+    # per frame, as measured; the share of each window of it is frames x median
+    result_face = {"windows_with_face": sum(w.face == "found" for w in windows), "windows": len(windows)}
     result: dict = {"machine": machine(), "options": opts.__dict__, "providers": fp32.provider_report,
-                    "asr_wer": asr_wer}  # fmt: skip
+                    "asr_wer": asr_wer, "face": result_face}  # fmt: skip
     ratios: dict = {}
     if opts.torch_compare:
         progress("timing torch eager stages")
@@ -389,15 +412,17 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] = lambda s: No
         stages["asr_window_unpadded"]
     )
     serial = ["decode", "asr", "preprocess", "vision", "audio", "text", "decoder"]
-    total = sum(statistics.median(stages[k]) for k in serial)
+    face_window = opts.frames * statistics.median(face_s) if face_s else 0.0
+    total = sum(statistics.median(stages[k]) for k in serial) + face_window
     stages["total"] = [total]
     # ASR and the encoders run side by side (stream/pipeline.py): a window waits for the slower of the two
+    # the face crops are made as frames arrive (during the window), like their vision encoding
     encoders = sum(statistics.median(stages[k]) for k in ("preprocess", "vision", "audio"))
     stages["total_overlapped"] = [
-        statistics.median(stages["decode"]) + max(statistics.median(stages["asr"]), encoders)
+        statistics.median(stages["decode"]) + max(statistics.median(stages["asr"]), encoders + face_window)
         + statistics.median(stages["text"]) + statistics.median(stages["decoder"])
     ]  # fmt: skip
-    result["latency_ms"] = {k: stats_ms(v) for k, v in stages.items()}
+    result["latency_ms"] = {k: stats_ms(v) for k, v in stages.items() if v}
     result["real_time_factor"] = total / 2.0
     progress(f"batching {opts.streams} streams")
     result["windows_per_s"] = {"1": 1 / total, str(opts.streams): _throughput(fp32, windows, texts, opts.streams,
@@ -484,6 +509,12 @@ def print_report(result: dict) -> None:
             f"{e2e['readings']} readings, {e2e['dropped']} dropped; transcript WER {e2e['wer']:.3f}; "
             f"word-to-screen delay median {e2e['word_to_screen_s']['median']:.2f} s, "
             f"p95 {e2e['word_to_screen_s']['p95']:.2f} s ({e2e['word_to_screen_s']['words']} words)"
+        )
+    if "face" in result["latency_ms"]:
+        f = result["face"]
+        console.print(
+            f"face stage (detect + follow + crop, per frame): median {result['latency_ms']['face']['median']:.1f} ms;"
+            f" a face in {f['windows_with_face']} of {f['windows']} sample windows"
         )
     console.print(f"speech paths on the sample clip, WER: {result['asr_wer']}")
     if "int8_agreement" in result:

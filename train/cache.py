@@ -1,9 +1,12 @@
 """`merclip prepare`: decode every clip once into a compact cache that training reads.
 
-Layout: ``<cache>/index.jsonl`` (one clip per line: labels, text, split, which modalities it has) and
-``<cache>/clips/<clip_id>.npz`` holding JPEG frames (T_V sampled evenly, 224 px, centre-cropped) and
-16-kHz int16 audio. Missing or corrupt media are counted, listed in ``prepare_report.csv`` and skipped:
-a multi-hour job never dies on one bad file. Nothing in the cache needs unpickling.
+Layout: ``<cache>/index.jsonl`` (one clip per line: labels, text, split, which modalities it has),
+``<cache>/face.json`` (the face crop the frames were made with, ``model/face.py``; absent = whole frames)
+and ``<cache>/clips/<clip_id>.npz`` holding JPEG frames (T_V sampled evenly, 224 px: the followed face's
+square crop, or the centre-cropped whole frame) and 16-kHz int16 audio. A clip in which no face is found
+keeps its audio and text and has no video, as a live window without a face has no vision. Missing or
+corrupt media are counted, listed in ``prepare_report.csv`` and skipped: a multi-hour job never dies on
+one bad file. Nothing in the cache needs unpickling.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from merclip.model.face import FaceSetting, crop_sequence
 from merclip.model.preprocess import resize_center_crop
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -74,35 +78,62 @@ def read_clip(folder: Path, entry: dict) -> tuple[np.ndarray | None, np.ndarray 
     return frames, audio
 
 
-def decode_media(path: str, frames: int, size: int, start_s: float | None, end_s: float | None):
-    """T_V frames sampled evenly over [start, end) and the 16-kHz mono audio of that span."""
+def _pick(times: list[float], frames: int) -> list[int]:
+    """Indices of ``frames`` frames sampled evenly over the decoded span."""
+    lo, hi = times[0], times[-1] + 1e-6
+    targets = lo + (np.arange(frames) + 0.5) * (hi - lo) / frames
+    return [int(np.abs(np.asarray(times) - t).argmin()) for t in targets]
+
+
+def decode_media(
+    path: str,
+    frames: int,
+    size: int,
+    start_s: float | None,
+    end_s: float | None,
+    face: FaceSetting = FaceSetting(),
+):
+    """T_V frames sampled evenly over [start, end) and the 16-kHz mono audio of that span. With a face
+    setting on, the picked frames are cropped around the followed face (``crop_sequence``; [] when no face
+    is found): they are kept at full resolution for that, so the video is decoded a second time."""
     import av
+
+    def inside(t: float) -> bool:
+        return not (end_s is not None and t > end_s) and not t < (start_s or 0.0) - 0.1
 
     with av.open(path) as box:
         video = box.streams.video[0] if box.streams.video else None
         audio = box.streams.audio[0] if box.streams.audio else None
-        begin = start_s or 0.0
         images, times, chunks = [], [], []
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         for packet in box.demux([s for s in (video, audio) if s is not None]):
             for item in packet.decode():
                 t = float(item.time or 0.0)
-                if end_s is not None and t > end_s:
-                    continue
-                if t < begin - 0.1:
+                if not inside(t):
                     continue
                 if isinstance(item, av.VideoFrame):
                     times.append(t)
-                    images.append(resize_center_crop(item.to_ndarray(format="rgb24"), size))
+                    if not face.on:  # whole frames: small copies now, no second pass
+                        images.append(resize_center_crop(item.to_ndarray(format="rgb24"), size))
                 else:
                     chunks.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(item))
-    if not images and not chunks:
+    if not times and not chunks:
         raise ValueError("no decodable frames or audio")
     picked = []
-    if images:
-        lo, hi = times[0], times[-1] + 1e-6
-        targets = lo + (np.arange(frames) + 0.5) * (hi - lo) / frames
-        picked = [images[int(np.abs(np.asarray(times) - t).argmin())] for t in targets]
+    if times:
+        indices = _pick(times, frames)
+        if face.on:
+            wanted, full, n = set(indices), {}, 0
+            with av.open(path) as box:
+                for item in box.decode(video=0):
+                    if inside(float(item.time or 0.0)):
+                        if n in wanted:
+                            full[n] = item.to_ndarray(format="rgb24")
+                        n += 1
+            crops = crop_sequence([full[i] for i in indices if i in full], face) or []
+            picked = [resize_center_crop(c, size) for c in crops]
+        else:
+            picked = [images[i] for i in indices]
     wave = np.concatenate(chunks).astype(np.float32)[: int(MAX_AUDIO_S * SAMPLE_RATE)] if chunks else None
     return picked, wave
 
@@ -113,9 +144,14 @@ def prepare(
     frames: int = 12,
     image_size: int = 224,
     decode: Callable = decode_media,
+    face: FaceSetting = FaceSetting(),
 ) -> PrepareReport:
+    """``decode`` is called as ``decode(media, frames, image_size, start_s, end_s)``, plus ``face=`` when
+    the face crop is on."""
     folder = Path(cache_dir)
     (folder / "clips").mkdir(parents=True, exist_ok=True)
+    write_face(folder, face)
+    extra = {"face": face} if face.on else {}
     clips = list(clips)
     skipped: list[tuple[str, str]] = []
     entries = []
@@ -127,7 +163,7 @@ def prepare(
                 if clip.media:
                     if not Path(clip.media).is_file():
                         raise FileNotFoundError("media file missing")
-                    picked, wave = decode(clip.media, frames, image_size, clip.start_s, clip.end_s)
+                    picked, wave = decode(clip.media, frames, image_size, clip.start_s, clip.end_s, **extra)
                 else:
                     picked, wave = None, None
                 entries.append(write_clip(folder, clip, picked, wave))
@@ -147,6 +183,21 @@ def write_index(folder: Path, entries: list[dict]) -> None:
     tmp = folder / "index.jsonl.tmp"
     tmp.write_text("".join(json.dumps(e) + "\n" for e in entries), encoding="utf-8")
     tmp.replace(folder / "index.jsonl")
+
+
+def write_face(folder: Path, face: FaceSetting) -> None:
+    (folder / "face.json").write_text(json.dumps(face.to_json()), encoding="utf-8")
+
+
+def read_face(cache_dir: str | Path) -> FaceSetting:
+    """The face crop a cache was prepared with; a cache from before face cropping holds whole frames."""
+    path = Path(cache_dir) / "face.json"
+    if not path.is_file():
+        return FaceSetting()
+    try:
+        return FaceSetting.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, MerClipError) as err:
+        raise MerClipError(f"{path} is damaged ({err}): run `merclip prepare` again") from None
 
 
 def read_index(cache_dir: str | Path) -> list[dict]:

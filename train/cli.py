@@ -11,7 +11,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from merclip.config import Config, load_config, model_config, override
+from merclip.config import Config, face_setting, load_config, model_config, override
 from merclip.errors import MerClipError
 
 from .datasets import MELD_EMOTIONS, MELD_SENTIMENTS, load_clips
@@ -88,15 +88,17 @@ def cmd_prepare(args) -> int:
                                                     "cache_dir": args.cache_dir, "frames": args.frames})  # fmt: skip
     if args.synthetic:
         cache = Path(args.cache_dir or args.data_root or "synthetic-cache")
-        n = generate(cache, args.synthetic, informative=args.informative, frames=args.frames or 2)
+        face = face_setting(cfg, auto="off")  # "auto": the synthetic frames hold no face
+        n = generate(cache, args.synthetic, informative=args.informative, frames=args.frames or 2, face=face)
         console.print(f"wrote {n} synthetic clips ({args.informative} informative) to {cache}")
         return 0
     if cfg.train.dataset == "synthetic":
         raise MerClipError("use `merclip prepare --synthetic N --cache-dir DIR` for the synthetic set")
     clips = load_clips(cfg.train.dataset, cfg.train.data_root, cfg.labels.emotion)
-    report = prepare(clips, _cache_dir(cfg), frames=cfg.train.frames)
-    console.print(f"prepared {report.written} clips into {_cache_dir(cfg)}; {len(report.skipped)} skipped "
-                  f"(listed in {report.report_path})")  # fmt: skip
+    face = face_setting(cfg)
+    report = prepare(clips, _cache_dir(cfg), frames=cfg.train.frames, face=face)
+    console.print(f"prepared {report.written} clips ({face.describe()}) into {_cache_dir(cfg)}; "
+                  f"{len(report.skipped)} skipped (listed in {report.report_path})")  # fmt: skip
     return 0
 
 
@@ -109,7 +111,7 @@ def _datasets(cfg: Config, split_names: tuple[str, ...]):
         from .synthetic import generate
 
         console.print(f"generating the synthetic set ({SYNTHETIC_CLIPS} clips) in {cache}")
-        generate(cache, SYNTHETIC_CLIPS, frames=cfg.train.frames)
+        generate(cache, SYNTHETIC_CLIPS, frames=cfg.train.frames, face=face_setting(cfg, auto="off"))
     if (cache / "index.jsonl").is_file():
         entries, cache_dir = read_index(cache), cache
     else:
@@ -148,6 +150,24 @@ def train_config(args) -> Config:
     return cfg
 
 
+def _trained_face(mcfg, cfg: Config):
+    """The model records the face crop of the pictures it trains on: the prepared cache's, whatever
+    ``capture.face`` says now (a difference is noted)."""
+    from dataclasses import replace
+
+    from .cache import read_face
+
+    cache = _cache_dir(cfg)
+    if not (cache / "index.jsonl").is_file():  # text only: no pictures; the configured setting is recorded
+        return mcfg
+    face = read_face(cache)
+    asked = cfg.capture.face
+    if asked != "auto" and asked != face.mode:
+        console.print(f"notice: capture.face = {asked!r}, but {cache} was prepared with {face.describe()}; "
+                      "training on the cache as prepared (run `merclip prepare` again to change it)")  # fmt: skip
+    return replace(mcfg, face=face.mode, face_margin=face.margin)
+
+
 def cmd_train(args) -> int:
     import torch
     from merclip.model import build_model
@@ -162,7 +182,7 @@ def cmd_train(args) -> int:
     if len(valid_ds) == 0:
         raise MerClipError("the dataset has no validation split")
     torch.manual_seed(cfg.train.seed)
-    model = build_model(model_config(cfg), weights=cfg.model.weights)
+    model = build_model(_trained_face(model_config(cfg), cfg), weights=cfg.model.weights)
     t = cfg.train
     opts = RunOptions(out=t.out, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
                       grad_clip=t.grad_clip, amp=t.amp, seed=t.seed, task=t.task, num_workers=t.num_workers,

@@ -11,8 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from merclip.model.face import FaceSetting, crop_sequence
+from merclip.model.preprocess import resize_center_crop
 
-from .cache import SAMPLE_RATE, write_clip, write_index
+from .cache import SAMPLE_RATE, write_clip, write_face, write_index
 from .datasets import MOSEI_EMOTIONS, Clip
 
 COLOURS = [(220, 40, 40), (40, 180, 40), (40, 40, 220), (220, 220, 40), (200, 40, 200), (40, 200, 200)]
@@ -54,10 +56,14 @@ def generate(
     seconds: float = 2.0,
     seed: int = 0,
     valid_fraction: float = 0.25,
+    face: FaceSetting = FaceSetting(),
 ) -> int:
-    """Write ``n`` clips (a quarter held out as valid, the same count again as test) into a cache."""
+    """Write ``n`` clips (a quarter held out as valid, the same count again as test) into a cache. With a face
+    setting on, the frames go through the same crop as real clips: they hold no face, so no clip keeps video
+    (the setting still travels to the checkpoint, which is what such a run is for)."""
     folder = Path(cache_dir)
     (folder / "clips").mkdir(parents=True, exist_ok=True)
+    write_face(folder, face)
     rng = np.random.default_rng(seed)
     n_valid = max(1, int(n * valid_fraction))
     entries = []
@@ -65,6 +71,8 @@ def generate(
         split = "train" if i < n - n_valid else ("valid" if i < n else "test")
         label = int(rng.integers(len(MOSEI_EMOTIONS)))
         images, wave, text = make_clip(rng, label, informative, frames, size, seconds)
+        if face.on:
+            images = [resize_center_crop(c, size) for c in crop_sequence(images, face) or []]
         strength = float(rng.integers(1, 4))
         clip = Clip(
             clip_id=f"syn{i:05d}", split=split, text=text,
