@@ -226,3 +226,23 @@ def test_old_bundles_and_checkpoints_mean_whole_frames(tiny_bundle):
     del manifest["preprocess"]["face"]
     assert FaceSetting.from_json(manifest["preprocess"].get("face")) == FaceSetting("off")
     assert Bundle.load(tiny_bundle, providers="cpu").face == FaceSetting("off")
+
+
+def test_session_without_a_face_shows_no_face(tiny_bundle):
+    from merclip.export.runtime import Bundle
+    from merclip.stream.engine import BundleEngine
+    from merclip.stream.pipeline import LiveSession
+    from merclip.stream.ui import UiState, render
+    from rich.console import Console
+
+    bundle = Bundle.load(tiny_bundle, providers="cpu")
+    source = SyntheticSource(duration_s=4, realtime=False, size=320)
+    session = LiveSession(source, Windower(face=FaceTracker(HAAR)), BundleEngine(bundle), backpressure=True)
+    state = UiState("t", "tiny", "synthetic", bundle.emotion_labels, bundle.sentiment_labels, 0.6, "", 0.5)
+    readings = []
+    session.run(lambda r: (readings.append(r), state.add(r)))
+    assert readings and all(r.modalities == "A" and r.face == "none" for r in readings)
+    assert session.stats.status["V"] == "no face"
+    console = Console(record=True, width=110)
+    console.print(render(state, session.stats))
+    assert "face (no face)" in console.export_text()
