@@ -269,7 +269,12 @@ def build_live_parser() -> argparse.ArgumentParser:
     parser.add_argument("--asr-model", metavar="M", type=TEXT, help="Whisper size name or local CTranslate2 folder")
     parser.add_argument("--no-asr", action="store_true", help="do not transcribe (no language modality)")
     parser.add_argument("--providers", choices=("auto", "tensorrt", "cuda", "cpu"), help="ONNX Runtime providers")
-    parser.add_argument("--no-ui", action="store_true", help="print one JSON object per reading instead of the UI")
+    parser.add_argument(
+        "--no-ui",
+        action="store_true",
+        help="print JSON lines instead of the UI: each window when it closes (final: false), then with its "
+        "final words (final: true, the CSV row)",
+    )
     parser.add_argument(
         "--log", metavar="PATH", type=TEXT, help="CSV session log: a folder (new file per session) or a file"
     )
