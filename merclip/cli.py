@@ -152,7 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
     _model_flags(p)
     p.add_argument("--dataset", choices=("synthetic", "manifest", "mosi", "mosei", "meld"), help="dataset kind")
     p.add_argument("--data-root", metavar="DIR", type=TEXT, help="dataset folder")
-    p.add_argument("--task", choices=("both", "emotion", "sentiment"), help="which heads train")
+    p.add_argument(
+        "--task",
+        choices=("auto", "both", "emotion", "sentiment"),
+        help="which heads train and which metric picks best (auto: MOSI sentiment, else both)",
+    )
+    p.add_argument(
+        "--recipe",
+        choices=("merclip", "paper"),
+        help="paper: the paper's head and optimiser exactly (gain 1, one AdamW group, pooled keys, 12 frames); "
+        "merclip: ours (DESIGN §7)",
+    )
+    p.add_argument("--allow-partial", action="store_true", help="run on incomplete MOSI/MOSEI splits (tables say so)")
     p.add_argument("--epochs", type=POSITIVE, help="training epochs (paper: 20)")
     p.add_argument("--batch-size", type=POSITIVE, help="batch size (paper: 16)")
     p.add_argument("--lr", type=_number(0.0, hi=1.0), help="AdamW learning rate (paper: 8e-6)")
@@ -175,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", metavar="DIR", type=TEXT, help="dataset folder")
     p.add_argument("--split", default="test", choices=("train", "valid", "test"), help="split (default: test)")
     p.add_argument("--json", metavar="FILE", type=TEXT, help="also write the metrics as JSON")
+    p.add_argument("--allow-partial", action="store_true", help="score an incomplete MOSI/MOSEI split (marked partial)")
 
     p = sub.add_parser("export", help="export a model to an ONNX bundle for merclip-live")
     _common(p)
