@@ -188,6 +188,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", type=TEXT, help="also write the metrics as JSON")
     p.add_argument("--allow-partial", action="store_true", help="score an incomplete MOSI/MOSEI split (marked partial)")
 
+    p = sub.add_parser("ablate", help="the paper's Tables 3 and 4: train and score every ablation row")
+    _common(p)
+    p.add_argument("--model", metavar="ARCH", type=TEXT, help="open_clip architecture (ViT-B-32, ...) or 'tiny'")
+    p.add_argument("--weights", metavar="W", type=TEXT, help="pretrained tag, local weights file, or 'random'")
+    p.add_argument("--dataset", choices=("synthetic", "manifest", "mosi", "mosei", "meld"), help="dataset kind")
+    p.add_argument("--data-root", metavar="DIR", type=TEXT, help="dataset folder (prepared)")
+    p.add_argument("--recipe", choices=("merclip", "paper"), help="training recipe for every row")
+    p.add_argument("--allow-partial", action="store_true", help="run on incomplete MOSI/MOSEI splits")
+    p.add_argument("--epochs", type=POSITIVE, help="training epochs per row")
+    p.add_argument("--batch-size", type=POSITIVE, help="batch size")
+    p.add_argument("--lr", type=_number(0.0, hi=1.0), help="AdamW learning rate")
+    p.add_argument("--frames", type=FRAMES, help="frames per clip")
+    p.add_argument("--seed", type=_int_at_least(0, 2**32 - 1), help="random seed")
+    p.add_argument("--out", metavar="DIR", type=TEXT, help="folder for the runs and ablation.json (runs/ablate)")
+
     p = sub.add_parser("export", help="export a model to an ONNX bundle for merclip-live")
     _common(p)
     _model_flags(p)
@@ -323,6 +338,7 @@ def _dispatch(name: str) -> Callable:
         "prepare": lambda: import_module("merclip.train.cli").cmd_prepare,
         "train": lambda: import_module("merclip.train.cli").cmd_train,
         "eval": lambda: import_module("merclip.train.cli").cmd_eval,
+        "ablate": lambda: import_module("merclip.train.ablate").cmd_ablate,
         "export": lambda: import_module("merclip.export.cli").cmd_export,
         "bench": lambda: import_module("merclip.train.bench").cmd_bench,
         "report": lambda: import_module("merclip.stream.report").cmd_report,
