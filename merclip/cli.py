@@ -202,6 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=FRAMES, help="frames per clip")
     p.add_argument("--seed", type=_int_at_least(0, 2**32 - 1), help="random seed")
     p.add_argument("--out", metavar="DIR", type=TEXT, help="folder for the runs and ablation.json (runs/ablate)")
+    p.add_argument(
+        "--rows",
+        metavar="LIST",
+        type=TEXT,
+        help="only these rows, comma-separated: Table 3 by modalities (L,VL,LVA,...), Table 4 by variant "
+        "(full,no_cmd,no_le,concat_fc); default all 19",
+    )
 
     p = sub.add_parser("export", help="export a model to an ONNX bundle for merclip-live")
     _common(p)

@@ -14,6 +14,8 @@ from types import SimpleNamespace
 from rich.console import Console
 from rich.table import Table
 
+from merclip.errors import MerClipError
+
 # (modalities, paper ACC2, paper F1) — Table 3, CMU-MOSEI
 TABLE3 = [("V", 74.7, 73.8), ("A", 70.9, 69.1), ("L", 83.7, 83.6), ("VA", 74.6, 74.4), ("AV", 75.0, 73.9),
           ("AL", 84.4, 84.4), ("LA", 84.5, 84.6), ("VL", 84.7, 84.5), ("LV", 84.4, 84.4), ("VAL", 84.5, 84.3),
@@ -79,6 +81,14 @@ def cmd_ablate(args) -> int:
                  "frames": args.frames or SYNTHETIC_ABLATION["frames"]}  # fmt: skip
     rows = [("t3", mods, "full", mods, p_acc, p_f1) for mods, p_acc, p_f1 in TABLE3]
     rows += [("t4", name, variant, "LVA", p_acc, p_f1) for name, variant, p_acc, p_f1 in TABLE4]
+    if args.rows:  # a subset: Table 3 rows by modalities (LVA, VL, ...), Table 4 rows by variant
+        wanted = {r.strip() for r in args.rows.split(",") if r.strip()}
+        known = {r[1] for r in rows if r[0] == "t3"} | {r[2] for r in rows if r[0] == "t4"}
+        if not wanted <= known:
+            raise MerClipError(
+                f"--rows: unknown {', '.join(sorted(wanted - known))} (known: {', '.join(sorted(known))})"
+            )
+        rows = [r for r in rows if (r[1] if r[0] == "t3" else r[2]) in wanted]
     results: dict = {}
     for i, (_table, name, variant, mods, *_) in enumerate(rows, 1):
         key = (variant, mods)
