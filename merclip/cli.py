@@ -152,7 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
     _model_flags(p)
     p.add_argument("--dataset", choices=("synthetic", "manifest", "mosi", "mosei", "meld"), help="dataset kind")
     p.add_argument("--data-root", metavar="DIR", type=TEXT, help="dataset folder")
-    p.add_argument("--task", choices=("both", "emotion", "sentiment"), help="which heads train")
+    p.add_argument(
+        "--task",
+        choices=("auto", "both", "emotion", "sentiment"),
+        help="which heads train and which metric picks best (auto: MOSI sentiment, else both)",
+    )
+    p.add_argument(
+        "--recipe",
+        choices=("merclip", "paper"),
+        help="paper: the paper's head and optimiser exactly (gain 1, one AdamW group, pooled keys, 12 frames); "
+        "merclip: ours (DESIGN §7)",
+    )
+    p.add_argument("--allow-partial", action="store_true", help="run on incomplete MOSI/MOSEI splits (tables say so)")
     p.add_argument("--epochs", type=POSITIVE, help="training epochs (paper: 20)")
     p.add_argument("--batch-size", type=POSITIVE, help="batch size (paper: 16)")
     p.add_argument("--lr", type=_number(0.0, hi=1.0), help="AdamW learning rate (paper: 8e-6)")
@@ -175,6 +186,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", metavar="DIR", type=TEXT, help="dataset folder")
     p.add_argument("--split", default="test", choices=("train", "valid", "test"), help="split (default: test)")
     p.add_argument("--json", metavar="FILE", type=TEXT, help="also write the metrics as JSON")
+    p.add_argument("--allow-partial", action="store_true", help="score an incomplete MOSI/MOSEI split (marked partial)")
+
+    p = sub.add_parser("ablate", help="the paper's Tables 3 and 4: train and score every ablation row")
+    _common(p)
+    p.add_argument("--model", metavar="ARCH", type=TEXT, help="open_clip architecture (ViT-B-32, ...) or 'tiny'")
+    p.add_argument("--weights", metavar="W", type=TEXT, help="pretrained tag, local weights file, or 'random'")
+    p.add_argument("--dataset", choices=("synthetic", "manifest", "mosi", "mosei", "meld"), help="dataset kind")
+    p.add_argument("--data-root", metavar="DIR", type=TEXT, help="dataset folder (prepared)")
+    p.add_argument("--recipe", choices=("merclip", "paper"), help="training recipe for every row")
+    p.add_argument("--allow-partial", action="store_true", help="run on incomplete MOSI/MOSEI splits")
+    p.add_argument("--epochs", type=POSITIVE, help="training epochs per row")
+    p.add_argument("--batch-size", type=POSITIVE, help="batch size")
+    p.add_argument("--lr", type=_number(0.0, hi=1.0), help="AdamW learning rate")
+    p.add_argument("--frames", type=FRAMES, help="frames per clip")
+    p.add_argument("--seed", type=_int_at_least(0, 2**32 - 1), help="random seed")
+    p.add_argument("--out", metavar="DIR", type=TEXT, help="folder for the runs and ablation.json (runs/ablate)")
+    p.add_argument(
+        "--rows",
+        metavar="LIST",
+        type=TEXT,
+        help="only these rows, comma-separated: Table 3 by modalities (L,VL,LVA,...), Table 4 by variant "
+        "(full,no_cmd,no_le,concat_fc); default all 19",
+    )
 
     p = sub.add_parser("export", help="export a model to an ONNX bundle for merclip-live")
     _common(p)
@@ -269,7 +303,12 @@ def build_live_parser() -> argparse.ArgumentParser:
     parser.add_argument("--asr-model", metavar="M", type=TEXT, help="Whisper size name or local CTranslate2 folder")
     parser.add_argument("--no-asr", action="store_true", help="do not transcribe (no language modality)")
     parser.add_argument("--providers", choices=("auto", "tensorrt", "cuda", "cpu"), help="ONNX Runtime providers")
-    parser.add_argument("--no-ui", action="store_true", help="print one JSON object per reading instead of the UI")
+    parser.add_argument(
+        "--no-ui",
+        action="store_true",
+        help="print JSON lines instead of the UI: each window when it closes (final: false), then with its "
+        "final words (final: true, the CSV row)",
+    )
     parser.add_argument(
         "--log", metavar="PATH", type=TEXT, help="CSV session log: a folder (new file per session) or a file"
     )
@@ -306,6 +345,7 @@ def _dispatch(name: str) -> Callable:
         "prepare": lambda: import_module("merclip.train.cli").cmd_prepare,
         "train": lambda: import_module("merclip.train.cli").cmd_train,
         "eval": lambda: import_module("merclip.train.cli").cmd_eval,
+        "ablate": lambda: import_module("merclip.train.ablate").cmd_ablate,
         "export": lambda: import_module("merclip.export.cli").cmd_export,
         "bench": lambda: import_module("merclip.train.bench").cmd_bench,
         "report": lambda: import_module("merclip.stream.report").cmd_report,

@@ -119,7 +119,9 @@ class TrainSection:
     dataset: str = field(default="synthetic", metadata=_check(("synthetic", "manifest", "mosi", "mosei", "meld")))
     data_root: str = ""
     cache_dir: str = ""
-    task: str = field(default="both", metadata=_check(("both", "emotion", "sentiment")))
+    task: str = field(default="auto", metadata=_check(("auto", "both", "emotion", "sentiment")))
+    recipe: str = field(default="merclip", metadata=_check(("merclip", "paper")))
+    allow_partial: bool = False
     epochs: int = field(default=20, metadata=_check(lo=1, hi=100_000))
     batch_size: int = field(default=16, metadata=_check(lo=1, hi=65_536))
     lr: float = field(default=8e-6, metadata=_check(above=0.0, hi=1.0))

@@ -206,6 +206,9 @@ class Features:
     text_valid: torch.Tensor  # (B, L) bool
     text_pooled: torch.Tensor  # (B, D)
     present: torch.Tensor  # (B, 3) float, columns L, V, A
+    # (B, T_A) bool, True = a real audio segment. None = all are (one clip, or equal lengths): a batch's
+    # audio is zero-padded to its longest clip, and the padding segments must not reach attention or means.
+    audio_valid: torch.Tensor | None = None
 
 
 class MerClip(nn.Module):
@@ -283,9 +286,14 @@ class MerClip(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Features + label embeddings -> (emotion logits, sentiment logits)."""
         present = {m: feats.present[:, i] for i, m in enumerate(MODALITIES)}
+        if feats.audio_valid is None:
+            audio_mean = feats.audio.mean(dim=1)
+        else:  # mean over the clip's own segments only
+            weight = feats.audio_valid.to(feats.audio.dtype)[..., None]
+            audio_mean = (feats.audio * weight).sum(dim=1) / weight.sum(dim=1).clamp(min=1)
         pooled = {
             "V": feats.vision.mean(dim=1),
-            "A": feats.audio.mean(dim=1),
+            "A": audio_mean,
             "L": feats.text_pooled,
         }
         variant = self.cfg.variant
@@ -302,6 +310,8 @@ class MerClip(nn.Module):
             if self.cfg.attend == "tokens":
                 memories = {"V": feats.vision, "A": feats.audio, "L": feats.text}
                 masks = {"L": ~feats.text_valid}
+                if feats.audio_valid is not None:
+                    masks["A"] = ~feats.audio_valid
             else:
                 memories = {m: v[:, None] for m, v in pooled.items()}
                 masks = {}
@@ -332,8 +342,10 @@ class MerClip(nn.Module):
         audio: torch.Tensor | None = None,
         text: torch.Tensor | None = None,
         present: torch.Tensor | None = None,
+        audio_lengths: torch.Tensor | None = None,
     ) -> Features:
-        """frames (B, T, 3, H, W), audio (B, samples), text ids (B, L); None = missing for the batch."""
+        """frames (B, T, 3, H, W), audio (B, samples), text ids (B, L); None = missing for the batch.
+        ``audio_lengths`` (B,): each clip's own samples before zero-padding to the batch's longest."""
         given = [x for x in (frames, audio, text) if x is not None]
         if not given:
             raise MerClipError("at least one modality is needed")
@@ -359,7 +371,12 @@ class MerClip(nn.Module):
             device=device,
         ).expand(batch, -1)
         present = have if present is None else have * present.to(device)
-        return Features(vision, audio_feats, tokens, valid, pooled, present)
+        audio_valid = None
+        if audio_lengths is not None and audio is not None and "A" in use:
+            seg = self.cfg.mel.segment_samples
+            counts = ((audio_lengths.to(device) + seg - 1) // seg).clamp(min=1)  # a clip has >= 1 segment
+            audio_valid = torch.arange(audio_feats.shape[1], device=device)[None] < counts[:, None]
+        return Features(vision, audio_feats, tokens, valid, pooled, present, audio_valid)
 
     def label_embeddings(self, prompts: LabelPrompts | None):
         if not self.cfg.uses_label_encoder:
@@ -379,8 +396,9 @@ class MerClip(nn.Module):
         text: torch.Tensor | None = None,
         prompts: LabelPrompts | None = None,
         present: torch.Tensor | None = None,
+        audio_lengths: torch.Tensor | None = None,
     ) -> ModelOutput:
-        feats = self.encode(frames, audio, text, present)
+        feats = self.encode(frames, audio, text, present, audio_lengths)
         queries, emo_labels, sent_labels = self.label_embeddings(prompts)
         emo, sent = self.fuse(feats, queries, emo_labels, sent_labels)
         return ModelOutput(emo, sent, *self.probabilities(emo, sent))

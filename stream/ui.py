@@ -64,6 +64,8 @@ class UiState:
                 self.smoothed_emotions = self._smooth_e.update(reading.emotions)
                 self.smoothed_sentiment = self._smooth_s.update(reading.sentiment)
             self.open_words = "" if reading.final else reading.transcript
+        elif reading.final and reading.window == self.last.window:
+            self.open_words = ""  # the newest window's words are final now: shown once, in final_words
         self.transcript = (self.final_words + " " + self.open_words).strip()[-TRANSCRIPT_CHARS:]
 
 

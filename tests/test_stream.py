@@ -331,3 +331,20 @@ def test_frames_encoded_ahead_give_the_same_reading(tiny_bundle):
     assert early.modalities == plain.modalities == "LVA"
     for key in plain.emotions:
         assert abs(early.emotions[key] - plain.emotions[key]) < 1e-5
+
+
+def test_ui_transcript_line_shows_each_word_once_as_windows_become_final():
+    state = UiState("MER-CLIP Live", "tiny", "sample clip", ["happy"], ["positive", "negative"])
+
+    def reading(window, text, final):
+        return Reading(window, 2.0 * window, 2.0 * window + 2, "t", {"happy": 0.5},
+                       {"positive": 0.5, "negative": 0.5}, text, "LVA", 0, 1.0, 1.0, 1.0, final=final)  # fmt: skip
+
+    state.add(reading(0, "and so my fellow amer", False))
+    assert state.transcript == "and so my fellow amer"
+    state.add(reading(1, "americans ask", False))
+    state.add(reading(0, "and so my fellow", True))  # window 0's final words arrive after window 1 is shown
+    assert state.transcript == "and so my fellow americans ask"
+    state.add(reading(1, "americans ask", True))  # the newest window's words become final: not twice
+    assert state.transcript == "and so my fellow americans ask"
+    assert state.top_counts == {"happy": 2} and state.last.window == 1  # counted once per window, when final

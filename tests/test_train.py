@@ -225,7 +225,7 @@ def test_mosei_tree_with_emotions_and_a_corrupt_clip(tmp_path):
     with h5py.File(root / "CMU_MOSEI_Labels.csd", "w") as f:
         data = f.create_group("All Labels").create_group("data")
         for vid, feats, iv in (
-            ("vidA", [[2, 1, 0, 0, 0, 0, 0], [-1.5, 0, 2, 1, 0, 0, 0]], [[5, 9], [0, 4]]),
+            ("vidA", [[-1.5, 0, 2, 1, 0, 0, 0], [2, 1, 0, 0, 0, 0, 0]], [[5, 9], [0, 4]]),
             ("vidB", [[0, 0, 0, 0, 1, 0, 0], [1, 1, 0, 0, 0, 0, 0.5]], [[0, 3], [3, 6]]),
         ):
             g = data.create_group(vid)
@@ -233,7 +233,7 @@ def test_mosei_tree_with_emotions_and_a_corrupt_clip(tmp_path):
     clips = read_mmsa(root, "mosei")
     by_id = {c.clip_id: c for c in clips}
     # segments are numbered in interval order: vidA clip 0 is the interval starting at 0 s
-    assert by_id["vidA_0"].emotions["sad"] == 2 and by_id["vidA_1"].emotions["happy"] == 1
+    assert by_id["vidA_0"].emotions["happy"] == 1 and by_id["vidA_1"].emotions["sad"] == 2
     assert by_id["vidA_0"].sentiment == 2.0 and by_id["vidA_1"].split == "valid"
     assert check_split_sizes(clips, "mosei") == {"train": 2, "valid": 1, "test": 1}  # partial data: no check
     report = prepare(clips, tmp_path / "cache", frames=3)

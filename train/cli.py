@@ -14,7 +14,7 @@ from rich.table import Table
 from merclip.config import Config, face_setting, load_config, model_config, override
 from merclip.errors import MerClipError
 
-from .datasets import MELD_EMOTIONS, MELD_SENTIMENTS, load_clips
+from .datasets import MELD_EMOTIONS, MELD_SENTIMENTS, SPLITS, JoinReport, load_dataset, split_shortfall
 
 # Defaults that differ by dataset, applied where the user set nothing: the synthetic set trains a randomly
 # initialised tiny model from scratch (the paper's 8e-6 is for fine-tuning pretrained CLIP), MOSI uses the
@@ -94,12 +94,65 @@ def cmd_prepare(args) -> int:
         return 0
     if cfg.train.dataset == "synthetic":
         raise MerClipError("use `merclip prepare --synthetic N --cache-dir DIR` for the synthetic set")
-    clips = load_clips(cfg.train.dataset, cfg.train.data_root, cfg.labels.emotion)
+    clips, join = load_dataset(cfg.train.dataset, cfg.train.data_root, cfg.labels.emotion)
+    if join is not None:
+        console.print(join.summary())
     face = face_setting(cfg)
     report = prepare(clips, _cache_dir(cfg), frames=cfg.train.frames, face=face)
+    # what the label file had and what prepare lost, per split: train/eval check and report them
+    lost = {c for c, _ in report.skipped}
+    info = {
+        "dataset": cfg.train.dataset,
+        "labelled": {s: sum(c.split == s for c in clips) for s in SPLITS},
+        "lost": {s: sum(c.split == s and c.clip_id in lost for c in clips) for s in SPLITS},
+        "join": join.to_json() if join is not None else None,
+    }
+    (_cache_dir(cfg) / "dataset.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     console.print(f"prepared {report.written} clips ({face.describe()}) into {_cache_dir(cfg)}; "
                   f"{len(report.skipped)} skipped (listed in {report.report_path})")  # fmt: skip
     return 0
+
+
+def _dataset_info(cfg: Config) -> dict:
+    """What `merclip prepare` recorded (label-file counts, clips lost, the emotion join), else {}."""
+    path = _cache_dir(cfg) / "dataset.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _check_task_data(cfg: Config, task: str, info: dict) -> None:
+    """Refuse an emotion task the data cannot support, in one line that says why."""
+    if task == "sentiment":
+        return
+    if cfg.train.dataset == "mosi":
+        raise MerClipError(f"CMU-MOSI has no emotion labels: --task {task} is impossible (use --task sentiment)")
+    if cfg.train.dataset == "mosei":
+        join = info.get("join")
+        if join is None:
+            raise MerClipError(
+                "the emotion task on CMU-MOSEI needs a cache prepared by this version (it verifies the "
+                "CMU_MOSEI_Labels.csd join): run `merclip prepare` again, or train with --task sentiment"
+            )
+        JoinReport(**join).require()
+
+
+def _check_splits(cfg: Config, splits, info: dict) -> str:
+    """Refuse a MOSI/MOSEI split smaller than the published one unless allowed; returns "" or "partial"."""
+    counts = {ds.split: len(ds) for ds in splits}
+    short = split_shortfall(counts, cfg.train.dataset)
+    if not short:
+        return ""
+    lost = info.get("lost", {})
+    where = ", ".join(f"{s} {counts[s]} ({n} short, {lost.get(s, 0)} lost in prepare)" for s, n in short.items())
+    if not cfg.train.allow_partial:
+        raise MerClipError(
+            f"{cfg.train.dataset} splits are incomplete: {where}; numbers would not compare with the paper's "
+            "(pass --allow-partial to run anyway)"
+        )
+    console.print(f"partial {cfg.train.dataset} splits: {where}")
+    return "partial"
 
 
 def _datasets(cfg: Config, split_names: tuple[str, ...]):
@@ -114,8 +167,10 @@ def _datasets(cfg: Config, split_names: tuple[str, ...]):
         generate(cache, SYNTHETIC_CLIPS, frames=cfg.train.frames, face=face_setting(cfg, auto="off"))
     if (cache / "index.jsonl").is_file():
         entries, cache_dir = read_index(cache), cache
+        info = _dataset_info(cfg)
     else:
-        clips = load_clips(cfg.train.dataset, cfg.train.data_root, cfg.labels.emotion)
+        clips, join = load_dataset(cfg.train.dataset, cfg.train.data_root, cfg.labels.emotion)
+        info = {"join": join.to_json() if join is not None else None}
         if set(cfg.model.modalities) != {"L"} and any(c.media for c in clips):
             raise MerClipError(
                 f"no prepared cache in {cache}: run `merclip prepare --dataset {cfg.train.dataset} "
@@ -128,7 +183,14 @@ def _datasets(cfg: Config, split_names: tuple[str, ...]):
         "sentiment_labels": list(cfg.labels.sentiment),
         "emotion_mode": cfg.model.emotion_mode,
     }
-    return [ClipDataset(entries, cache_dir, split, **kw) for split in split_names]
+    datasets = [ClipDataset(entries, cache_dir, split, **kw) for split in split_names]
+    for ds in datasets:
+        ds.info = info  # what the label file had, what prepare lost, the emotion join
+    return datasets
+
+
+# The paper's recipe (supp. Alg. 1, §4.3) beside ours: what `--recipe paper` pins in the model and data.
+PAPER_RECIPE = {"model": {"attend": "pooled"}, "labels": {"prompt_context": 8}, "train": {"frames": 12}}
 
 
 def train_config(args) -> Config:
@@ -141,9 +203,14 @@ def train_config(args) -> Config:
         model={"arch": args.model, "weights": weights, "variant": args.variant, "modalities": args.modalities},
         labels={"emotion": args.emotion_labels},
         train={"dataset": args.dataset, "data_root": args.data_root, "task": args.task, "seed": args.seed,
-               "out": args.out, **explicit},
+               "out": args.out, "recipe": getattr(args, "recipe", None),
+               "allow_partial": True if getattr(args, "allow_partial", False) else None, **explicit},
     )  # fmt: skip
     cfg = _with_dataset_defaults(cfg, cfg.train.dataset, explicit)
+    if cfg.train.recipe == "paper":
+        if "frames" in explicit and explicit["frames"] != 12:
+            raise MerClipError("--recipe paper samples 12 frames per clip (§4.3): leave --frames out")
+        cfg = override(cfg, **PAPER_RECIPE)
     if cfg.model.weights == "random" and "lr" not in explicit and cfg.train.lr == type(cfg.train)().lr:
         # 8e-6 is the paper's lr for fine-tuning pretrained CLIP; from scratch it would barely move.
         cfg = override(cfg, train={"lr": RANDOM_INIT_LR})
@@ -178,23 +245,31 @@ def cmd_train(args) -> int:
     out = Path(cfg.train.out).expanduser()
     if out.exists() and not out.is_dir():
         raise MerClipError(f"--out {out} is a file: training writes a folder of checkpoints and metrics")
+    from .loop import resolve_task
+
+    task = resolve_task(cfg.train.task, cfg.train.dataset)
     train_ds, valid_ds = _datasets(cfg, ("train", "valid"))
     if len(valid_ds) == 0:
         raise MerClipError("the dataset has no validation split")
+    _check_task_data(cfg, task, train_ds.info)
+    _check_splits(cfg, (train_ds, valid_ds), train_ds.info)
     torch.manual_seed(cfg.train.seed)
     model = build_model(_trained_face(model_config(cfg), cfg), weights=cfg.model.weights)
     t = cfg.train
     opts = RunOptions(out=t.out, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
-                      grad_clip=t.grad_clip, amp=t.amp, seed=t.seed, task=t.task, num_workers=t.num_workers,
+                      grad_clip=t.grad_clip, amp=t.amp, seed=t.seed, task=task, recipe=t.recipe,
+                      num_workers=t.num_workers,
                       threshold=cfg.labels.emotion_threshold, resume=args.resume)  # fmt: skip
     console.print(
-        f"training {cfg.model.arch} ({cfg.model.variant}, {cfg.model.modalities}) on {t.dataset}: "
+        f"training {cfg.model.arch} ({cfg.model.variant}, {cfg.model.modalities}, task {task}, recipe {t.recipe}) "
+        f"on {t.dataset}: "
         f"{len(train_ds)} train / {len(valid_ds)} valid clips, lr {t.lr}, {t.epochs} epochs -> {t.out}"
     )
     summary = train(model, train_ds, valid_ds, opts)
     if summary:
         console.print(
-            f"best validation accuracy {summary['accuracy']:.4f} at epoch {summary['best_epoch']}; "
+            f"best validation {summary['selected_by']} {summary['best'][summary['selected_by']]:.4f} at epoch "
+            f"{summary['best_epoch']}; "
             f"{Path(t.out) / 'metrics.json'}"
         )
     return 0
@@ -211,12 +286,17 @@ def cmd_eval(args) -> int:
         return _eval_baseline(args)
     model, _ = load_checkpoint(args.checkpoint)
     mcfg = model.cfg
-    cfg = override(load_config(args.config), train={"dataset": args.dataset, "data_root": args.data_root},
+    cfg = override(load_config(args.config), train={"dataset": args.dataset, "data_root": args.data_root,
+                                                    "allow_partial": True if args.allow_partial else None},
                    model={"modalities": mcfg.modalities, "emotion_mode": mcfg.emotion_mode},
                    labels={"emotion": mcfg.emotion_labels, "sentiment": mcfg.sentiment_labels})  # fmt: skip
     (split,) = _datasets(cfg, (args.split,))
     if len(split) == 0:
         raise MerClipError(f"no {args.split} clips in {cfg.train.data_root or _cache_dir(cfg)}")
+    partial = _check_splits(cfg, (split,), split.info)
+    lost = split.info.get("lost", {}).get(args.split)
+    console.print(f"scoring {len(split)} clips of the {args.split} split"
+                  + (f"; {lost} lost in prepare" if lost is not None else ""))  # fmt: skip
     from merclip.model.tokenizer import ClipTokenizer
     from torch.utils.data import DataLoader
 
@@ -229,9 +309,15 @@ def cmd_eval(args) -> int:
     loader = DataLoader(split, batch_size=32, collate_fn=Collate(tokenizer, model.arch.image_mean,
                                                                  model.arch.image_std,
                                                                  mcfg.emotion_mode == "single_label"))  # fmt: skip
-    metrics = evaluate(model, loader, prompts, torch.device("cpu"), cfg.train.task, cfg.labels.emotion_threshold)
+    from .loop import resolve_task
+
+    task = resolve_task(cfg.train.task, cfg.train.dataset)
+    metrics = evaluate(model, loader, prompts, torch.device("cpu"), task, cfg.labels.emotion_threshold)
     metrics["n"] = len(split)
-    print_tables(metrics, f"{cfg.train.dataset} {args.split} ({len(split)} clips)")
+    if lost is not None:
+        metrics["lost_in_prepare"] = lost
+    metrics["partial"] = bool(partial)
+    print_tables(metrics, f"{cfg.train.dataset} {args.split} ({len(split)} clips{', partial' if partial else ''})")
     if args.json:
         _write_json(args.json, metrics)
     return 0
@@ -241,7 +327,8 @@ def _eval_baseline(args) -> int:
     from .baselines import predict
     from .metrics import single_label_metrics
 
-    cfg = override(load_config(args.config), train={"dataset": args.dataset, "data_root": args.data_root},
+    cfg = override(load_config(args.config), train={"dataset": args.dataset, "data_root": args.data_root,
+                                                    "allow_partial": True if args.allow_partial else None},
                    model={"modalities": "L"})  # fmt: skip
     cfg = _with_dataset_defaults(cfg, cfg.train.dataset, {})
     if cfg.model.emotion_mode != "single_label":

@@ -33,6 +33,7 @@ class ClipDataset(Dataset):
         sentiment_labels: list[str],
         emotion_mode: str,
     ):
+        self.split = split
         self.entries = [e for e in entries if e["split"] == split]
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.modalities = modalities
@@ -58,6 +59,13 @@ class ClipDataset(Dataset):
         target[: len(values)] = np.asarray(values[: len(self.emotion_labels)], np.float32) > 0
         return target
 
+    def has_emotion(self, entry: dict) -> bool:
+        """Whether the clip is annotated for emotion at all (CMU-MOSI is not; nor is a MOSEI clip whose
+        CSD row could not be verified): an unannotated clip must not be trained towards "no emotion"."""
+        if self.emotion_mode == "single_label":
+            return self.emotion_target(entry) != IGNORE
+        return bool(entry.get("emotions"))
+
     def sentiment_target(self, score: float) -> int:
         if score is None or math.isnan(score):
             return IGNORE
@@ -79,14 +87,15 @@ class ClipDataset(Dataset):
             "audio": audio if "A" in self.modalities else None,
             "text": entry["text"] if "L" in self.modalities else None,
             "emotion": self.emotion_target(entry),
+            "has_emotion": self.has_emotion(entry),
             "sentiment": self.sentiment_target(entry.get("sentiment", math.nan)),
             "score": float(entry.get("sentiment", math.nan) if entry.get("sentiment") is not None else math.nan),
         }
 
 
 class Collate:
-    """Stack a batch: normalised frames, zero-padded audio, token ids, targets. A modality missing from any
-    sample of the batch is zero-filled there (the model's present mask is left to what the batch has)."""
+    """Stack a batch: normalised frames, zero-padded audio with each clip's length, token ids, targets. A
+    modality missing from any sample of the batch is zero-filled there (the present mask is the batch's)."""
 
     def __init__(self, tokenizer, image_mean, image_std, single_label: bool, trim: bool = False):
         self.tokenizer = tokenizer
@@ -95,7 +104,7 @@ class Collate:
         self.single_label = single_label
 
     def __call__(self, items: list[dict]) -> dict:
-        batch: dict = {"frames": None, "audio": None, "text": None}
+        batch: dict = {"frames": None, "audio": None, "audio_lengths": None, "text": None}
         frames = [it["frames"] for it in items]
         if any(f is not None for f in frames):
             shape = next(f.shape for f in frames if f is not None)
@@ -110,6 +119,8 @@ class Collate:
                 if a is not None:
                     padded[row, : len(a)] = a
             batch["audio"] = torch.from_numpy(padded)
+            # each clip's own length: the model masks the padding segments (attention and mean)
+            batch["audio_lengths"] = torch.tensor([len(a) if a is not None else 0 for a in audio], dtype=torch.long)
         if any(it["text"] is not None for it in items):
             ids = self.tokenizer([it["text"] or "" for it in items])
             batch["text"] = torch.from_numpy(trim_padding(ids) if self.trim else ids)
@@ -117,6 +128,7 @@ class Collate:
             batch["emotion"] = torch.tensor([it["emotion"] for it in items], dtype=torch.long)
         else:
             batch["emotion"] = torch.from_numpy(np.stack([it["emotion"] for it in items]))
+        batch["has_emotion"] = torch.tensor([bool(it.get("has_emotion", True)) for it in items], dtype=torch.bool)
         batch["sentiment"] = torch.tensor([it["sentiment"] for it in items], dtype=torch.long)
         batch["score"] = torch.tensor([it["score"] for it in items], dtype=torch.float32)
         return batch

@@ -185,43 +185,125 @@ def read_manifest(path: str | Path, emotion_labels=MOSEI_EMOTIONS) -> list[Clip]
 MMSA_COLUMNS = ("video_id", "clip_id", "text", "label", "mode")
 
 
+# A joined clip's CSD sentiment must equal label.csv's score within this (MMSA rounds to 4 decimals), and
+# at most this share of the clips may fail the check before the emotion task is refused.
+JOIN_TOLERANCE = 0.01
+JOIN_MAX_UNVERIFIED = 0.01
+
+
+@dataclass(frozen=True)
+class JoinReport:
+    """How MOSEI's emotion intensities (CMU_MOSEI_Labels.csd) joined the MMSA clips of label.csv."""
+
+    csd: str  # the file looked for
+    found: bool
+    matched: int = 0  # CSD sentiment == label.csv score: emotions attached
+    mismatched: int = 0  # a CSD row at that position, but another sentiment: no emotions attached
+    missing: int = 0  # no CSD row for the clip (video absent or fewer segments)
+
+    @property
+    def total(self) -> int:
+        return self.matched + self.mismatched + self.missing
+
+    def summary(self) -> str:
+        if not self.found:
+            return f"no emotion labels: {self.csd} not found"
+        share = 100 * self.matched / max(1, self.total)
+        return (f"emotion labels joined from {Path(self.csd).name}: {self.matched} of {self.total} clips matched "
+                f"({share:.1f} %), {self.mismatched} mismatched, {self.missing} missing")  # fmt: skip
+
+    def require(self) -> None:
+        """Refuse the emotion task unless the join is verified: CSD present, <= 1 % of clips unverified."""
+        if not self.found:
+            raise MerClipError(
+                f"the emotion task needs CMU-MOSEI's emotion labels: {self.csd} not found (put "
+                "CMU_MOSEI_Labels.csd there, or train with --task sentiment)"
+            )
+        bad = self.mismatched + self.missing
+        if bad > JOIN_MAX_UNVERIFIED * self.total:
+            raise MerClipError(
+                f"refusing the emotion task: {bad} of {self.total} clips ({100 * bad / max(1, self.total):.1f} %) "
+                f"did not join {Path(self.csd).name} ({self.mismatched} with another sentiment, {self.missing} "
+                "missing): the CSD does not belong to this label.csv or its segments are in another order"
+            )
+
+    def to_json(self) -> dict:
+        return {"csd": self.csd, "found": self.found, "matched": self.matched, "mismatched": self.mismatched,
+                "missing": self.missing}  # fmt: skip
+
+
 def read_mmsa(root: str | Path, dataset: str, emotion_csd: str | Path | None = None) -> list[Clip]:
-    """CMU-MOSI/MOSEI raw in the MMSA layout; MOSEI emotions from the SDK's label file when given or
-    found at ``<root>/CMU_MOSEI_Labels.csd``."""
+    """CMU-MOSI/MOSEI raw in the MMSA layout (see ``read_mmsa_joined``)."""
+    return read_mmsa_joined(root, dataset, emotion_csd)[0]
+
+
+def read_mmsa_joined(
+    root: str | Path, dataset: str, emotion_csd: str | Path | None = None
+) -> tuple[list[Clip], JoinReport | None]:
+    """CMU-MOSI/MOSEI raw in the MMSA layout; MOSEI emotions from the SDK's label file when given or found
+    at ``<root>/CMU_MOSEI_Labels.csd``. A video's clips (in clip_id order) are paired with its CSD segments
+    (in interval order), and each pair is verified: the CSD's sentiment column must equal label.csv's score,
+    or the clip gets no emotions. The report counts matched, mismatched and missing clips."""
     root = Path(root)
     label_csv = root / "label.csv"
     if not label_csv.is_file():
         raise MerClipError(
             f"{root} is not an MMSA {dataset.upper()} folder: no label.csv (see README, Train on CMU-MOSEI)"
         )
-    emotions = {}
-    if dataset == "mosei":
-        csd = Path(emotion_csd) if emotion_csd else root / "CMU_MOSEI_Labels.csd"
-        if csd.is_file():
-            emotions = read_mosei_emotion_csd(csd)
-    clips = []
+    segments: dict[str, list[tuple[float, dict[str, float]]]] = {}
+    csd = Path(emotion_csd) if emotion_csd else root / "CMU_MOSEI_Labels.csd"
+    if dataset == "mosei" and csd.is_file():
+        segments = read_mosei_emotion_csd(csd)
+    rows = []
     for line, row in _csv_rows(label_csv, "MMSA label file", MMSA_COLUMNS):
-        video, clip = row["video_id"], row["clip_id"]
         sentiment = _number(label_csv, line, row, "label", None)
         if sentiment is None:
             raise MerClipError(f"{label_csv} line {line}: label is empty (a sentiment score -3..3 is needed)")
-        key = None
-        if emotions:
+        rows.append((line, row, sentiment))
+    # each video's clips in clip_id order: the k-th clip is paired with the k-th CSD segment
+    position: dict[tuple[str, str], int] = {}
+    if segments:
+        by_video: dict[str, list[tuple[int, str]]] = {}
+        for line, row, _ in rows:
             try:
-                key = (video, int(clip))
+                number = int(row["clip_id"])
             except ValueError:
-                raise MerClipError(f"{label_csv} line {line}: clip_id must be an integer, got {_show(clip)}") from None
+                raise MerClipError(
+                    f"{label_csv} line {line}: clip_id must be an integer, got {_show(row['clip_id'])}"
+                ) from None
+            by_video.setdefault(row["video_id"], []).append((number, row["clip_id"]))
+        for video, ids in by_video.items():
+            for k, (_, clip) in enumerate(sorted(ids)):
+                position[(video, clip)] = k
+    counts = {"matched": 0, "mismatched": 0, "missing": 0}
+    clips = []
+    for line, row, sentiment in rows:
+        video, clip = row["video_id"], row["clip_id"]
+        emotions: dict[str, float] = {}
+        if segments:
+            found = segments.get(video, [])
+            k = position[(video, clip)]
+            if k >= len(found):
+                counts["missing"] += 1
+            elif abs(found[k][0] - sentiment) > JOIN_TOLERANCE:
+                counts["mismatched"] += 1
+            else:
+                counts["matched"] += 1
+                emotions = found[k][1]
         clips.append(Clip(
             clip_id=f"{video}_{clip}", split=_split_of(label_csv, line, row["mode"]), text=row["text"],
-            media=str(root / "Raw" / video / f"{clip}.mp4"), sentiment=sentiment,
-            emotions=emotions.get(key, {}) if key else {},
+            media=str(root / "Raw" / video / f"{clip}.mp4"), sentiment=sentiment, emotions=emotions,
         ))  # fmt: skip
-    return clips
+    report = None
+    if dataset == "mosei":
+        report = JoinReport(str(csd), bool(segments) or csd.is_file(), **counts)
+    return clips, report
 
 
-def read_mosei_emotion_csd(path: str | Path) -> dict[tuple[str, int], dict[str, float]]:
-    """``CMU_MOSEI_Labels.csd`` (HDF5): per video, intervals and [sentiment, happy, sad, angry, surprise,
-    disgust, fear]. MMSA numbers a video's segments in interval order, so segment k <-> clip_id k."""
+def read_mosei_emotion_csd(path: str | Path) -> dict[str, list[tuple[float, dict[str, float]]]]:
+    """``CMU_MOSEI_Labels.csd`` (HDF5, ``<name>/data/<video>/{features,intervals}``): per video, its
+    segments in interval order, each (sentiment, {emotion: intensity}) from the 7 feature columns
+    [sentiment, happy, sad, angry, surprise, disgust, fear]."""
     try:
         import h5py
     except ImportError:
@@ -240,8 +322,11 @@ def read_mosei_emotion_csd(path: str | Path) -> dict[tuple[str, int], dict[str, 
                 if features.ndim != 2 or features.shape[1] < 7 or len(intervals) != len(features):
                     raise ValueError(video)
                 order = sorted(range(len(intervals)), key=lambda i: tuple(intervals[i]))
-                for k, i in enumerate(order):
-                    out[(video, k)] = {e: float(v) for e, v in zip(MOSEI_EMOTIONS, features[i][1:7], strict=True)}
+                out[video] = [
+                    (float(features[i][0]),
+                     {e: float(v) for e, v in zip(MOSEI_EMOTIONS, features[i][1:7], strict=True)})
+                    for i in order
+                ]  # fmt: skip
         except (KeyError, StopIteration, TypeError, ValueError, AttributeError, OSError) as err:
             raise MerClipError(
                 f"{path} is not a CMU-MultimodalSDK label file (<name>/data/<video>/features with 7 columns and "
@@ -288,21 +373,28 @@ def read_meld(root: str | Path, splits=("train", "dev", "test")) -> list[Clip]:
 
 
 def load_clips(dataset: str, data_root: str | Path, emotion_labels=MOSEI_EMOTIONS) -> list[Clip]:
+    return load_dataset(dataset, data_root, emotion_labels)[0]
+
+
+def load_dataset(
+    dataset: str, data_root: str | Path, emotion_labels=MOSEI_EMOTIONS
+) -> tuple[list[Clip], JoinReport | None]:
+    """The clips of a dataset, and (MOSEI) how its emotion labels joined."""
     if not data_root:
         raise MerClipError(f"dataset {dataset} needs --data-root")
     data_root = Path(data_root).expanduser()
     if dataset == "manifest":
-        return read_manifest(data_root, emotion_labels)
+        return read_manifest(data_root, emotion_labels), None
     if not data_root.exists():
         raise MerClipError(f"--data-root {data_root} does not exist")
     if not data_root.is_dir():
         raise MerClipError(f"--data-root {data_root} is a file; dataset {dataset} needs its folder")
     if dataset in ("mosi", "mosei"):
-        clips = read_mmsa(data_root, dataset)
+        clips, report = read_mmsa_joined(data_root, dataset)
         check_split_sizes(clips, dataset)
-        return clips
+        return clips, report
     if dataset == "meld":
-        return read_meld(data_root)
+        return read_meld(data_root), None
     raise MerClipError(f"unknown dataset {dataset!r}")
 
 
@@ -313,3 +405,11 @@ def check_split_sizes(clips: list[Clip], dataset: str) -> dict[str, int]:
     if sum(counts.values()) >= sum(expected.values()) and counts != expected:
         raise MerClipError(f"{dataset} split sizes {counts} differ from the standard {expected}")
     return counts
+
+
+def split_shortfall(counts: dict[str, int], dataset: str) -> dict[str, int]:
+    """Clips each split in ``counts`` lacks against its published size (MOSI/MOSEI; {} = complete)."""
+    if dataset not in EXPECTED_SPLITS:
+        return {}
+    expected = dict(zip(SPLITS, EXPECTED_SPLITS[dataset], strict=True))
+    return {s: expected[s] - n for s, n in counts.items() if n < expected[s]}

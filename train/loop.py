@@ -46,7 +46,8 @@ class RunOptions:
     grad_clip: float = 1.0
     amp: bool = True
     seed: int = 0
-    task: str = "both"
+    task: str = "both"  # resolved: both | emotion | sentiment (see resolve_task)
+    recipe: str = "merclip"  # merclip (our heads and optimiser groups) | paper (supp. Alg. 1, §4.3 exactly)
     num_workers: int = 0
     threshold: float = 0.6
     resume: bool = False
@@ -64,6 +65,24 @@ def init_distributed() -> None:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 
+RECIPES = ("merclip", "paper")
+# The dataset's own task where the user asked for none: CMU-MOSI has sentiment scores only.
+DATASET_TASKS = {"mosi": "sentiment"}
+
+
+def resolve_task(task: str, dataset: str) -> str:
+    """``auto`` -> the dataset's task (MOSI: sentiment; others: both heads)."""
+    return DATASET_TASKS.get(dataset, "both") if task == "auto" else task
+
+
+def selection_metric(task: str, metrics: dict) -> str:
+    """The validation metric that picks ``best.safetensors``: ACC2 for sentiment runs (3-class accuracy
+    where sentiment has a neutral class), the emotion accuracy (Table 1's first column) otherwise."""
+    if task == "sentiment":
+        return "acc2" if "acc2" in metrics else "sentiment_accuracy"
+    return "emotion_accuracy"
+
+
 # ---- losses and evaluation ----------------------------------------------------------------------------
 def compute_loss(model: MerClip, out, batch: dict, task: str) -> torch.Tensor:
     losses = []
@@ -72,7 +91,15 @@ def compute_loss(model: MerClip, out, batch: dict, task: str) -> torch.Tensor:
             if (batch["emotion"] != IGNORE).any():
                 losses.append(F.cross_entropy(out.emotion_logits, batch["emotion"], ignore_index=IGNORE))
         else:
-            losses.append(F.binary_cross_entropy_with_logits(out.emotion_logits, batch["emotion"]))
+            # only annotated clips: an unannotated one (MOSI, an unverified MOSEI row) is not "no emotion"
+            keep = batch.get("has_emotion")
+            keep = (
+                torch.ones(len(batch["emotion"]), dtype=torch.bool, device=out.emotion_logits.device)
+                if keep is None
+                else keep
+            )
+            if keep.any():
+                losses.append(F.binary_cross_entropy_with_logits(out.emotion_logits[keep], batch["emotion"][keep]))
     if task in ("both", "sentiment") and (batch["sentiment"] != IGNORE).any():
         losses.append(F.cross_entropy(out.sentiment_logits, batch["sentiment"], ignore_index=IGNORE))
     if not losses:
@@ -85,29 +112,34 @@ def _forward(model, batch: dict, prompts, device):
         return None if x is None else x.to(device, non_blocking=True)
 
     return model(frames=dev(batch["frames"]), audio=dev(batch["audio"]), text=dev(batch["text"]),
-                 prompts=prompts.to(device) if prompts is not None else None)  # fmt: skip
+                 prompts=prompts.to(device) if prompts is not None else None,
+                 audio_lengths=dev(batch.get("audio_lengths")))  # fmt: skip
 
 
 @torch.no_grad()
 def evaluate(model: MerClip, loader: DataLoader, prompts, device, task: str, threshold: float) -> dict:
     model.eval()
-    emo_p, emo_t, sent_p, sent_t, scores, losses = [], [], [], [], [], []
+    emo_p, emo_t, emo_k, sent_p, sent_t, scores, losses = [], [], [], [], [], [], []
     for batch in loader:
         out = _forward(model, batch, prompts, device)
         losses.append(float(compute_loss(model, out, {k: v.to(device) if torch.is_tensor(v) else v
                                                        for k, v in batch.items()}, task)))  # fmt: skip
         emo_p.append(out.emotion_probs.float().cpu().numpy())
         emo_t.append(batch["emotion"].numpy())
+        emo_k.append(batch["has_emotion"].numpy() if "has_emotion" in batch else np.ones(len(batch["emotion"]), bool))
         sent_p.append(out.sentiment_probs.float().cpu().numpy())
         sent_t.append(batch["sentiment"].numpy())
         scores.append(batch["score"].numpy())
-    probs, targets = np.concatenate(emo_p), np.concatenate(emo_t)
+    probs, targets, annotated = np.concatenate(emo_p), np.concatenate(emo_t), np.concatenate(emo_k)
     metrics: dict = {"loss": float(np.mean(losses)) if losses else math.nan}
-    if model.cfg.emotion_mode == "single_label":
-        keep = targets != IGNORE
-        metrics.update(single_label_metrics(targets[keep], probs[keep].argmax(1)))
-    else:
-        metrics.update(multilabel_metrics(targets > 0, probs >= threshold))
+    # emotion metrics over annotated clips only; none (CMU-MOSI) = no emotion metrics at all
+    if annotated.any():
+        if model.cfg.emotion_mode == "single_label":
+            keep = targets != IGNORE
+            metrics.update(single_label_metrics(targets[keep], probs[keep].argmax(1)))
+        else:
+            metrics.update(multilabel_metrics(targets[annotated] > 0, probs[annotated] >= threshold))
+        metrics["emotion_accuracy"] = metrics["accuracy"]
     s_probs, s_targets = np.concatenate(sent_p), np.concatenate(sent_t)
     labels = list(model.cfg.sentiment_labels)
     if "neutral" in labels:
@@ -187,8 +219,23 @@ def train(
     prompts = build_prompts(model.cfg, tokenizer, trim=causal) if model.cfg.uses_label_encoder else None
     collate = Collate(tokenizer, model.arch.image_mean, model.arch.image_std,
                       model.cfg.emotion_mode == "single_label", trim=causal)  # fmt: skip
+    if opts.recipe not in RECIPES:
+        raise MerClipError(f"recipe must be one of {', '.join(RECIPES)}, got {opts.recipe!r}")
+    if opts.task not in ("both", "emotion", "sentiment"):
+        raise MerClipError(f"task must be both, emotion or sentiment, got {opts.task!r}")
     model.to(device)
-    opt = torch.optim.AdamW(model.parameter_groups(opts.lr, opts.weight_decay))
+    if opts.recipe == "paper":
+        # supp. Alg. 1 / §4.3: the emotion head is the bare standardised similarity (gain fixed at 1) and
+        # every trainable parameter is in one AdamW group at the paper's lr and weight decay.
+        if model.cfg.emotion_mode == "multi_label":
+            with torch.no_grad():
+                model.emotion_log_scale.zero_()
+            model.emotion_log_scale.requires_grad_(False)
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": opts.lr,
+                   "weight_decay": opts.weight_decay}]  # fmt: skip
+    else:
+        groups = model.parameter_groups(opts.lr, opts.weight_decay)
+    opt = torch.optim.AdamW(groups)
     start_epoch, history, best = 0, [], {"score": -math.inf, "epoch": -1, "metrics": {}}
     if opts.resume:
         start_epoch, history, best = _resume(model, opt, out)
@@ -231,6 +278,9 @@ def train(
                     torch.nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
                 scaler.step(opt)
                 scaler.update()
+                if opts.recipe == "merclip":
+                    with torch.no_grad():  # as CLIP does: a logit scale above 100 only sharpens into overflow
+                        model.sentiment_log_scale.clamp_(max=math.log(100))
                 seen += len(batch["sentiment"]) * world
                 total_loss += float(loss)
                 bar.update(task, advance=1, loss=total_loss / (step + 1), rate=seen / (time.perf_counter() - started))
@@ -240,9 +290,13 @@ def train(
                 row = {"epoch": epoch + 1, "train_loss": train_loss, "seconds": time.perf_counter() - started}
                 row |= {f"val_{k}": v for k, v in metrics.items()}
                 history.append(row)
-                score = metrics["accuracy"] if opts.task != "sentiment" else metrics.get("acc2", metrics["accuracy"])
+                key = selection_metric(opts.task, metrics)
+                if key not in metrics:
+                    raise MerClipError(f"the validation split has no {key.replace('_', ' ')} to select by "
+                                       f"(task {opts.task}): no annotated clips")  # fmt: skip
+                score = metrics[key]
                 if score > best["score"]:
-                    best = {"score": score, "epoch": epoch + 1, "metrics": metrics}
+                    best = {"score": score, "epoch": epoch + 1, "metrics": metrics, "selected_by": key}
                 _save_epoch(model, opt, out, epoch + 1, history, best, improved=best["epoch"] == epoch + 1)
                 bar.console.print(
                     f"epoch {epoch + 1}: train loss {train_loss:.4f}, val loss {metrics['loss']:.4f}, "
@@ -288,6 +342,9 @@ def _write_summary(out: Path, history: list, best: dict, opts: RunOptions) -> di
     summary = {
         "accuracy": best["metrics"].get("accuracy") if best["metrics"] else None,
         "best_epoch": best["epoch"],
+        "task": opts.task,
+        "recipe": opts.recipe,
+        "selected_by": best.get("selected_by"),
         "best": best["metrics"],
         "final": final,
         "options": asdict(opts),
