@@ -119,6 +119,15 @@ def _model_overrides(args) -> dict:
     }
 
 
+def _training_flags(parser: argparse.ArgumentParser) -> None:
+    """Optimisation flags shared by `train` and `ablate` (each ablation row is one training run)."""
+    parser.add_argument("--epochs", type=POSITIVE, help="training epochs (paper: 20)")
+    parser.add_argument("--batch-size", type=POSITIVE, help="batch size (paper: 16)")
+    parser.add_argument("--lr", type=_number(0.0, hi=1.0), help="AdamW learning rate (paper: 8e-6)")
+    parser.add_argument("--frames", type=FRAMES, help="frames per clip (paper: 12)")
+    parser.add_argument("--seed", type=_int_at_least(0, 2**32 - 1), help="random seed")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="merclip",
@@ -164,11 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         "merclip: ours (DESIGN §7)",
     )
     p.add_argument("--allow-partial", action="store_true", help="run on incomplete MOSI/MOSEI splits (tables say so)")
-    p.add_argument("--epochs", type=POSITIVE, help="training epochs (paper: 20)")
-    p.add_argument("--batch-size", type=POSITIVE, help="batch size (paper: 16)")
-    p.add_argument("--lr", type=_number(0.0, hi=1.0), help="AdamW learning rate (paper: 8e-6)")
-    p.add_argument("--frames", type=FRAMES, help="frames per clip (paper: 12)")
-    p.add_argument("--seed", type=_int_at_least(0, 2**32 - 1), help="random seed")
+    _training_flags(p)
     p.add_argument("--out", metavar="DIR", type=TEXT, help="output folder for checkpoints and metrics")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--emotion-labels", metavar="TEXT", nargs="+", help="emotion label texts (override config)")
@@ -196,11 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", metavar="DIR", type=TEXT, help="dataset folder (prepared)")
     p.add_argument("--recipe", choices=("merclip", "paper"), help="training recipe for every row")
     p.add_argument("--allow-partial", action="store_true", help="run on incomplete MOSI/MOSEI splits")
-    p.add_argument("--epochs", type=POSITIVE, help="training epochs per row")
-    p.add_argument("--batch-size", type=POSITIVE, help="batch size")
-    p.add_argument("--lr", type=_number(0.0, hi=1.0), help="AdamW learning rate")
-    p.add_argument("--frames", type=FRAMES, help="frames per clip")
-    p.add_argument("--seed", type=_int_at_least(0, 2**32 - 1), help="random seed")
+    _training_flags(p)
     p.add_argument("--out", metavar="DIR", type=TEXT, help="folder for the runs and ablation.json (runs/ablate)")
     p.add_argument(
         "--rows",
