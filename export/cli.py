@@ -46,6 +46,7 @@ def export_from_config(
         emotion_template=cfg.export.emotion_template,
         sentiment_template=cfg.export.sentiment_template,
         emotion_threshold=cfg.labels.emotion_threshold,
+        neutral_label=cfg.labels.neutral,
         parity_samples=cfg.export.parity_samples,
     )
     manifest = export_bundle(model, opts)

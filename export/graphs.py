@@ -5,7 +5,6 @@ Input and output names here are the bundle's contract with ``merclip.export.runt
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from merclip.model.merclip import Features, MerClip
 from torch import nn
@@ -96,8 +95,9 @@ class ZeroShotLabelGraph(nn.Module):
 class ZeroShotFuseGraph(nn.Module):
     """Zero-shot scoring with pretrained CLIP alone: cosine of the mean frame embedding and of the
     transcript embedding with each label prompt, averaged over the modalities present. Audio has no
-    zero-shot meaning for CLIP and is ignored. Emotion: standardised similarity -> sigmoid (as the
-    trained head); sentiment: softmax of similarity x 100 (CLIP's logit scale)."""
+    zero-shot meaning for CLIP and is ignored. Emotion and sentiment: softmax of similarity x 100 (CLIP's
+    logit scale, the way CLIP's zero-shot classification is defined). The emotion labels include a neutral
+    prompt (the export adds it), so a window can read low for every emotion."""
 
     def __init__(self, model: MerClip):
         super().__init__()
@@ -112,6 +112,4 @@ class ZeroShotFuseGraph(nn.Module):
         def score(labels):
             return (w_image * (image @ labels.T) + w_text * (words @ labels.T)) / weight
 
-        emo = score(emotion_labels)
-        emo = (emo - emo.mean(dim=1, keepdim=True)) / (emo.std(dim=1, keepdim=True, correction=0) + 1e-6)
-        return torch.sigmoid(emo), (100.0 * score(sentiment_labels)).softmax(-1)
+        return (100.0 * score(emotion_labels)).softmax(-1), (100.0 * score(sentiment_labels)).softmax(-1)

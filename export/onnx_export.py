@@ -42,6 +42,7 @@ class ExportOptions:
     sentiment_template: str = "a {label} statement."
     emotion_threshold: float = 0.6
     parity_samples: int = 32
+    neutral_label: str = "neutral"  # zero-shot: the neutral prompt's label, scored with the emotions
 
 
 def label_prompts(manifest_labels: dict, labels: list[str], task: str) -> list[str]:
@@ -215,6 +216,10 @@ def export_bundle(model: MerClip, opts: ExportOptions, tokenizer: ClipTokenizer 
 
 def _manifest(model: MerClip, opts: ExportOptions, files: dict, label_len: int) -> dict:
     cfg = model.cfg
+    emotions, emotion_mode = list(cfg.emotion_labels), cfg.emotion_mode
+    if opts.mode == "zero-shot":  # a softmax over the emotions and a neutral prompt (graphs.ZeroShotFuseGraph)
+        emotions += [] if opts.neutral_label in emotions else [opts.neutral_label]
+        emotion_mode = "single_label"
     return {
         "format": FORMAT,
         "package_version": __version__,
@@ -247,17 +252,21 @@ def _manifest(model: MerClip, opts: ExportOptions, files: dict, label_len: int) 
         "tokenizer": "tokenizer.json",
         "labels": {
             "mode": opts.mode,
-            "emotion": list(cfg.emotion_labels),
+            "emotion": emotions,
             "sentiment": list(cfg.sentiment_labels),
+            "neutral": opts.neutral_label,
             "emotion_template": opts.emotion_template,
             "sentiment_template": opts.sentiment_template,
             "emotion_query": cfg.emotion_query,
             "sentiment_query": cfg.sentiment_query,
             "prompt_context": cfg.prompt_context,
-            "emotion_mode": cfg.emotion_mode,
+            "emotion_mode": emotion_mode,
             "fixed": cfg.variant in ("no_le", "concat_fc"),
         },
-        "thresholds": {"emotion": opts.emotion_threshold},
+        # the fuse graph outputs calibrated probabilities (calibration baked in); a multi-label threshold
+        # set on the raw sigmoid moves with the calibration so the same labels pass
+        "thresholds": {"emotion": model.calibration.map_threshold(opts.emotion_threshold)},
+        "calibration": model.calibration.to_dict(),
         "logit_scale": {
             "sentiment": model.sentiment_log_scale.exp().item(),
             "emotion": model.emotion_log_scale.exp().item(),

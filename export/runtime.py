@@ -222,6 +222,16 @@ class Bundle:
     def emotion_threshold(self) -> float:
         return float(self.manifest["thresholds"]["emotion"])
 
+    @property
+    def multi_label(self) -> bool:
+        """True: independent sigmoid per emotion label (threshold); False: a softmax over the labels."""
+        return self.manifest["labels"].get("emotion_mode", "multi_label") == "multi_label"
+
+    @property
+    def neutral_label(self) -> str | None:
+        """Zero-shot: the neutral prompt's label, always among the emotion labels."""
+        return self.manifest["labels"].get("neutral") if self.mode == "zero-shot" else None
+
     def describe(self) -> str:
         m = self.manifest
         tags = [m["mode"], m["precision"]] + (["random weights"] if self.random_weights else [])
@@ -263,6 +273,8 @@ class Bundle:
 
     def set_labels(self, emotion: Sequence[str] | None = None, sentiment: Sequence[str] | None = None) -> None:
         """Use new label texts (words, phrases, sentences) without retraining."""
+        if emotion and self.neutral_label and self.neutral_label not in emotion:
+            emotion = [*emotion, self.neutral_label]  # zero-shot scores a neutral prompt with the emotions
         if emotion and list(emotion) != self.emotion_labels:
             self._emotion = self.embed_label_texts(self._prompts(emotion, "emotion"))
             self.emotion_labels = list(emotion)

@@ -192,6 +192,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("train", "valid", "test"), help="split (default: test)")
     p.add_argument("--json", metavar="FILE", type=TEXT, help="also write the metrics as JSON")
     p.add_argument("--allow-partial", action="store_true", help="score an incomplete MOSI/MOSEI split (marked partial)")
+    p.add_argument(
+        "--half",
+        type=int,
+        choices=(1, 2),
+        help="score only alternate clips of the split (1st, 3rd, ... or 2nd, 4th, ...)",
+    )
+
+    p = sub.add_parser("calibrate", help="fit temperature / Platt scaling on a split and store it in the checkpoint")
+    _common(p)
+    p.add_argument("checkpoint", metavar="CHECKPOINT", type=TEXT, help="a .safetensors checkpoint")
+    p.add_argument("--dataset", choices=("synthetic", "manifest", "mosi", "mosei", "meld"), help="dataset kind")
+    p.add_argument("--data-root", metavar="DIR", type=TEXT, help="dataset folder")
+    p.add_argument("--split", default="valid", choices=("train", "valid", "test"), help="split (default: valid = dev)")
+    p.add_argument(
+        "--half", type=int, choices=(1, 2), help="fit on alternate clips only (the other half stays held out)"
+    )
+    p.add_argument("--out", metavar="FILE", type=TEXT, help="write the calibrated checkpoint here (default: in place)")
+    p.add_argument("--allow-partial", action="store_true", help="use an incomplete MOSI/MOSEI split")
 
     p = sub.add_parser("ablate", help="the paper's Tables 3 and 4: train and score every ablation row")
     _common(p)
@@ -316,6 +334,12 @@ def build_live_parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=_number(0.0), metavar="S", help="stop after S seconds of stream time")
     parser.add_argument("--fast", action="store_true", help="file sources: as fast as possible, not real time")
     parser.add_argument(
+        "--baseline",
+        type=_number(0.0),
+        metavar="S",
+        help="treat the first S seconds as the person's resting state; show later readings relative to it",
+    )
+    parser.add_argument(
         "--allow-missing", action="store_true", help="go on without a camera or microphone that cannot be opened"
     )
     return parser
@@ -346,6 +370,7 @@ def _dispatch(name: str) -> Callable:
         "prepare": lambda: import_module("merclip.train.cli").cmd_prepare,
         "train": lambda: import_module("merclip.train.cli").cmd_train,
         "eval": lambda: import_module("merclip.train.cli").cmd_eval,
+        "calibrate": lambda: import_module("merclip.train.cli").cmd_calibrate,
         "ablate": lambda: import_module("merclip.train.ablate").cmd_ablate,
         "export": lambda: import_module("merclip.export.cli").cmd_export,
         "bench": lambda: import_module("merclip.train.bench").cmd_bench,

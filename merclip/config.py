@@ -58,6 +58,7 @@ class LabelsSection:
     sentiment_query: str = "Sentiment"
     prompt_context: int = field(default=8, metadata=_check(lo=0, hi=32))
     emotion_threshold: float = field(default=0.6, metadata=_check(lo=0.0, hi=1.0))
+    neutral: str = field(default="neutral", metadata=_TEXT)
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,9 @@ class RuntimeSection:
 @dataclass(frozen=True)
 class UiSection:
     enabled: bool = True
-    smoothing: float = field(default=0.5, metadata=_check(lo=0.0, hi=0.99))
+    smoothing_s: float = field(default=3.0, metadata=_check(lo=0.0, hi=600.0))
+    uncertain_below: float = field(default=0.4, metadata=_check(lo=0.0, hi=1.0))
+    baseline_s: float = field(default=0.0, metadata=_check(lo=0.0, hi=3600.0))
     refresh_hz: float = field(default=4.0, metadata=_check(lo=0.5, hi=30.0))
 
 

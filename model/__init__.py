@@ -10,6 +10,7 @@ _EXPORTS = {
     "MerClip": "merclip",
     "MerClipConfig": "merclip",
     "ModelOutput": "merclip",
+    "Calibration": "merclip",
     "ClipArch": "factory",
     "build_model": "merclip",
     "build_prompts": "merclip",

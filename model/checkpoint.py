@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 from merclip.errors import MerClipError
 
-from .merclip import CONFIG_KEYS_ADDED_LATER, MerClip, MerClipConfig, build_model
+from .merclip import CONFIG_KEYS_ADDED_LATER, Calibration, MerClip, MerClipConfig, build_model
 
 FORMAT = "merclip-checkpoint/1"
 
@@ -112,5 +112,9 @@ def load_checkpoint(path: str | Path, expect: MerClipConfig | None = None) -> tu
         raise MerClipError(f"checkpoint {path} does not fit its own config ({what})")
     with torch.no_grad():
         model.load_state_dict(state, strict=True)
+    try:  # written by `merclip calibrate`; absent = uncalibrated
+        model.calibration = Calibration.from_dict(extra.get("calibration"))
+    except MerClipError as err:
+        raise MerClipError(f"checkpoint {path} is damaged: {err}") from None
     model.eval()
     return model, extra

@@ -189,6 +189,48 @@ def _mel_from_dict(data: dict) -> MelConfig:
 
 
 @dataclass
+class Calibration:
+    """Post-hoc calibration of the heads' probabilities (fitted by ``merclip calibrate``; identity = none).
+
+    Single-label heads (sentiment, MELD emotion): temperature scaling, softmax(logits * scale) with
+    scale = 1/T; the arg-max is unchanged. Multi-label emotion: Platt scaling shared by every label,
+    sigmoid(logits * scale + bias), one pair for any label set (labels are text a user may change);
+    ``map_threshold`` moves the decision threshold with it so that the same labels pass."""
+
+    emotion_scale: float = 1.0
+    emotion_bias: float = 0.0
+    sentiment_scale: float = 1.0
+
+    @property
+    def identity(self) -> bool:
+        return self == Calibration()
+
+    def map_threshold(self, threshold: float) -> float:
+        """The calibrated probability a multi-label decision threshold on the raw sigmoid becomes."""
+        if self.identity or not 0.0 < threshold < 1.0:
+            return threshold
+        logit = math.log(threshold / (1.0 - threshold))
+        return 1.0 / (1.0 + math.exp(-(logit * self.emotion_scale + self.emotion_bias)))
+
+    def to_dict(self) -> dict:
+        return {"emotion_scale": self.emotion_scale, "emotion_bias": self.emotion_bias,
+                "sentiment_scale": self.sentiment_scale}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> Calibration:
+        data = data or {}
+        try:
+            values = {k: float(data.get(k, getattr(cls(), k))) for k in ("emotion_scale", "emotion_bias",
+                                                                         "sentiment_scale")}  # fmt: skip
+        except (TypeError, ValueError) as err:
+            raise MerClipError(f"calibration values must be numbers ({err})") from None
+        if not all(math.isfinite(v) for v in values.values()) or values["emotion_scale"] <= 0 \
+                or values["sentiment_scale"] <= 0:  # fmt: skip
+            raise MerClipError(f"calibration scales must be finite and positive, got {values}")
+        return cls(**values)
+
+
+@dataclass
 class ModelOutput:
     emotion_logits: torch.Tensor  # (B, K_e)
     sentiment_logits: torch.Tensor  # (B, K_s)
@@ -244,6 +286,8 @@ class MerClip(nn.Module):
         self.sentiment_log_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         init = 0.0 if cfg.emotion_mode == "multi_label" else math.log(1 / 0.07)
         self.emotion_log_scale = nn.Parameter(torch.tensor(init))
+        # post-hoc calibration (not a weight: set from the checkpoint's metadata; constants in an exported graph)
+        self.calibration = Calibration()
 
     def parameter_groups(self, lr: float, weight_decay: float, scale_lr: float = 0.01) -> list[dict]:
         """AdamW groups: the trainable network, and the two log-scales (scalars in log space: at the
@@ -332,8 +376,13 @@ class MerClip(nn.Module):
         return emotion_logits, sent_sim * self.sentiment_log_scale.exp()
 
     def probabilities(self, emotion_logits: torch.Tensor, sentiment_logits: torch.Tensor):
-        emo = torch.sigmoid(emotion_logits) if self.cfg.emotion_mode == "multi_label" else emotion_logits.softmax(-1)
-        return emo, sentiment_logits.softmax(-1)
+        """Logits -> probabilities, calibrated with ``self.calibration`` (identity unless fitted)."""
+        cal = self.calibration
+        if self.cfg.emotion_mode == "multi_label":
+            emo = torch.sigmoid(emotion_logits * cal.emotion_scale + cal.emotion_bias)
+        else:
+            emo = (emotion_logits * cal.emotion_scale).softmax(-1)
+        return emo, (sentiment_logits * cal.sentiment_scale).softmax(-1)
 
     # ---- whole model --------------------------------------------------------------------------------
     def encode(

@@ -26,6 +26,7 @@ from .cache import partial_dir, prune_cached_bundles, remove_bundle, sweep_lefto
 from .csvlog import SessionLog, check_log_target
 from .engine import BundleEngine
 from .pipeline import LiveSession
+from .readout import Baseline, ReadoutRule, interpret
 from .sources import DeviceSource, FileSource, SyntheticSource, sample_path
 from .transcriber import WhisperOptions, open_speech
 from .ui import UiState, banner_for, render, summary
@@ -54,7 +55,7 @@ def apply_flags(args, cfg: Config) -> Config:
         },
         asr={"model": args.asr_model, "enabled": False if args.no_asr else None},
         runtime={"bundle": args.bundle, "providers": args.providers},
-        ui={"enabled": False if args.no_ui else None},
+        ui={"enabled": False if args.no_ui else None, "baseline_s": getattr(args, "baseline", None)},
         log={"path": args.log},
     )
 
@@ -323,10 +324,13 @@ def cmd_live(args, cfg: Config) -> int:
     csv_log = None
     if cfg.log.path:
         csv_log = SessionLog(cfg.log.path, bundle.emotion_labels, bundle.sentiment_labels,
-                             on_failure=lambda text: console.print(text, style="red", markup=False))  # fmt: skip
+                             on_failure=lambda text: console.print(text, style="red", markup=False),
+                             adjusted=cfg.ui.baseline_s > 0)  # fmt: skip
     json_out = JsonLines()
     state = UiState("MER-CLIP Live", bundle.describe(), source_name, bundle.emotion_labels, bundle.sentiment_labels,
-                    bundle.emotion_threshold, banner_for(bundle), cfg.ui.smoothing)  # fmt: skip
+                    bundle.emotion_threshold, banner_for(bundle), cfg.ui.smoothing_s)  # fmt: skip
+    rule = ReadoutRule(bundle.multi_label, bundle.emotion_threshold, cfg.labels.neutral, cfg.ui.uncertain_below)
+    baseline = Baseline(cfg.ui.baseline_s) if cfg.ui.baseline_s > 0 else None
 
     stop = threading.Event()
 
@@ -339,6 +343,7 @@ def cmd_live(args, cfg: Config) -> int:
     keys = KeyListener() if cfg.ui.enabled else None
 
     def on_reading(reading) -> None:
+        reading = interpret(reading, rule, baseline)
         if csv_log is not None and reading.final:  # the CSV holds each window once, with its final words
             csv_log.write(reading)
         state.add(reading)

@@ -2,7 +2,12 @@
 
 Columns (DESIGN §4): window, t_start_s, t_end_s, wall_time_utc, emotion_<label>…, sentiment_<label>…,
 top_emotion, transcript, modalities, dropped_windows, latency_ms, asr_ms, model_ms, face_box (the window's
-last face crop as normalised "x y w h", empty when no face was found or the bundle uses whole frames).
+last face crop as normalised "x y w h", empty when no face was found or the bundle uses whole frames),
+state (what the UI named: the emotion, the neutral word, or "uncertain"), confidence, agreement (of the
+modalities used; empty with one), and with a personal baseline (``--baseline S``) calibrating (1 while the
+baseline is being collected) and one adjusted_emotion_<label> / adjusted_sentiment_<label> per label
+(relative to the baseline; empty while calibrating). top_emotion is the emotion read or the neutral word;
+the emotion_/sentiment_ columns stay the raw (calibrated) probabilities, never smoothed.
 
 Formula injection (OWASP "CSV injection"): every text cell, header cells included, that starts with
 ``= + - @``, a tab, CR or LF is prefixed with a single quote so a spreadsheet shows it as text instead of
@@ -41,14 +46,18 @@ def escape_cell(text: str) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
-def columns(emotion_labels: list[str], sentiment_labels: list[str]) -> list[str]:
-    return [
+def columns(emotion_labels: list[str], sentiment_labels: list[str], adjusted: bool = False) -> list[str]:
+    base = [
         "window", "t_start_s", "t_end_s", "wall_time_utc",
         *[f"emotion_{label}" for label in emotion_labels],
         *[f"sentiment_{label}" for label in sentiment_labels],
         "top_emotion", "transcript", "modalities", "dropped_windows", "latency_ms", "asr_ms", "model_ms",
-        "face_box",
+        "face_box", "state", "confidence", "agreement",
     ]  # fmt: skip
+    if adjusted:
+        base += ["calibrating", *[f"adjusted_emotion_{label}" for label in emotion_labels],
+                 *[f"adjusted_sentiment_{label}" for label in sentiment_labels]]  # fmt: skip
+    return base
 
 
 def describe_os_error(err: OSError) -> str:
@@ -138,7 +147,9 @@ class SessionLog:
         emotion_labels: list[str],
         sentiment_labels: list[str],
         on_failure: Callable[[str], None] | None = None,
+        adjusted: bool = False,
     ):
+        self.adjusted = adjusted  # a personal baseline is in use: add its columns
         self.path = new_session_path(target)
         self.emotion_labels, self.sentiment_labels = list(emotion_labels), list(sentiment_labels)
         self.on_failure = on_failure or log.error
@@ -151,7 +162,7 @@ class SessionLog:
             self._file = open(self.path, "xb", buffering=0)
         except OSError as err:
             raise MerClipError(f"cannot log to {self.path}: {describe_os_error(err)}") from None
-        header = [escape_cell(name) for name in columns(self.emotion_labels, self.sentiment_labels)]
+        header = [escape_cell(name) for name in columns(self.emotion_labels, self.sentiment_labels, self.adjusted)]
         if not self._append(self._line(header)):
             reason = self.failure
             self._close_file()
@@ -202,7 +213,13 @@ class SessionLog:
         row += [_prob(r.emotions.get(label)) for label in self.emotion_labels]
         row += [_prob(r.sentiment.get(label)) for label in self.sentiment_labels]
         row += [escape_cell(r.top_emotion), escape_cell(r.transcript), escape_cell(r.modalities), r.dropped_windows,
-                f"{r.latency_ms:.1f}", f"{r.asr_ms:.1f}", f"{r.model_ms:.1f}", _box(r.face_box)]  # fmt: skip
+                f"{r.latency_ms:.1f}", f"{r.asr_ms:.1f}", f"{r.model_ms:.1f}", _box(r.face_box),
+                escape_cell(r.state or r.top_emotion), _num(r.confidence), _num(r.agreement)]  # fmt: skip
+        if self.adjusted:
+            adj_e, adj_s = r.adjusted_emotions or {}, r.adjusted_sentiment or {}
+            row += [1 if r.calibrating_s is not None else 0]
+            row += [_prob(adj_e.get(label)) for label in self.emotion_labels]
+            row += [_prob(adj_s.get(label)) for label in self.sentiment_labels]
         # one write call per complete row: after a SIGKILL or a full disk at most the row in flight is missing
         if self._append(self._line(row)):
             self.rows += 1
@@ -235,3 +252,7 @@ def _box(box: tuple[float, ...] | None) -> str:
 
 def _prob(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
+
+
+def _num(value: float) -> str:
+    return "" if value != value else f"{value:.4f}"  # nan: empty

@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
+from .readout import agreement
 from .records import Window
 
 
@@ -27,6 +28,7 @@ class EngineResult:
     sentiment: dict[str, float]
     modalities: str
     ms: float
+    agreement: float = float("nan")  # of the modalities used (stream.readout.agreement); nan: fewer than two
 
 
 class Engine(Protocol):
@@ -123,9 +125,17 @@ class BundleEngine:
             return EngineResult({}, {}, "", encode_ms + (time.perf_counter() - start) * 1000)
         pred = b.fuse(vision, audio, text)
         used = "".join(m for m, on in zip("LVA", pred.present[0], strict=True) if on)
+        alone = []  # each modality on its own: the fusion again (cheap next to the encoders)
+        if len(used) > 1:
+            for only in used:
+                p = b.fuse(
+                    vision if only == "V" else None, audio if only == "A" else None, text if only == "L" else None
+                )
+                alone.append(dict(zip(b.emotion_labels, map(float, p.emotion[0]), strict=True)))
         return EngineResult(
             dict(zip(b.emotion_labels, map(float, pred.emotion[0]), strict=True)),
             dict(zip(b.sentiment_labels, map(float, pred.sentiment[0]), strict=True)),
             used,
             encode_ms + (time.perf_counter() - start) * 1000,
+            agreement(alone, getattr(b, "multi_label", True)),
         )

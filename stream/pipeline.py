@@ -322,6 +322,7 @@ class LiveSession:
                 final=final,
                 face_box=window.face_box,
                 face=window.face,
+                agreement=result.agreement,
             )
         )
 

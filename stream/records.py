@@ -63,9 +63,22 @@ class Reading:
     final: bool = True
     face_box: tuple[float, float, float, float] | None = None  # the window's last face crop (normalised)
     face: str = ""  # as Window.face
+    # set by stream.readout.interpret (see there): the emotion label or the neutral word, the confidence,
+    # what the UI names (that, or "uncertain"), the modalities' agreement (nan: fewer than two modalities)
+    emotion_state: str = ""
+    confidence: float = float("nan")
+    state: str = ""
+    agreement: float = float("nan")
+    # personal baseline: seconds of calibration left (None: not calibrating), and the readings relative to it
+    calibrating_s: float | None = None
+    adjusted_emotions: dict[str, float] | None = None
+    adjusted_sentiment: dict[str, float] | None = None
 
     @property
     def top_emotion(self) -> str:
+        """The emotion read, or the neutral state; without a readout rule, the arg-max."""
+        if self.emotion_state:
+            return self.emotion_state
         return max(self.emotions, key=self.emotions.get) if self.emotions else ""
 
     def to_json(self) -> dict:
@@ -86,4 +99,14 @@ class Reading:
             "final": self.final,
             "face_box": [round(v, 4) for v in self.face_box] if self.face_box else None,
             "face": self.face,
+            "state": self.state or self.top_emotion,
+            "confidence": None if self.confidence != self.confidence else round(self.confidence, 4),
+            "agreement": None if self.agreement != self.agreement else round(self.agreement, 4),
+            "calibrating_s": self.calibrating_s,
+            "adjusted_emotions": _rounded(self.adjusted_emotions),
+            "adjusted_sentiment": _rounded(self.adjusted_sentiment),
         }
+
+
+def _rounded(values: dict[str, float] | None) -> dict[str, float] | None:
+    return None if values is None else {k: round(v, 4) for k, v in values.items()}

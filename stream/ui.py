@@ -37,7 +37,7 @@ class UiState:
     sentiment_labels: list[str]
     threshold: float = 0.6
     banner: str = ""
-    smoothing: float = 0.5
+    smoothing_s: float = 3.0  # the bars' smoothing time constant (stream seconds)
     last: Reading | None = None
     smoothed_emotions: dict[str, float] = field(default_factory=dict)
     smoothed_sentiment: dict[str, float] = field(default_factory=dict)
@@ -53,16 +53,18 @@ class UiState:
         """Bars follow each window as soon as it closes (its provisional reading); the summary counts
         final readings, which arrive one window later, so a window is never counted twice."""
         if self._smooth_e is None:
-            self._smooth_e, self._smooth_s = Smoother(self.smoothing), Smoother(self.smoothing)
+            self._smooth_e, self._smooth_s = Smoother(self.smoothing_s), Smoother(self.smoothing_s)
         if reading.final and reading.emotions:
             self.top_counts[reading.top_emotion] = self.top_counts.get(reading.top_emotion, 0) + 1
         if reading.final:
             self.final_words = (self.final_words + " " + reading.transcript).strip()[-TRANSCRIPT_CHARS:]
         if self.last is None or reading.window > self.last.window:  # else: the final of a window on screen
             self.last = reading
-            if reading.emotions:
-                self.smoothed_emotions = self._smooth_e.update(reading.emotions)
-                self.smoothed_sentiment = self._smooth_s.update(reading.sentiment)
+            if reading.emotions:  # relative to the personal baseline once there is one
+                emotions = reading.adjusted_emotions or reading.emotions
+                sentiment = reading.adjusted_sentiment or reading.sentiment
+                self.smoothed_emotions = self._smooth_e.update(emotions, reading.t_end_s)
+                self.smoothed_sentiment = self._smooth_s.update(sentiment, reading.t_end_s)
             self.open_words = "" if reading.final else reading.transcript
         elif reading.final and reading.window == self.last.window:
             self.open_words = ""  # the newest window's words are final now: shown once, in final_words
@@ -84,6 +86,25 @@ def _sentiment_gauge(state: UiState) -> Text:
     return parts
 
 
+def _reading_line(last: Reading | None) -> Text:
+    """What the window reads as (an emotion, neutral, or uncertain), how sure, and the baseline's state."""
+    line = Text("reading    ", style="bold")
+    if last is None or not last.emotions:
+        return line + Text("(waiting for the first window)", style="dim")
+    shown = last.state or last.top_emotion
+    line += Text(shown, style="yellow" if shown == "uncertain" else "bold green")
+    if last.confidence == last.confidence:
+        line += Text(f"  confidence {last.confidence:.2f}")
+    if last.agreement == last.agreement:
+        line += Text(f"  modalities agree {last.agreement:.2f}")
+    if last.calibrating_s is not None:
+        line += Text(f"  CALIBRATING your resting state: {last.calibrating_s:.0f} s left (stay neutral)",
+                     style="bold magenta")  # fmt: skip
+    elif last.adjusted_emotions is not None:
+        line += Text("  (relative to your baseline)", style="magenta")
+    return line
+
+
 def render(state: UiState, stats: SessionStats) -> Group:
     parts = []
     if state.banner:
@@ -93,7 +114,7 @@ def render(state: UiState, stats: SessionStats) -> Group:
     table.add_column("smoothed", min_width=BAR_WIDTH)
     table.add_column("", justify="right")
     table.add_column("raw", justify="right", style="dim")
-    raw = state.last.emotions if state.last else {}
+    raw = (state.last.adjusted_emotions or state.last.emotions) if state.last else {}
     for label in state.emotion_labels:
         value = state.smoothed_emotions.get(label)
         table.add_row(
@@ -103,6 +124,7 @@ def render(state: UiState, stats: SessionStats) -> Group:
             "—" if label not in raw else f"{raw[label]:.2f}",
         )
     parts.append(table)
+    parts.append(_reading_line(state.last))
     parts.append(Text("sentiment  ", style="bold") + _sentiment_gauge(state))
     parts.append(Text("transcript ", style="bold") + Text(state.transcript or "(no speech yet)", style="italic"))
     status = Text("modalities ", style="bold")

@@ -275,16 +275,12 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_eval(args) -> int:
+def _score_checkpoint(args, model) -> tuple[dict, dict, str]:
+    """Evaluate a loaded checkpoint on ``args.split`` (one half of it with ``--half``): (metrics, outputs, title)."""
     import torch
-    from merclip.model import load_checkpoint
 
     from .loop import evaluate
 
-    _check_output_file(args.json, "--json")
-    if args.baseline:
-        return _eval_baseline(args)
-    model, _ = load_checkpoint(args.checkpoint)
     mcfg = model.cfg
     cfg = override(load_config(args.config), train={"dataset": args.dataset, "data_root": args.data_root,
                                                     "allow_partial": True if args.allow_partial else None},
@@ -295,7 +291,10 @@ def cmd_eval(args) -> int:
         raise MerClipError(f"no {args.split} clips in {cfg.train.data_root or _cache_dir(cfg)}")
     partial = _check_splits(cfg, (split,), split.info)
     lost = split.info.get("lost", {}).get(args.split)
-    console.print(f"scoring {len(split)} clips of the {args.split} split"
+    half = getattr(args, "half", None)
+    if half:  # alternate clips in file order: half 1 = 1st, 3rd, ...; half 2 = 2nd, 4th, ...
+        split.entries = split.entries[half - 1 :: 2]
+    console.print(f"scoring {len(split)} clips of the {args.split} split" + (f" (half {half})" if half else "")
                   + (f"; {lost} lost in prepare" if lost is not None else ""))  # fmt: skip
     from merclip.model.tokenizer import ClipTokenizer
     from torch.utils.data import DataLoader
@@ -312,14 +311,100 @@ def cmd_eval(args) -> int:
     from .loop import resolve_task
 
     task = resolve_task(cfg.train.task, cfg.train.dataset)
-    metrics = evaluate(model, loader, prompts, torch.device("cpu"), task, cfg.labels.emotion_threshold)
+    outputs: dict = {}
+    metrics = evaluate(model, loader, prompts, torch.device("cpu"), task, cfg.labels.emotion_threshold, outputs)
     metrics["n"] = len(split)
+    if half:
+        metrics["half"] = half
     if lost is not None:
         metrics["lost_in_prepare"] = lost
     metrics["partial"] = bool(partial)
-    print_tables(metrics, f"{cfg.train.dataset} {args.split} ({len(split)} clips{', partial' if partial else ''})")
+    where = f"half {half} of " if half else ""
+    title = f"{cfg.train.dataset} {where}{args.split} ({len(split)} clips{', partial' if partial else ''})"
+    return metrics, outputs, title
+
+
+def reliability_path(json_path: str | Path) -> Path:
+    """The reliability diagram written beside a metrics JSON: metrics.json -> metrics.reliability.png."""
+    path = Path(json_path).expanduser()
+    return path.with_name(f"{path.stem}.reliability.png")
+
+
+def _reliability_panels(model, outputs: dict) -> list:
+    from .calibration import calibrated
+
+    cal, panels = model.calibration, []
+    settings = [("raw", type(cal)())] + ([] if cal.identity else [("calibrated", cal)])
+    for task in ("emotion", "sentiment"):
+        logits, targets = outputs[f"{task}_logits"], outputs[f"{task}_targets"]
+        if not len(targets):
+            continue
+        multi = task == "emotion" and outputs["multi_label"]
+        for name, c in settings:
+            scale = c.emotion_scale if task == "emotion" else c.sentiment_scale
+            p = calibrated(logits, multi, scale, c.emotion_bias if multi else 0.0)
+            if multi:
+                panels.append((f"{task} ({name}, every label)", p.ravel(), (targets > 0).ravel()))
+            else:
+                panels.append((f"{task} ({name}, top class)", p.max(1), p.argmax(1) == targets))
+    return panels
+
+
+def cmd_eval(args) -> int:
+    from merclip.model import load_checkpoint
+
+    _check_output_file(args.json, "--json")
+    if args.baseline:
+        return _eval_baseline(args)
+    model, _ = load_checkpoint(args.checkpoint)
+    metrics, outputs, title = _score_checkpoint(args, model)
+    print_tables(metrics, title)
     if args.json:
         _write_json(args.json, metrics)
+        from .calibration import plot_reliability
+
+        panels = _reliability_panels(model, outputs)
+        if panels:
+            plot_reliability(panels, reliability_path(args.json))
+            console.print(f"reliability diagram: {reliability_path(args.json)}")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    """Fit temperature (single-label heads) / Platt scaling (multi-label emotion) on a split; store it."""
+    from merclip.model import load_checkpoint, save_checkpoint
+    from merclip.model.merclip import Calibration
+
+    from .calibration import fit_platt, fit_temperature
+
+    out = Path(args.out or args.checkpoint).expanduser()
+    if out.is_dir():
+        raise MerClipError(f"--out {out} is a folder: give a checkpoint file name")
+    model, extra = load_checkpoint(args.checkpoint)
+    model.calibration = Calibration()  # fit on the raw logits
+    _, outputs, title = _score_checkpoint(args, model)
+    values = Calibration().to_dict()
+    if len(outputs["emotion_targets"]):
+        if outputs["multi_label"]:
+            values["emotion_scale"], values["emotion_bias"] = fit_platt(outputs["emotion_logits"],
+                                                                        outputs["emotion_targets"])  # fmt: skip
+        else:
+            values["emotion_scale"] = fit_temperature(outputs["emotion_logits"], outputs["emotion_targets"])
+    if len(outputs["sentiment_targets"]):
+        values["sentiment_scale"] = fit_temperature(outputs["sentiment_logits"], outputs["sentiment_targets"])
+    cal = Calibration.from_dict(values)
+    extra = dict(extra, calibration={**cal.to_dict(), "fitted_on": title})
+    model.calibration = cal
+    save_checkpoint(model, out, extra=extra)
+    temps = f"emotion T {1 / cal.emotion_scale:.3f}" + (
+        f" bias {cal.emotion_bias:+.3f}" if outputs["multi_label"] else ""
+    )
+    console.print(f"calibrated on {title}: {temps}, sentiment T {1 / cal.sentiment_scale:.3f} -> {out}")
+    if outputs["multi_label"]:
+        threshold = load_config(args.config).labels.emotion_threshold
+        console.print(
+            f"emotion threshold {threshold} on the raw sigmoid = {cal.map_threshold(threshold):.3f} calibrated"
+        )
     return 0
 
 
@@ -381,3 +466,13 @@ def print_tables(metrics: dict, title: str) -> None:
         table.add_column("Weighted-F1(%)", justify="right")
         table.add_row(pct("sentiment_accuracy"), pct("sentiment_weighted_f1"))
     out.print(table)
+    if any(k.endswith("_ece") for k in metrics):
+        table = Table(title=f"Calibration — {title} (ECE: 15 bins)")
+        for col in ("task", "probabilities", "ECE", "Brier", "NLL", "mean confidence"):
+            table.add_column(col, justify="left" if col in ("task", "probabilities") else "right")
+        for task in ("emotion", "sentiment"):
+            for suffix, name in (("_uncalibrated", "raw"), ("", "as output")):
+                if f"{task}_ece{suffix}" in metrics:
+                    table.add_row(task, name, *(f"{metrics[f'{task}_{k}{suffix}']:.3f}"
+                                                for k in ("ece", "brier", "nll", "confidence")))  # fmt: skip
+        out.print(table)

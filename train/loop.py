@@ -117,28 +117,39 @@ def _forward(model, batch: dict, prompts, device):
 
 
 @torch.no_grad()
-def evaluate(model: MerClip, loader: DataLoader, prompts, device, task: str, threshold: float) -> dict:
+def evaluate(
+    model: MerClip, loader: DataLoader, prompts, device, task: str, threshold: float, outputs: dict | None = None
+) -> dict:
+    """Metrics of ``model`` on ``loader``. ``threshold`` is the multi-label decision threshold on the raw
+    sigmoid; with a calibrated model it is moved with the calibration, so the same labels pass. ``outputs``,
+    when given, receives the logits and targets (for reliability diagrams and calibration fits)."""
     model.eval()
-    emo_p, emo_t, emo_k, sent_p, sent_t, scores, losses = [], [], [], [], [], [], []
+    emo_p, emo_t, emo_k, sent_p, sent_t, scores, losses, emo_z, sent_z = [], [], [], [], [], [], [], [], []
     for batch in loader:
         out = _forward(model, batch, prompts, device)
         losses.append(float(compute_loss(model, out, {k: v.to(device) if torch.is_tensor(v) else v
                                                        for k, v in batch.items()}, task)))  # fmt: skip
         emo_p.append(out.emotion_probs.float().cpu().numpy())
+        emo_z.append(out.emotion_logits.float().cpu().numpy())
         emo_t.append(batch["emotion"].numpy())
         emo_k.append(batch["has_emotion"].numpy() if "has_emotion" in batch else np.ones(len(batch["emotion"]), bool))
         sent_p.append(out.sentiment_probs.float().cpu().numpy())
+        sent_z.append(out.sentiment_logits.float().cpu().numpy())
         sent_t.append(batch["sentiment"].numpy())
         scores.append(batch["score"].numpy())
     probs, targets, annotated = np.concatenate(emo_p), np.concatenate(emo_t), np.concatenate(emo_k)
+    emo_logits, sent_logits = np.concatenate(emo_z), np.concatenate(sent_z)
     metrics: dict = {"loss": float(np.mean(losses)) if losses else math.nan}
+    multi = model.cfg.emotion_mode == "multi_label"
+    cal = model.calibration
+    emo_keep = (targets != IGNORE) if not multi else annotated
     # emotion metrics over annotated clips only; none (CMU-MOSI) = no emotion metrics at all
     if annotated.any():
-        if model.cfg.emotion_mode == "single_label":
+        if not multi:
             keep = targets != IGNORE
             metrics.update(single_label_metrics(targets[keep], probs[keep].argmax(1)))
         else:
-            metrics.update(multilabel_metrics(targets[annotated] > 0, probs[annotated] >= threshold))
+            metrics.update(multilabel_metrics(targets[annotated] > 0, probs[annotated] >= cal.map_threshold(threshold)))
         metrics["emotion_accuracy"] = metrics["accuracy"]
     s_probs, s_targets = np.concatenate(sent_p), np.concatenate(sent_t)
     labels = list(model.cfg.sentiment_labels)
@@ -152,7 +163,36 @@ def evaluate(model: MerClip, loader: DataLoader, prompts, device, task: str, thr
         metrics.update({"acc2": sent["acc2"], "f1": sent["f1"]})
     if task == "sentiment":
         metrics["accuracy"] = metrics.get("acc2", metrics.get("sentiment_accuracy", 0.0))
+    sent_keep = s_targets != IGNORE
+    metrics.update(_calibration_metrics(emo_logits[emo_keep], targets[emo_keep], multi, sent_logits[sent_keep],
+                                        s_targets[sent_keep], cal))  # fmt: skip
+    if outputs is not None:
+        outputs.update(emotion_logits=emo_logits[emo_keep], emotion_targets=targets[emo_keep], multi_label=multi,
+                       sentiment_logits=sent_logits[sent_keep], sentiment_targets=s_targets[sent_keep])  # fmt: skip
     return metrics
+
+
+def _calibration_metrics(emo_logits, emo_targets, multi: bool, sent_logits, sent_targets, cal) -> dict:
+    """ECE (15 bins), Brier and NLL per task, of the calibrated probabilities and, when the model is
+    calibrated, of the raw ones too (``*_uncalibrated``)."""
+    from .calibration import calibrated, multi_label_calibration, single_label_calibration
+
+    out: dict = {}
+    settings = [("", cal)] + ([] if cal.identity else [("_uncalibrated", type(cal)())])
+    for suffix, c in settings:
+        if len(emo_targets):
+            if multi:
+                p = calibrated(emo_logits, True, c.emotion_scale, c.emotion_bias)
+                m = multi_label_calibration(p, emo_targets)
+            else:
+                m = single_label_calibration(calibrated(emo_logits, False, c.emotion_scale), emo_targets.astype(int))
+            out.update({f"emotion_{k}{suffix}": v for k, v in m.items() if k in ("ece", "brier", "nll", "confidence")})
+        if len(sent_targets):
+            m = single_label_calibration(calibrated(sent_logits, False, c.sentiment_scale), sent_targets.astype(int))
+            out.update(
+                {f"sentiment_{k}{suffix}": v for k, v in m.items() if k in ("ece", "brier", "nll", "confidence")}
+            )
+    return out
 
 
 # ---- checkpoints --------------------------------------------------------------------------------------
