@@ -48,6 +48,7 @@ class UiState:
     top_counts: dict[str, int] = field(default_factory=dict)
     _smooth_e: Smoother | None = None
     _smooth_s: Smoother | None = None
+    _relative: bool = False  # the bars show readings relative to the personal baseline
 
     def add(self, reading: Reading) -> None:
         """Bars follow each window as soon as it closes (its provisional reading); the summary counts
@@ -60,6 +61,9 @@ class UiState:
             self.final_words = (self.final_words + " " + reading.transcript).strip()[-TRANSCRIPT_CHARS:]
         if self.last is None or reading.window > self.last.window:  # else: the final of a window on screen
             self.last = reading
+            if reading.adjusted_emotions is not None and not self._relative:  # baseline ready: start afresh
+                self._relative = True
+                self._smooth_e, self._smooth_s = Smoother(self.smoothing_s), Smoother(self.smoothing_s)
             if reading.emotions:  # relative to the personal baseline once there is one
                 emotions = reading.adjusted_emotions or reading.emotions
                 sentiment = reading.adjusted_sentiment or reading.sentiment

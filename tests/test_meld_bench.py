@@ -49,6 +49,26 @@ def test_meld_text_training_writes_accuracy_and_weighted_f1(tmp_path):
                         capture_output=True, text=True, env=ENV, timeout=300)  # fmt: skip
     assert ev.returncode == 0, ev.stderr
     assert "Weighted-F1(%)" in ev.stdout and json.loads((tmp_path / "e.json").read_text())["n"] == 48
+    before = json.loads((tmp_path / "e.json").read_text())
+    assert {"emotion_ece", "emotion_brier", "emotion_nll", "sentiment_ece"} <= set(before)
+    assert (tmp_path / "e.reliability.png").stat().st_size > 0
+    # calibrate on one half, score the other: calibrated and raw measures side by side, same accuracy
+    cal = subprocess.run([*MERCLIP, "calibrate", str(out / "best.safetensors"), "--dataset", "meld", "--split", "test",
+                          "--data-root", str(only_test), "--half", "1", "--out", str(tmp_path / "cal.safetensors")],
+                         capture_output=True, text=True, env=ENV, timeout=300)  # fmt: skip
+    assert cal.returncode == 0, cal.stderr
+    halves = {}
+    for name, ckpt in (("raw", out / "best.safetensors"), ("cal", tmp_path / "cal.safetensors")):
+        ev = subprocess.run([*MERCLIP, "eval", "--checkpoint", str(ckpt), "--dataset", "meld", "--split", "test",
+                             "--data-root", str(only_test), "--half", "2", "--json", str(tmp_path / f"{name}.json")],
+                            capture_output=True, text=True, env=ENV, timeout=300)  # fmt: skip
+        assert ev.returncode == 0, ev.stderr
+        halves[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    raw, after = halves["raw"], halves["cal"]
+    assert raw["n"] == after["n"] == 24 and "Calibration" in ev.stdout
+    assert after["accuracy"] == raw["accuracy"] and after["sentiment_accuracy"] == raw["sentiment_accuracy"]
+    assert after["emotion_ece_uncalibrated"] == pytest.approx(raw["emotion_ece"])
+    assert after["emotion_nll"] != raw["emotion_nll"]
 
 
 def test_single_label_head_is_a_softmax(tokenizer):

@@ -299,7 +299,8 @@ def test_csv_log_columns_escape_and_never_overwrite(tmp_path):
     rows = list(csv.reader(open(log.path, newline="")))
     assert rows[0][:4] == ["window", "t_start_s", "t_end_s", "wall_time_utc"]
     assert "emotion_a calm and content state" in rows[0]
-    assert rows[0][-4:] == ["latency_ms", "asr_ms", "model_ms", "face_box"] and rows[1][-1] == ""
+    assert rows[0][-7:] == ["latency_ms", "asr_ms", "model_ms", "face_box", "state", "confidence", "agreement"]
+    assert rows[1][rows[0].index("face_box")] == "" and rows[1][-1] == ""
     assert rows[1][rows[0].index("transcript")] == '\'=HYPERLINK("http://x")'
     again = new_session_path(log.path)
     assert again != log.path and again.name.endswith("-1.csv")
