@@ -126,3 +126,17 @@ def test_smoothing_is_a_time_constant():
         out = fast.update({"x": 1.0}, t)
     assert out["x"] == pytest.approx(1 - math.exp(-1))
     assert Smoother(0.0).update({"x": 0.3}, 0.0) == {"x": 0.3}
+
+
+def test_zero_shot_bundle_scores_a_neutral_prompt(tiny_model, tmp_path):
+    from merclip.export.onnx_export import ExportOptions, export_bundle
+    from merclip.export.runtime import Bundle
+
+    export_bundle(tiny_model, ExportOptions(out=tmp_path / "zs", mode="zero-shot", neutral_label="calm"))
+    bundle = Bundle.load(tmp_path / "zs", providers="cpu")
+    assert bundle.emotion_labels == [*EMOTIONS, "calm"] and not bundle.multi_label
+    pred = bundle.predict(text="nothing much")
+    assert pred.emotion.shape == (1, 7) and pred.emotion.sum() == pytest.approx(1.0, abs=1e-4)
+    bundle.set_labels(emotion=["joy", "anger"])  # new labels keep the neutral prompt
+    assert bundle.emotion_labels == ["joy", "anger", "calm"]
+    assert bundle.predict(text="nothing much").emotion.shape == (1, 3)
