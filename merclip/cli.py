@@ -268,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("action", choices=("list", "clear"), help="list: name, size, last used; clear: remove them all")
 
+    p = sub.add_parser("doctor", help="can the monitor run here? devices, runtimes, models, caches: ✓/✗ and fixes")
+    _common(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the checklist")
+
     p = sub.add_parser("report", help="plot a logged session (PNG) and summarise it")
     _common(p)
     p.add_argument("session", metavar="SESSION.csv", type=TEXT, help="a CSV written by merclip-live --log")
@@ -318,6 +322,7 @@ def build_live_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--allow-missing", action="store_true", help="go on without a camera or microphone that cannot be opened"
     )
+    parser.add_argument("--list-devices", action="store_true", help="list the cameras and microphones found, then exit")
     return parser
 
 
@@ -351,6 +356,7 @@ def _dispatch(name: str) -> Callable:
         "bench": lambda: import_module("merclip.train.bench").cmd_bench,
         "report": lambda: import_module("merclip.stream.report").cmd_report,
         "cache": lambda: import_module("merclip.stream.cache").cmd_cache,
+        "doctor": lambda: import_module("merclip.stream.doctor").cmd_doctor,
     }
     try:
         return table[name]()

@@ -84,6 +84,7 @@ def resolve_bundle(cfg: Config, console: Console):
                 "no bundle given and torch is not installed to export one: pass --bundle DIR "
                 "(from `merclip export --onnx`) or pip install 'merclip-live[train]'"
             )
+        check_weights_reachable(cfg)  # offline without the weights: said now, not after the export's retries
         console.print(f"exporting {cfg.model.arch} ({cfg.model.weights} weights) to {folder} — once, then cached")
         try:
             folder.parent.mkdir(parents=True, exist_ok=True)
@@ -95,6 +96,29 @@ def resolve_bundle(cfg: Config, console: Console):
             log.info("bundle cache: removed %s (least recently used)", gone.name)
     touch_bundle(folder)
     return Bundle.load(folder, **load)
+
+
+def weights_error(cfg: Config) -> MerClipError:
+    return MerClipError(
+        f"{cfg.model.arch} needs its pretrained weights, which could not be downloaded "
+        "(offline?): pass --bundle DIR, local weights with --weights FILE, or run the "
+        "offline demo model with --model tiny"
+    )
+
+
+def check_weights_reachable(cfg: Config) -> None:
+    """Raise at once when the model's pretrained weights are neither cached nor downloadable from here."""
+    from .weights import cached_weights, needs_download, online
+
+    if not needs_download(cfg.model.arch, cfg.model.weights):
+        return
+    folder, _, repo = cached_weights(cfg.model.arch, cfg.model.weights)
+    if folder is not None or not repo:  # cached, or a tag this check does not know: the export decides
+        return
+    reachable, why = online()
+    if not reachable:
+        log.info("weights %s not cached and %s", repo, why)
+        raise weights_error(cfg)
 
 
 def _die_with_parent() -> Callable[[], None] | None:
@@ -180,12 +204,8 @@ def export_in_subprocess(cfg: Config, folder: Path) -> None:
     if rc != 0:
         lines = [line for line in stderr.strip().splitlines() if line.startswith("error: ")]
         message = lines[-1][len("error: ") :] if lines else stderr.strip()[-300:]
-        if "could not download" in message:
-            raise MerClipError(
-                f"{cfg.model.arch} needs its pretrained weights, which could not be downloaded "
-                "(offline?): pass --bundle DIR, local weights with --weights FILE, or run the "
-                "offline demo model with --model tiny"
-            )
+        if "could not download" in message or "could not get pretrained weights" in message:
+            raise weights_error(cfg)
         raise MerClipError(f"export failed: {message}")
     for line in stderr.splitlines():
         if line.startswith(("parity", "bundle")):
@@ -296,8 +316,20 @@ def face_notice(asked: str, face: FaceSetting) -> str:
 def cmd_live(args, cfg: Config) -> int:
     cfg = apply_flags(args, cfg)
     console = Console(stderr=True, soft_wrap=True)
+    if getattr(args, "list_devices", False):
+        from .devices import format_listing
+
+        print(format_listing())
+        return 0
     if cfg.log.path:
         check_log_target(cfg.log.path)  # a bad --log fails now, not after a first-run export
+    if cfg.capture.source == "camera":
+        # devices before models: a missing camera or microphone is said in about a second, before any export
+        # or download (with --allow-missing the session goes on and says what is missing when it starts)
+        from .devices import check_devices
+
+        cap = cfg.capture
+        check_devices(cap.camera, cap.microphone, cap.width, cap.height, cap.fps, cap.allow_missing)
     bundle = resolve_bundle(cfg, console)
     for line in bundle.provider_report:
         log.info("provider %s", line)
