@@ -26,6 +26,7 @@ from .cache import partial_dir, prune_cached_bundles, remove_bundle, sweep_lefto
 from .csvlog import SessionLog, check_log_target
 from .engine import BundleEngine
 from .pipeline import LiveSession
+from .record import Recorder, RecordingSource, check_record_target
 from .sources import DeviceSource, FileSource, SyntheticSource, sample_path
 from .transcriber import WhisperOptions, open_speech
 from .ui import UiState, banner_for, render, summary
@@ -223,7 +224,7 @@ def _install(built: Path, folder: Path) -> None:
         os.rename(built, folder)
 
 
-def open_source(cfg: Config, fast: bool, duration: float | None):
+def open_source(cfg: Config, fast: bool, duration: float | None, exact: bool = False):
     spec = cfg.capture.source
     if spec == "sample":
         return FileSource(sample_path(), realtime=not fast, max_fps=cfg.capture.fps), "sample clip"
@@ -241,7 +242,8 @@ def open_source(cfg: Config, fast: bool, duration: float | None):
         src.start()
         return src, f"camera {cfg.capture.camera}"
     # a still image given as the source is held for one window (one vision-only reading)
-    return FileSource(spec, realtime=not fast, max_fps=cfg.capture.fps, still_s=cfg.capture.window_s), Path(spec).name
+    return (FileSource(spec, realtime=not fast, max_fps=cfg.capture.fps, still_s=cfg.capture.window_s, exact=exact),
+            Path(spec).name)  # fmt: skip
 
 
 def open_transcriber(cfg: Config, console: Console, explicit: bool):
@@ -323,6 +325,9 @@ def cmd_live(args, cfg: Config) -> int:
         return 0
     if cfg.log.path:
         check_log_target(cfg.log.path)  # a bad --log fails now, not after a first-run export
+    record = getattr(args, "record", None)
+    if record:
+        record = check_record_target(record)
     if cfg.capture.source == "camera":
         # devices before models: a missing camera or microphone is said in about a second, before any export
         # or download (with --allow-missing the session goes on and says what is missing when it starts)
@@ -340,7 +345,13 @@ def cmd_live(args, cfg: Config) -> int:
             f"this bundle was exported for {bundle_window_s:g}-s windows but capture.window_s is "
             f"{cfg.capture.window_s:g}: set it to {bundle_window_s:g}, or export a bundle for that window"
         )
-    source, source_name = open_source(cfg, args.fast, args.duration)
+    source, source_name = open_source(cfg, args.fast, args.duration, exact=getattr(args, "exact", False))
+    recorder = None
+    if record:
+        recorder = Recorder(record)
+        source = RecordingSource(source, recorder)
+        console.print(f"REC: recording camera frames and microphone audio (face and voice) to {record}",
+                      style="bold red", markup=False, highlight=False)  # fmt: skip
     for text in getattr(source, "missing", ()):  # a partial session says so at once
         console.print(f"missing: {text}", style="yellow", markup=False, highlight=False)
     transcriber = open_transcriber(cfg, console, explicit=args.asr_model is not None)
@@ -357,7 +368,8 @@ def cmd_live(args, cfg: Config) -> int:
         csv_log = SessionLog(cfg.log.path, bundle.emotion_labels, bundle.sentiment_labels,
                              on_failure=lambda text: console.print(text, style="red", markup=False))  # fmt: skip
     json_out = JsonLines()
-    state = UiState("MER-CLIP Live", bundle.describe(), source_name, bundle.emotion_labels, bundle.sentiment_labels,
+    title = "MER-CLIP Live  ● REC" if recorder is not None else "MER-CLIP Live"  # recording is always visible
+    state = UiState(title, bundle.describe(), source_name, bundle.emotion_labels, bundle.sentiment_labels,
                     bundle.emotion_threshold, banner_for(bundle), cfg.ui.smoothing)  # fmt: skip
 
     stop = threading.Event()
@@ -374,7 +386,7 @@ def cmd_live(args, cfg: Config) -> int:
         if csv_log is not None and reading.final:  # the CSV holds each window once, with its final words
             csv_log.write(reading)
         state.add(reading)
-        if not cfg.ui.enabled:
+        if not cfg.ui.enabled and not getattr(args, "quiet_json", False):
             json_out.write(reading)
 
     def should_stop() -> bool:
@@ -396,11 +408,16 @@ def cmd_live(args, cfg: Config) -> int:
     finally:
         if csv_log is not None:
             csv_log.close()
+        if recorder is not None:
+            recorder.close()
         if keys is not None:
             keys.restore()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     notes = session_notes(source, csv_log)
+    if recorder is not None:
+        notes.append(recorder.failure or f"recorded {recorder.frames} frames and {recorder.samples / 16000:.1f} s of "
+                     f"audio to {recorder.path} (re-score: merclip rescore {recorder.path} --bundle DIR)")  # fmt: skip
     console.print(summary(session.stats, state, str(csv_log.path) if csv_log else None, notes), markup=False)
     stats = session.stats
     if stats.readings == 0:
@@ -454,3 +471,36 @@ def no_reading_reason(stats) -> str:
     if stats.engine_errors:
         return f"the model failed ({stats.engine_errors} errors in {stats.windows} windows; see the messages above)"
     return f"none of the {stats.windows} windows had a face, a voice or words to read"
+
+
+def _label_list(text: str | None, flag: str) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    labels = tuple(part.strip() for part in text.split(","))
+    if len(labels) < 2 or any(not label for label in labels):
+        raise MerClipError(f"{flag} takes two or more comma-separated labels, e.g. happy,sad,calm")
+    return labels
+
+
+def cmd_rescore(args) -> int:
+    """`merclip rescore FILE.mkv`: replay a `--record` recording window-exact (every frame at its recorded
+    time, the audio sample for sample), as fast as the CPU allows and without dropping a window, through
+    another bundle or labels: the same session, a new CSV (put side by side with `merclip report A B`)."""
+    from types import SimpleNamespace
+
+    from merclip.config import load_config
+
+    path = Path(args.recording).expanduser()
+    if not path.is_file():
+        raise MerClipError(f"recording not found: {path}")
+    cfg = load_config(args.config)
+    emotion = _label_list(args.labels, "--labels")
+    sentiment = _label_list(args.sentiment_labels, "--sentiment-labels")
+    cfg = override(cfg, labels={"emotion": emotion, "sentiment": sentiment})
+    live_args = SimpleNamespace(
+        model=args.model, weights=args.weights, source=str(path), camera=None, mic=None, frames=None,
+        allow_missing=False, asr_model=args.asr_model, no_asr=args.no_asr, bundle=args.bundle,
+        providers=args.providers, no_ui=True, log=args.log, duration=None, fast=True, record=None,
+        list_devices=False, exact=True, quiet_json=not args.json,
+    )  # fmt: skip
+    return cmd_live(live_args, cfg)
