@@ -338,6 +338,9 @@ def cmd_live(args, cfg: Config) -> int:
     bundle = resolve_bundle(cfg, console)
     for line in bundle.provider_report:
         log.info("provider %s", line)
+    if getattr(args, "explicit_labels", False) and bundle.manifest["labels"]["fixed"]:
+        raise MerClipError(f"bundle {bundle.folder} has fixed labels (exported without its label encoder): "
+                           "--labels needs a bundle that can embed new ones")  # fmt: skip
     apply_label_config(bundle, cfg)
     bundle_window_s = bundle.window_samples / bundle.sample_rate
     if abs(cfg.capture.window_s - bundle_window_s) > 0.5 / bundle.sample_rate:
@@ -501,6 +504,6 @@ def cmd_rescore(args) -> int:
         model=args.model, weights=args.weights, source=str(path), camera=None, mic=None, frames=None,
         allow_missing=False, asr_model=args.asr_model, no_asr=args.no_asr, bundle=args.bundle,
         providers=args.providers, no_ui=True, log=args.log, duration=None, fast=True, record=None,
-        list_devices=False, exact=True, quiet_json=not args.json,
+        list_devices=False, exact=True, quiet_json=not args.json, explicit_labels=bool(emotion or sentiment),
     )  # fmt: skip
     return cmd_live(live_args, cfg)

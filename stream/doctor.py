@@ -196,7 +196,7 @@ def check_model(cfg: Config) -> Check:
         return Check("model", reachable, f"{name}: weights not known to this check; {why or 'online'}",
                      "" if reachable else "pass --weights FILE or --bundle DIR", blocking=False)  # fmt: skip
     if reachable:
-        return Check("model", True, f"{name}: CLIP weights not cached; downloaded from {repo} on first run (~0.6 GB)")
+        return Check("model", True, f"{name}: CLIP weights not cached; downloaded from {repo} on first run")
     return Check("model", False, f"{name}: CLIP weights not cached ({repo}) and {why}",
                  "go online once, pass --bundle DIR or --weights FILE, or try --model tiny")  # fmt: skip
 
