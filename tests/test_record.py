@@ -131,3 +131,20 @@ def test_exact_replay_keeps_every_frame(tmp_path):
     back = [item for item in FileSource(tmp_path / "f.mkv", realtime=False, exact=True) if isinstance(item, Frame)]
     assert [f.t_s for f in back] == [f.t_s for f in live]
     assert all(np.array_equal(a.rgb, b.rgb) for a, b in zip(live, back, strict=True))
+
+
+def test_rec_is_visible_in_the_ui_title_while_recording(tiny_bundle, tmp_path, monkeypatch, capsys):
+    from merclip.stream import cli as live_cli
+
+    titles = []
+    real = live_cli.UiState
+
+    def spy(title, *args, **kw):
+        titles.append(title)
+        return real(title, *args, **kw)
+
+    monkeypatch.setattr(live_cli, "UiState", spy)
+    base = ["--source", "synthetic", "--fast", "--duration", "2", "--bundle", str(tiny_bundle), "--no-ui", "--no-asr"]
+    assert live_main([*base, "--record", str(tmp_path / "r.mkv")]) == 0
+    assert live_main(base) == 0
+    assert titles == ["MER-CLIP Live  ● REC", "MER-CLIP Live"]
