@@ -286,10 +286,34 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("action", choices=("list", "clear"), help="list: name, size, last used; clear: remove them all")
 
+    p = sub.add_parser("doctor", help="can the monitor run here? devices, runtimes, models, caches: ✓/✗ and fixes")
+    _common(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the checklist")
+
+    p = sub.add_parser("rescore", help="score a `merclip-live --record` recording again: other bundle or labels")
+    _common(p)
+    p.add_argument("recording", metavar="FILE.mkv", type=TEXT, help="a recording written by merclip-live --record")
+    p.add_argument("--bundle", metavar="DIR", type=TEXT, help="run this exported bundle")
+    p.add_argument("--model", metavar="ARCH", type=TEXT, help="or: this architecture (exported to the cache once)")
+    p.add_argument("--weights", metavar="W", type=TEXT, help="with --model: pretrained tag, local file, or 'random'")
+    p.add_argument("--labels", metavar="A,B,...", type=TEXT, help="emotion labels, comma-separated (zero-shot)")
+    p.add_argument("--sentiment-labels", metavar="A,B,...", type=TEXT, help="sentiment labels, comma-separated")
+    p.add_argument("--asr-model", metavar="M", type=TEXT, help="Whisper size name or local CTranslate2 folder")
+    p.add_argument("--no-asr", action="store_true", help="do not transcribe")
+    p.add_argument("--providers", choices=("auto", "tensorrt", "cuda", "cpu"), help="ONNX Runtime providers")
+    p.add_argument("--log", metavar="PATH", type=TEXT, help="CSV for the new readings (a folder or a file)")
+    p.add_argument("--json", action="store_true", help="also print one JSON object per reading on stdout")
+
     p = sub.add_parser("report", help="plot a logged session (PNG) and summarise it")
     _common(p)
     p.add_argument("session", metavar="SESSION.csv", type=TEXT, help="a CSV written by merclip-live --log")
     p.add_argument("--out", metavar="PNG", type=TEXT, help="image path (default: next to the CSV)")
+    p.add_argument(
+        "--compare",
+        metavar="OTHER.csv",
+        type=TEXT,
+        help="another run of the same session (e.g. from rescore): side by side",
+    )
     return parser
 
 
@@ -342,6 +366,14 @@ def build_live_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--allow-missing", action="store_true", help="go on without a camera or microphone that cannot be opened"
     )
+    parser.add_argument(
+        "--record",
+        metavar="FILE.mkv",
+        type=TEXT,
+        help="also record the camera frames and microphone audio (raw face and voice, lossless) to this file, "
+        "for `merclip rescore`; off unless given",
+    )
+    parser.add_argument("--list-devices", action="store_true", help="list the cameras and microphones found, then exit")
     return parser
 
 
@@ -376,6 +408,8 @@ def _dispatch(name: str) -> Callable:
         "bench": lambda: import_module("merclip.train.bench").cmd_bench,
         "report": lambda: import_module("merclip.stream.report").cmd_report,
         "cache": lambda: import_module("merclip.stream.cache").cmd_cache,
+        "doctor": lambda: import_module("merclip.stream.doctor").cmd_doctor,
+        "rescore": lambda: import_module("merclip.stream.cli").cmd_rescore,
     }
     try:
         return table[name]()

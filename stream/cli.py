@@ -27,6 +27,7 @@ from .csvlog import SessionLog, check_log_target
 from .engine import BundleEngine
 from .pipeline import LiveSession
 from .readout import Baseline, ReadoutRule, interpret
+from .record import Recorder, RecordingSource, check_record_target
 from .sources import DeviceSource, FileSource, SyntheticSource, sample_path
 from .transcriber import WhisperOptions, open_speech
 from .ui import UiState, banner_for, render, summary
@@ -85,6 +86,7 @@ def resolve_bundle(cfg: Config, console: Console):
                 "no bundle given and torch is not installed to export one: pass --bundle DIR "
                 "(from `merclip export --onnx`) or pip install 'merclip-live[train]'"
             )
+        check_weights_reachable(cfg)  # offline without the weights: said now, not after the export's retries
         console.print(f"exporting {cfg.model.arch} ({cfg.model.weights} weights) to {folder} — once, then cached")
         try:
             folder.parent.mkdir(parents=True, exist_ok=True)
@@ -96,6 +98,29 @@ def resolve_bundle(cfg: Config, console: Console):
             log.info("bundle cache: removed %s (least recently used)", gone.name)
     touch_bundle(folder)
     return Bundle.load(folder, **load)
+
+
+def weights_error(cfg: Config) -> MerClipError:
+    return MerClipError(
+        f"{cfg.model.arch} needs its pretrained weights, which could not be downloaded "
+        "(offline?): pass --bundle DIR, local weights with --weights FILE, or run the "
+        "offline demo model with --model tiny"
+    )
+
+
+def check_weights_reachable(cfg: Config) -> None:
+    """Raise at once when the model's pretrained weights are neither cached nor downloadable from here."""
+    from .weights import cached_weights, needs_download, online
+
+    if not needs_download(cfg.model.arch, cfg.model.weights):
+        return
+    folder, _, repo = cached_weights(cfg.model.arch, cfg.model.weights)
+    if folder is not None or not repo:  # cached, or a tag this check does not know: the export decides
+        return
+    reachable, why = online()
+    if not reachable:
+        log.info("weights %s not cached and %s", repo, why)
+        raise weights_error(cfg)
 
 
 def _die_with_parent() -> Callable[[], None] | None:
@@ -181,12 +206,8 @@ def export_in_subprocess(cfg: Config, folder: Path) -> None:
     if rc != 0:
         lines = [line for line in stderr.strip().splitlines() if line.startswith("error: ")]
         message = lines[-1][len("error: ") :] if lines else stderr.strip()[-300:]
-        if "could not download" in message:
-            raise MerClipError(
-                f"{cfg.model.arch} needs its pretrained weights, which could not be downloaded "
-                "(offline?): pass --bundle DIR, local weights with --weights FILE, or run the "
-                "offline demo model with --model tiny"
-            )
+        if "could not download" in message or "could not get pretrained weights" in message:
+            raise weights_error(cfg)
         raise MerClipError(f"export failed: {message}")
     for line in stderr.splitlines():
         if line.startswith(("parity", "bundle")):
@@ -204,7 +225,7 @@ def _install(built: Path, folder: Path) -> None:
         os.rename(built, folder)
 
 
-def open_source(cfg: Config, fast: bool, duration: float | None):
+def open_source(cfg: Config, fast: bool, duration: float | None, exact: bool = False):
     spec = cfg.capture.source
     if spec == "sample":
         return FileSource(sample_path(), realtime=not fast, max_fps=cfg.capture.fps), "sample clip"
@@ -222,7 +243,8 @@ def open_source(cfg: Config, fast: bool, duration: float | None):
         src.start()
         return src, f"camera {cfg.capture.camera}"
     # a still image given as the source is held for one window (one vision-only reading)
-    return FileSource(spec, realtime=not fast, max_fps=cfg.capture.fps, still_s=cfg.capture.window_s), Path(spec).name
+    return (FileSource(spec, realtime=not fast, max_fps=cfg.capture.fps, still_s=cfg.capture.window_s, exact=exact),
+            Path(spec).name)  # fmt: skip
 
 
 def open_transcriber(cfg: Config, console: Console, explicit: bool):
@@ -297,11 +319,29 @@ def face_notice(asked: str, face: FaceSetting) -> str:
 def cmd_live(args, cfg: Config) -> int:
     cfg = apply_flags(args, cfg)
     console = Console(stderr=True, soft_wrap=True)
+    if getattr(args, "list_devices", False):
+        from .devices import format_listing
+
+        print(format_listing())
+        return 0
     if cfg.log.path:
         check_log_target(cfg.log.path)  # a bad --log fails now, not after a first-run export
+    record = getattr(args, "record", None)
+    if record:
+        record = check_record_target(record)
+    if cfg.capture.source == "camera":
+        # devices before models: a missing camera or microphone is said in about a second, before any export
+        # or download (with --allow-missing the session goes on and says what is missing when it starts)
+        from .devices import check_devices
+
+        cap = cfg.capture
+        check_devices(cap.camera, cap.microphone, cap.width, cap.height, cap.fps, cap.allow_missing)
     bundle = resolve_bundle(cfg, console)
     for line in bundle.provider_report:
         log.info("provider %s", line)
+    if getattr(args, "explicit_labels", False) and bundle.manifest["labels"]["fixed"]:
+        raise MerClipError(f"bundle {bundle.folder} has fixed labels (exported without its label encoder): "
+                           "--labels needs a bundle that can embed new ones")  # fmt: skip
     apply_label_config(bundle, cfg)
     bundle_window_s = bundle.window_samples / bundle.sample_rate
     if abs(cfg.capture.window_s - bundle_window_s) > 0.5 / bundle.sample_rate:
@@ -309,7 +349,13 @@ def cmd_live(args, cfg: Config) -> int:
             f"this bundle was exported for {bundle_window_s:g}-s windows but capture.window_s is "
             f"{cfg.capture.window_s:g}: set it to {bundle_window_s:g}, or export a bundle for that window"
         )
-    source, source_name = open_source(cfg, args.fast, args.duration)
+    source, source_name = open_source(cfg, args.fast, args.duration, exact=getattr(args, "exact", False))
+    recorder = None
+    if record:
+        recorder = Recorder(record)
+        source = RecordingSource(source, recorder)
+        console.print(f"REC: recording camera frames and microphone audio (face and voice) to {record}",
+                      style="bold red", markup=False, highlight=False)  # fmt: skip
     for text in getattr(source, "missing", ()):  # a partial session says so at once
         console.print(f"missing: {text}", style="yellow", markup=False, highlight=False)
     transcriber = open_transcriber(cfg, console, explicit=args.asr_model is not None)
@@ -327,7 +373,8 @@ def cmd_live(args, cfg: Config) -> int:
                              on_failure=lambda text: console.print(text, style="red", markup=False),
                              adjusted=cfg.ui.baseline_s > 0)  # fmt: skip
     json_out = JsonLines()
-    state = UiState("MER-CLIP Live", bundle.describe(), source_name, bundle.emotion_labels, bundle.sentiment_labels,
+    title = "MER-CLIP Live  ● REC" if recorder is not None else "MER-CLIP Live"  # recording is always visible
+    state = UiState(title, bundle.describe(), source_name, bundle.emotion_labels, bundle.sentiment_labels,
                     bundle.emotion_threshold, banner_for(bundle), cfg.ui.smoothing_s)  # fmt: skip
     rule = ReadoutRule(bundle.multi_label, bundle.emotion_threshold, cfg.labels.neutral, cfg.ui.uncertain_below)
     baseline = Baseline(cfg.ui.baseline_s) if cfg.ui.baseline_s > 0 else None
@@ -347,7 +394,7 @@ def cmd_live(args, cfg: Config) -> int:
         if csv_log is not None and reading.final:  # the CSV holds each window once, with its final words
             csv_log.write(reading)
         state.add(reading)
-        if not cfg.ui.enabled:
+        if not cfg.ui.enabled and not getattr(args, "quiet_json", False):
             json_out.write(reading)
 
     def should_stop() -> bool:
@@ -369,11 +416,16 @@ def cmd_live(args, cfg: Config) -> int:
     finally:
         if csv_log is not None:
             csv_log.close()
+        if recorder is not None:
+            recorder.close()
         if keys is not None:
             keys.restore()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     notes = session_notes(source, csv_log)
+    if recorder is not None:
+        notes.append(recorder.failure or f"recorded {recorder.frames} frames and {recorder.samples / 16000:.1f} s of "
+                     f"audio to {recorder.path} (re-score: merclip rescore {recorder.path} --bundle DIR)")  # fmt: skip
     console.print(summary(session.stats, state, str(csv_log.path) if csv_log else None, notes), markup=False)
     stats = session.stats
     if stats.readings == 0:
@@ -427,3 +479,36 @@ def no_reading_reason(stats) -> str:
     if stats.engine_errors:
         return f"the model failed ({stats.engine_errors} errors in {stats.windows} windows; see the messages above)"
     return f"none of the {stats.windows} windows had a face, a voice or words to read"
+
+
+def _label_list(text: str | None, flag: str) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    labels = tuple(part.strip() for part in text.split(","))
+    if len(labels) < 2 or any(not label for label in labels):
+        raise MerClipError(f"{flag} takes two or more comma-separated labels, e.g. happy,sad,calm")
+    return labels
+
+
+def cmd_rescore(args) -> int:
+    """`merclip rescore FILE.mkv`: replay a `--record` recording window-exact (every frame at its recorded
+    time, the audio sample for sample), as fast as the CPU allows and without dropping a window, through
+    another bundle or labels: the same session, a new CSV (put side by side with `merclip report A B`)."""
+    from types import SimpleNamespace
+
+    from merclip.config import load_config
+
+    path = Path(args.recording).expanduser()
+    if not path.is_file():
+        raise MerClipError(f"recording not found: {path}")
+    cfg = load_config(args.config)
+    emotion = _label_list(args.labels, "--labels")
+    sentiment = _label_list(args.sentiment_labels, "--sentiment-labels")
+    cfg = override(cfg, labels={"emotion": emotion, "sentiment": sentiment})
+    live_args = SimpleNamespace(
+        model=args.model, weights=args.weights, source=str(path), camera=None, mic=None, frames=None,
+        allow_missing=False, asr_model=args.asr_model, no_asr=args.no_asr, bundle=args.bundle,
+        providers=args.providers, no_ui=True, log=args.log, duration=None, fast=True, record=None,
+        list_devices=False, exact=True, quiet_json=not args.json, explicit_labels=bool(emotion or sentiment),
+    )  # fmt: skip
+    return cmd_live(live_args, cfg)

@@ -1,4 +1,7 @@
-"""`merclip report SESSION.csv`: a PNG timeline of a logged session and a short text summary."""
+"""`merclip report SESSION.csv`: a PNG timeline of a logged session and a short text summary.
+
+``--compare OTHER.csv`` puts two runs of the same session side by side (e.g. live and `merclip rescore` of its
+recording with another model or labels): both summaries, window-by-window agreement, one plot with both."""
 
 from __future__ import annotations
 
@@ -193,13 +196,65 @@ def _plot_target(session_path: Path, out: str | None) -> Path:
     return target
 
 
+def compare(a: Session, b: Session, name_a: str, name_b: str) -> str:
+    """Window-by-window agreement of two runs of one session (windows matched by their end time)."""
+    index_b = {round(t, 3): i for i, t in enumerate(b.t_end)}
+    pairs = [(i, index_b[round(t, 3)]) for i, t in enumerate(a.t_end) if round(t, 3) in index_b]
+    lines = [f"== {name_a}", summarize(a), f"== {name_b}", summarize(b), "== side by side"]
+    lines.append(f"{len(pairs)} windows in both ({len(a.t_end)} in {name_a}, {len(b.t_end)} in {name_b}).")
+    if not pairs:
+        return "\n".join(lines)
+    same_top = sum(a.top[i] == b.top[j] for i, j in pairs if i < len(a.top) and j < len(b.top))
+    lines.append(f"Same top emotion in {same_top} of {len(pairs)} windows.")
+    for kind, da, db in (("emotion", a.emotions, b.emotions), ("sentiment", a.sentiment, b.sentiment)):
+        shared = [label for label in da if label in db]
+        if shared:
+            diffs = [abs(da[label][i] - db[label][j]) for label in shared for i, j in pairs]
+            lines.append(f"{kind} ({', '.join(shared)}): mean |difference| {sum(diffs) / len(diffs):.4f}, "
+                         f"max {max(diffs):.4f}")  # fmt: skip
+        only = sorted(set(da) ^ set(db))
+        if only:
+            lines.append(f"{kind} labels in one run only: {', '.join(only)}")
+    return "\n".join(lines)
+
+
+def plot_pair(a: Session, b: Session, out: str | Path, names: tuple[str, str]) -> Path:
+    """Two runs of one session, one above the other on the same time axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
+    for ax, session, name in zip(axes, (a, b), names, strict=True):
+        for label, values in session.emotions.items():
+            ax.plot(session.t_end, values, marker="o", markersize=3, label=label)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("emotion probability")
+        ax.set_title(name)
+        ax.legend(loc="upper left", ncol=min(7, max(1, len(session.emotions))), fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("stream time (s, window end)")
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def cmd_report(args) -> int:
     session = read_session(args.session)
+    other_path = getattr(args, "compare", None)
     out = _plot_target(Path(args.session), args.out)
     try:
-        plot_session(session, out, title=Path(args.session).name)
+        if other_path:
+            other = read_session(other_path)
+            names = (Path(args.session).name, Path(other_path).name)
+            plot_pair(session, other, out, names)
+        else:
+            plot_session(session, out, title=Path(args.session).name)
     except OSError as err:
         raise MerClipError(f"cannot write the plot {out}: {err.strerror or err}") from None
-    print(summarize(session))
+    print(compare(session, other, *names) if other_path else summarize(session))
     print(f"plot: {out}")
     return 0

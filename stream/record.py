@@ -1,0 +1,182 @@
+"""`merclip-live --record PATH`: keep what the monitor received, so a session can be scored again later.
+
+The recording is a Matroska file (PyAV): the frames at capture rate, lossless (FFV1), and the 16-kHz
+microphone audio as 32-bit float PCM. Lossless on purpose: `merclip rescore` replays it window-exact
+(the same windows, the same frames per window, the same samples), so the same bundle gives the same
+readings. Matroska needs no index at the end, and packets are flushed as they are written: a killed
+session leaves a file that plays up to its last packets.
+
+``RecordingSource`` wraps the live source: every item goes on to the session unchanged except for its
+time, which is rounded to the container's millisecond clock (frames) or placed back to back on the
+audio clock (audio), so that live and replay windows see exactly the same times. Encoding runs in its
+own thread; the session thread only queues (a few microseconds per item).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from merclip.errors import MerClipError
+
+from .records import AudioBlock, Frame, SourceEvent
+
+log = logging.getLogger(__name__)
+SAMPLE_RATE = 16000
+MS = Fraction(1, 1000)
+# Audio blocks whose time is further than this from the back-to-back position start a new anchor (a stall
+# of the microphone): the recording keeps the jump in its timestamps, which exact replay follows.
+REANCHOR_S = 0.25
+# Frames held before the video size is known (the first frame decides it); audio-only after this long.
+WAIT_FOR_VIDEO_S = 1.0
+
+
+def check_record_target(path: str | Path) -> Path:
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise MerClipError(f"--record {target} is a folder: give a file name such as session.mkv")
+    if target.suffix.lower() not in (".mkv", ".mka"):
+        raise MerClipError(f"--record {target}: recordings are Matroska files, name it with .mkv")
+    if not target.parent.is_dir():
+        raise MerClipError(f"--record: folder {target.parent} does not exist")
+    return target
+
+
+class Recorder:
+    """Writes frames and audio to a Matroska file from its own thread."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.failure = ""
+        self.frames = 0
+        self.samples = 0
+        self._queue: queue.Queue = queue.Queue(maxsize=1024)
+        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
+        self._box = self._video = self._audio = None
+        self._pending: list = []
+        self._thread.start()
+
+    def put(self, item: Frame | AudioBlock) -> None:
+        if self.failure:
+            return
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:  # the encoder fell behind: the recording gets a gap, the session never waits
+            log.warning("recorder behind: dropped a %s", type(item).__name__)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    # ---- writer thread ----
+    def _run(self) -> None:
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    break
+                self._write(item)
+            if self._box is None and self._pending:
+                self._open(None)
+            self._finish()
+        except Exception as err:  # disk full, codec trouble: the session goes on without a recording
+            self.failure = f"recording stopped: {err}"
+            log.warning(self.failure)
+
+    def _write(self, item) -> None:
+        if self._box is None:
+            self._pending.append(item)
+            first = self._pending[0]
+            if isinstance(item, Frame):
+                self._open(item.rgb.shape)
+            elif item.t_s - first.t_s > WAIT_FOR_VIDEO_S:
+                self._open(None)
+            return
+        self._mux(item)
+
+    def _open(self, shape) -> None:
+        import av
+
+        # flush_packets and 1-s clusters: a killed session loses at most about a second of recording
+        options = {"flush_packets": "1", "cluster_time_limit": "1000"}
+        self._box = av.open(str(self.path), "w", format="matroska", options=options)
+        if shape is not None:
+            self._video = self._box.add_stream("ffv1", rate=1000)
+            self._video.width, self._video.height = int(shape[1]), int(shape[0])
+            self._video.pix_fmt = "bgr0"  # lossless from RGB
+            self._video.time_base = MS
+        self._audio = self._box.add_stream("pcm_f32le", rate=SAMPLE_RATE, layout="mono")
+        self._audio.time_base = Fraction(1, SAMPLE_RATE)
+        pending, self._pending = self._pending, []
+        for item in pending:
+            self._mux(item)
+
+    def _mux(self, item) -> None:
+        import av
+
+        if isinstance(item, Frame):
+            if self._video is None or item.rgb.shape[:2] != (self._video.height, self._video.width):
+                return  # audio-only recording, or a camera that changed size: not representable, skipped
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(item.rgb), format="rgb24").reformat(format="bgr0")
+            frame.pts, frame.time_base = int(round(item.t_s * 1000)), MS
+            packets = self._video.encode(frame)
+            self.frames += 1
+        else:
+            frame = av.AudioFrame.from_ndarray(item.samples.reshape(1, -1), format="flt", layout="mono")
+            frame.sample_rate = SAMPLE_RATE
+            frame.pts, frame.time_base = int(round(item.t_s * SAMPLE_RATE)), Fraction(1, SAMPLE_RATE)
+            packets = self._audio.encode(frame)
+            self.samples += len(item.samples)
+        for packet in packets:
+            self._box.mux(packet)
+
+    def _finish(self) -> None:
+        if self._box is None:
+            return
+        for stream in (self._video, self._audio):
+            if stream is not None:
+                for packet in stream.encode(None):
+                    self._box.mux(packet)
+        self._box.close()
+
+
+class RecordingSource:
+    """A live source whose frames and audio are also recorded; times made exact for replay (see module doc)."""
+
+    def __init__(self, source, recorder: Recorder):
+        self.source = source
+        self.recorder = recorder
+        self.missing = getattr(source, "missing", [])
+        self._audio_t: float | None = None
+
+    def __getattr__(self, name: str):
+        return getattr(self.source, name)
+
+    def __iter__(self) -> Iterator[Frame | AudioBlock | SourceEvent]:
+        for item in self.source:
+            if isinstance(item, Frame):
+                item = Frame(round(item.t_s * 1000) / 1000, item.rgb)
+            elif isinstance(item, AudioBlock):
+                item = self._place(item)
+            else:
+                yield item
+                continue
+            self.recorder.put(item)
+            yield item
+
+    def _place(self, block: AudioBlock) -> AudioBlock:
+        """Back to back on the audio clock (what replay reconstructs); a stall re-anchors on a ms boundary."""
+        if self._audio_t is None or abs(block.t_s - self._audio_t) > REANCHOR_S:
+            self._audio_t = round(block.t_s * 1000) / 1000
+        placed = AudioBlock(self._audio_t, block.samples)
+        self._audio_t += len(block.samples) / SAMPLE_RATE
+        return placed
+
+    def close(self) -> None:
+        self.source.close()

@@ -1,0 +1,150 @@
+"""`merclip-live --record` and `merclip rescore`: the same session scored again, window by window."""
+
+import csv
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+from merclip.stream.record import Recorder, RecordingSource
+from merclip.stream.records import AudioBlock, Frame
+from merclip.stream.sources import FileSource, SyntheticSource
+
+from merclip.cli import live_main, main
+
+LIVE = [sys.executable, "-c", "import sys; from merclip.cli import live_main; sys.exit(live_main())"]
+TIMING = {"wall_time_utc", "latency_ms", "asr_ms", "model_ms", "dropped_windows"}
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _assert_same_readings(a, b):
+    assert len(a) == len(b) and a
+    for x, y in zip(a, b, strict=True):
+        for key in x:
+            if key in TIMING:
+                continue
+            try:
+                assert abs(float(x[key]) - float(y[key])) <= 1e-4, (x["window"], key)
+            except ValueError:
+                assert x[key] == y[key], (x["window"], key)
+
+
+def test_synthetic_session_recorded_then_rescored_gives_the_same_readings(tiny_bundle, tmp_path, capsys):
+    rec, live, again = tmp_path / "s.mkv", tmp_path / "live.csv", tmp_path / "again.csv"
+    code = live_main(["--source", "synthetic", "--fast", "--duration", "12", "--bundle", str(tiny_bundle), "--no-ui",
+                      "--no-asr", "--log", str(live), "--record", str(rec)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "REC:" in err and "recorded 180 frames and 12.0 s of audio" in err
+    assert main(["rescore", str(rec), "--bundle", str(tiny_bundle), "--no-asr", "--log", str(again)]) == 0
+    assert capsys.readouterr().out == ""  # no --json: only the CSV
+    _assert_same_readings(_rows(live), _rows(again))
+
+    other = tmp_path / "labels.csv"
+    assert main(["rescore", str(rec), "--bundle", str(tiny_bundle), "--no-asr", "--labels", "calm,tense,joyful",
+                 "--log", str(other)]) == 0  # fmt: skip
+    rows = _rows(other)
+    assert [k for k in rows[0] if k.startswith("emotion_")] == ["emotion_calm", "emotion_tense", "emotion_joyful"]
+    assert len(rows) == 6 and {r["top_emotion"] for r in rows} <= {"calm", "tense", "joyful"}
+
+    capsys.readouterr()
+    assert main(["report", str(live), "--compare", str(again), "--out", str(tmp_path / "pair.png")]) == 0
+    out = capsys.readouterr().out
+    assert "6 windows in both" in out and "Same top emotion in 6 of 6 windows" in out
+    assert "max 0.0000" in out and (tmp_path / "pair.png").stat().st_size > 0
+
+
+def test_speech_recorded_then_rescored_gives_the_same_transcripts(tiny_bundle, whisper_dir, tmp_path, capsys):
+    rec, live, again = tmp_path / "s.mkv", tmp_path / "live.csv", tmp_path / "again.csv"
+    assert live_main(["--source", "sample", "--fast", "--bundle", str(tiny_bundle), "--no-ui", "--asr-model",
+                      str(whisper_dir), "--log", str(live), "--record", str(rec)]) == 0  # fmt: skip
+    assert main(["rescore", str(rec), "--bundle", str(tiny_bundle), "--asr-model", str(whisper_dir), "--log",
+                 str(again)]) == 0  # fmt: skip
+    a, b = _rows(live), _rows(again)
+    _assert_same_readings(a, b)
+    assert "country" in " ".join(r["transcript"] for r in a)
+
+
+def test_sigkilled_recording_plays_back_to_within_4s_of_the_kill(tiny_bundle, tmp_path):
+    rec, log = tmp_path / "k.mkv", tmp_path / "k.csv"
+    proc = subprocess.Popen([*LIVE, "--source", "synthetic", "--duration", "60", "--bundle", str(tiny_bundle),
+                             "--no-ui", "--no-asr", "--log", str(log), "--record", str(rec)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not log.exists() or len(_rows(log)) < 3):
+        time.sleep(0.1)
+    seen = time.monotonic()
+    row = _rows(log)[-1]
+    time.sleep(1.0)
+    killed = time.monotonic()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    # stream time at the kill, at most: the row's window end + its latency + the polling gap + the wait
+    at_kill = float(row["t_end_s"]) + float(row["latency_ms"]) / 1000 + 0.1 + (killed - seen)
+    last = {"Frame": 0.0, "AudioBlock": 0.0}
+    for item in FileSource(rec, realtime=False, exact=True):
+        last[type(item).__name__] = max(last.get(type(item).__name__, 0.0), item.t_s)
+    assert last["Frame"] >= at_kill - 4 and last["AudioBlock"] >= at_kill - 4, (last, at_kill)
+
+
+def test_recording_costs_the_session_thread_little(tmp_path):
+    """What the session thread pays per 2-s window for recording (640x480 at 15 fps, 16-kHz audio)."""
+    items = []
+    for k in range(150):  # 10 s
+        items.append(Frame(k / 15, np.random.default_rng(k).integers(0, 255, (480, 640, 3), np.uint8)))
+    items += [AudioBlock(b * 0.1, np.zeros(1600, np.float32)) for b in range(100)]
+    items.sort(key=lambda item: item.t_s)
+    recorder = Recorder(tmp_path / "cost.mkv")
+    started = time.perf_counter()
+    for _ in RecordingSource(items, recorder):
+        pass
+    per_window_ms = (time.perf_counter() - started) * 1000 / 5
+    recorder.close()
+    assert per_window_ms < 5, per_window_ms
+    assert not recorder.failure
+
+
+def test_record_and_rescore_refuse_bad_paths(tiny_bundle, tmp_path, capsys):
+    base = ["--source", "synthetic", "--fast", "--duration", "2", "--bundle", str(tiny_bundle), "--no-ui", "--no-asr"]
+    assert live_main([*base, "--record", str(tmp_path)]) == 2
+    assert live_main([*base, "--record", str(tmp_path / "s.mp4")]) == 2
+    assert live_main([*base, "--record", str(tmp_path / "no" / "s.mkv")]) == 2
+    assert main(["rescore", str(tmp_path / "none.mkv"), "--bundle", str(tiny_bundle)]) == 2
+    (tmp_path / "r.mkv").write_bytes(b"")
+    assert main(["rescore", str(tmp_path / "r.mkv"), "--labels", "calm"]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder" in err and ".mkv" in err and "does not exist" in err and "recording not found" in err
+    assert "two or more comma-separated labels" in err
+
+
+def test_exact_replay_keeps_every_frame(tmp_path):
+    """Replay of a recording is frame-exact: no decimation, the same times and pixels."""
+    src = SyntheticSource(duration_s=4, fps=15)
+    recorder = Recorder(tmp_path / "f.mkv")
+    live = [item for item in RecordingSource(src, recorder) if isinstance(item, Frame)]
+    recorder.close()
+    back = [item for item in FileSource(tmp_path / "f.mkv", realtime=False, exact=True) if isinstance(item, Frame)]
+    assert [f.t_s for f in back] == [f.t_s for f in live]
+    assert all(np.array_equal(a.rgb, b.rgb) for a, b in zip(live, back, strict=True))
+
+
+def test_rec_is_visible_in_the_ui_title_while_recording(tiny_bundle, tmp_path, monkeypatch, capsys):
+    from merclip.stream import cli as live_cli
+
+    titles = []
+    real = live_cli.UiState
+
+    def spy(title, *args, **kw):
+        titles.append(title)
+        return real(title, *args, **kw)
+
+    monkeypatch.setattr(live_cli, "UiState", spy)
+    base = ["--source", "synthetic", "--fast", "--duration", "2", "--bundle", str(tiny_bundle), "--no-ui", "--no-asr"]
+    assert live_main([*base, "--record", str(tmp_path / "r.mkv")]) == 0
+    assert live_main(base) == 0
+    assert titles == ["MER-CLIP Live  ● REC", "MER-CLIP Live"]
