@@ -173,7 +173,8 @@ def clear_cached_bundles(cache_dir: str | Path) -> tuple[int, int]:
     return removed, freed
 
 
-def _human(size: int) -> str:
+def human_size(size: float) -> str:
+    """Bytes for people (decimal units, as disks and downloads are labelled)."""
     for unit in ("B", "KB", "MB", "GB"):
         if size < 1000 or unit == "GB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
@@ -191,9 +192,9 @@ def format_listing(cache_dir: str | Path) -> str:
     for b in bundles:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(b.last_used))
         state = "" if b.complete else "  (incomplete)"
-        lines.append(f"{b.name:<48} {_human(b.size_bytes):>9}  last used {when}{state}")
+        lines.append(f"{b.name:<48} {human_size(b.size_bytes):>9}  last used {when}{state}")
     total = sum(b.size_bytes for b in bundles)
-    lines.append(f"{len(bundles)} bundles, {_human(total)} in {root} (at most {MAX_CACHED_BUNDLES} are kept)")
+    lines.append(f"{len(bundles)} bundles, {human_size(total)} in {root} (at most {MAX_CACHED_BUNDLES} are kept)")
     return "\n".join(lines)
 
 
@@ -204,7 +205,7 @@ def cmd_cache(args) -> int:
     cache_dir = load_config(getattr(args, "config", None)).runtime.cache_dir
     if args.action == "clear":
         count, freed = clear_cached_bundles(cache_dir)
-        print(f"removed {count} cached bundles ({_human(freed)}) from {bundles_dir(cache_dir)}")
+        print(f"removed {count} cached bundles ({human_size(freed)}) from {bundles_dir(cache_dir)}")
     else:
         print(format_listing(cache_dir))
     return 0

@@ -20,6 +20,7 @@ from merclip.config import Config, load_config
 from merclip.errors import MerClipError
 
 from . import devices, weights
+from .cache import human_size
 
 _PACKAGES = ("merclip-live", "onnxruntime", "onnxruntime-gpu", "numpy", "av", "opencv-python-headless",
              "opencv-python", "sounddevice", "faster-whisper", "rich", "torch", "open_clip_torch")  # fmt: skip
@@ -34,14 +35,6 @@ class Check:
     detail: str
     fix: str = ""
     blocking: bool = True  # a failure means a session cannot start (exit 1)
-
-
-def _human(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GB"
 
 
 def package_versions() -> dict[str, str]:
@@ -190,7 +183,8 @@ def check_model(cfg: Config) -> Check:
         return Check("model", True, f"{name}: exported on first run (no download needed)")
     cached, size, repo = weights.cached_weights(cfg.model.arch, cfg.model.weights)
     if cached is not None:
-        return Check("model", True, f"{name}: CLIP weights cached ({_human(size)}, {cached}); exported on first run")
+        detail = f"{name}: CLIP weights cached ({human_size(size)}, {cached}); exported on first run"
+        return Check("model", True, detail)
     reachable, why = weights.online()
     if not repo:
         return Check("model", reachable, f"{name}: weights not known to this check; {why or 'online'}",
@@ -207,8 +201,9 @@ def check_bundle_cache(cfg: Config) -> Check:
     bundles = list_cached_bundles(cfg.runtime.cache_dir)
     size = sum(b.size_bytes for b in bundles)
     where = Path(cfg.runtime.cache_dir).expanduser() / "bundles"
-    return Check("bundle cache", True, f"{len(bundles)} bundle{'s' if len(bundles) != 1 else ''}, {_human(size)} in "
-                 f"{where}", "" if size < 4 * 2**30 else "merclip cache clear frees it", blocking=False)  # fmt: skip
+    count = f"{len(bundles)} bundle{'s' if len(bundles) != 1 else ''}"
+    return Check("bundle cache", True, f"{count}, {human_size(size)} in {where}",
+                 "" if size < 4 * 2**30 else "merclip cache clear frees it", blocking=False)  # fmt: skip
 
 
 def check_log_space(cfg: Config) -> Check:
@@ -220,7 +215,7 @@ def check_log_space(cfg: Config) -> Check:
     ok = free >= MIN_FREE_BYTES
     what = f"log {cfg.log.path}" if cfg.log.path else "current folder (no log configured)"
     writable = os.access(probe if probe.is_dir() else probe.parent, os.W_OK)
-    detail = f"{what}: {_human(free)} free" + ("" if writable else ", not writable")
+    detail = f"{what}: {human_size(free)} free" + ("" if writable else ", not writable")
     return Check("disk", ok and writable, detail, "" if ok and writable else "log to another folder with --log PATH",
                  blocking=bool(cfg.log.path))  # fmt: skip
 
