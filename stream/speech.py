@@ -112,7 +112,6 @@ class _Span:
     index: int
     start_s: float  # own span: words whose midpoint lies in [start_s, end_s) belong here
     end_s: float
-    shown: tuple[Word, ...] = ()
 
 
 @dataclass
@@ -157,18 +156,18 @@ class StreamingTranscriber:
         else:
             skip = int(round((self._end - t_start_s) * self.sample_rate))
             new = audio[max(0, skip) :]
-        self._audio = np.concatenate([self._audio, np.asarray(new, np.float32)])
+        new = np.asarray(new, np.float32)
+        self._audio = np.concatenate([self._audio, new])
         span = _Span(index, self._span_from, t_end_s)
         self._span_from = t_end_s
 
         start = time.perf_counter()
         # Nothing open and nothing new heard (VAD): a pass would only re-read committed words. Skip it.
         hears = getattr(self.recognizer, "hears_speech", None)
-        if self._tentative or hears is None or hears(np.asarray(new, np.float32)):
+        if self._tentative or hears is None or hears(new):
             self._agree(self._pass())
         final += self._finalize_due(index)
         shown = tuple(w for w in (*self._committed, *self._tentative) if span.start_s <= w.mid_s < span.end_s)
-        span.shown = shown
         self._pending.append(span)
         self._trim()
         ms = (time.perf_counter() - start) * 1000
@@ -209,29 +208,26 @@ class StreamingTranscriber:
         while self._pending:
             oldest = self._pending[0]
             if index - oldest.index >= self.final_lag:
-                self._commit_before(oldest.end_s)
+                self._commit_open(lambda w, end=oldest.end_s: w.mid_s < end)
             if any(w.mid_s < oldest.end_s for w in self._tentative):
                 break
             out.append(self._final_text(self._pending.pop(0)))
         return out
 
-    def _commit_before(self, t_s: float) -> None:
-        """Commit the tentative words whose midpoint is before ``t_s`` (their window is due)."""
+    def _commit_open(self, due) -> None:
+        """Commit the leading open words for which ``due(word)`` holds (open words are in time order)."""
         n = 0
-        while n < len(self._tentative) and self._tentative[n].mid_s < t_s:
+        while n < len(self._tentative) and due(self._tentative[n]):
             n += 1
         self._committed += self._tentative[:n]
         self._tentative = self._tentative[n:]
 
     def _final_text(self, span: _Span) -> WindowText:
-        words = tuple(w for w in self._committed if w.mid_s < span.end_s and w.mid_s >= span.start_s)
-        # A committed word whose midpoint moved before an already-final span still belongs here, not lost.
-        early = tuple(w for w in self._committed if w.mid_s < span.start_s)
-        words = early + words
-        keep = [w for w in self._committed if w.mid_s >= span.end_s]
-        self._history += [w for w in self._committed if w.mid_s < span.end_s]
-        self._history = self._history[-PROMPT_WORDS:]
-        self._committed = keep
+        # Spans are made final oldest first, so every committed word before this span's end is its own — even
+        # one whose midpoint a later pass moved before an already-final span (rather than lose it).
+        words = tuple(w for w in self._committed if w.mid_s < span.end_s)
+        self._committed = [w for w in self._committed if w.mid_s >= span.end_s]
+        self._history = [*self._history, *words][-PROMPT_WORDS:]
         return WindowText(span.index, join_words(words), words)
 
     def _finalize_all(self) -> list[WindowText]:
@@ -255,9 +251,7 @@ class StreamingTranscriber:
                 cut = w.start_s
                 break
         # Open words before the cut lose their audio: commit them as this pass heard them.
-        n = sum(1 for w in self._tentative if w.end_s <= cut + TIMESTAMP_SLACK_S)
-        self._committed += self._tentative[:n]
-        self._tentative = self._tentative[n:]
+        self._commit_open(lambda w: w.end_s <= cut + TIMESTAMP_SLACK_S)
         drop = int(round((cut - self._t0) * self.sample_rate))
         if drop > 0:
             self._audio = self._audio[drop:]
