@@ -37,7 +37,7 @@ import numpy as np
 # Re-transcribing a growing buffer is how streaming latency spirals (whisper_streaming #152): past 12 s
 # the buffer is cut back to about 6 s at a word boundary. Whisper pads to 30 s whatever the buffer holds,
 # so the encoder cost is flat; the decoder's cost grows with the words in the buffer. Measured with the
-# real tiny.en on 60 s of speech (BENCHMARKS.md): 8/4 s -> WER 0.091, 12/6 s -> 0.045, 15/8 s -> 0.045.
+# real tiny.en on 60 s of speech (BENCHMARKS.md; WER vs truth): 8/4 s -> 0.091, 12/6 s -> 0.045, 15/8 s -> 0.045.
 BUFFER_MAX_S = 12.0
 BUFFER_KEEP_S = 6.0
 # Committed words before the buffer passed as Whisper's prompt (whisper_streaming uses ~200 characters).

@@ -212,7 +212,8 @@ def speech_report(path: str, asr_model: str, transcript: str | None = None, wind
         raise MerClipError(f"cannot read speech from {path}: {err}") from None
     n = int(window_s * 16000)
     model, source, _ = load_whisper(WhisperOptions(model=asr_model))
-    segments, _ = model.transcribe(audio, language="en")
+    # temperature 0 only: the default fallback samples, so the reference would change from run to run
+    segments, _ = model.transcribe(audio, language="en", temperature=0.0)
     offline = " ".join(seg.text.strip() for seg in segments)
     out: dict = {"file": str(path), "seconds": len(audio) / 16000, "model": source, "offline_text": offline}
     for mode in ("stream", "window-unpadded"):
@@ -241,7 +242,9 @@ def reference_words(asr_model: str) -> list[tuple[float, float, str]]:
     from faster_whisper import decode_audio
 
     model, _, _ = load_whisper(WhisperOptions(model=asr_model))
-    segments, _ = model.transcribe(decode_audio(str(sample_path())), language="en", word_timestamps=True)
+    segments, _ = model.transcribe(
+        decode_audio(str(sample_path())), language="en", word_timestamps=True, temperature=0.0
+    )
     return [(w.start, w.end, normalize(w.word)) for s in segments for w in s.words or []]
 
 
