@@ -322,7 +322,7 @@ def train(
                     with torch.no_grad():  # as CLIP does: a logit scale above 100 only sharpens into overflow
                         model.sentiment_log_scale.clamp_(max=math.log(100))
                 seen += len(batch["sentiment"]) * world
-                total_loss += float(loss)
+                total_loss += loss.item()  # detached: float() on a graph tensor warns
                 bar.update(task, advance=1, loss=total_loss / (step + 1), rate=seen / (time.perf_counter() - started))
             train_loss = total_loss / max(1, len(train_loader))
             if rank == 0:
