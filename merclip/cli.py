@@ -271,13 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=_number(0.0, strict=False),
         default=0.0,
         metavar="S",
-        help="also replay S seconds of synthetic stream as fast as possible: latency and memory drift",
+        help="also replay S seconds of synthetic stream as fast as possible: latency, memory and words per tenth "
+        "of it (with --speech FILE: that recording looped is the audio)",
     )
     p.add_argument(
         "--speech",
         metavar="FILE",
         help="only score the speech paths on this recording (any audio/video file): WER of the streaming and "
-        "the unpadded path against the same model's offline transcript, time per window; prints JSON",
+        "the unpadded path against the same model's offline transcript, time per window; prints JSON "
+        "(with --soak: the soak's audio instead)",
     )
     p.add_argument("--transcript", metavar="TEXT", help="with --speech: what is really said, for a WER against it")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")

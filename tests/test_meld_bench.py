@@ -111,8 +111,12 @@ def test_real_meld_csvs_read_with_their_labels():
 
 
 def test_bench_json_on_the_tiny_model(tmp_path):
+    from merclip.stream.sources import sample_path
+
+    # the soak's audio: the sample clip's speech looped, so the streaming recogniser is exercised all run
     run = subprocess.run([*MERCLIP, "bench", "--model", "tiny", "--windows", "3",
-                          "--soak", "20", "--json"], capture_output=True, text=True, timeout=300,
+                          "--soak", "20", "--speech", str(sample_path()), "--json"],
+                         capture_output=True, text=True, timeout=300,
                          env={**ENV, "HOME": str(tmp_path)})  # fmt: skip
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
@@ -125,6 +129,7 @@ def test_bench_json_on_the_tiny_model(tmp_path):
     assert {"onnx_vs_torch_vision", "int8_speedup_vision"} <= set(result["ratios"])
     e2e = result["end_to_end"]
     assert e2e["readings"] == 6 and result["soak"]["windows"] == 10
+    assert result["soak"]["audio"].startswith("speech looped") and sum(result["soak"]["words_per_tenth"]) >= 20
     # the real tiny.en: the default path gets JFK right, every word reaches the screen, and the delay is
     # measured per word (its size is a benchmark number, not a unit-test assertion)
     assert result["asr_wer"]["stream"] <= 0.05 < result["asr_wer"]["window-unpadded"] and e2e["wer"] <= 0.05

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from merclip.stream.engine import BundleEngine
 from merclip.stream.pipeline import LiveSession
-from merclip.stream.sources import FileSource, sample_path
+from merclip.stream.sources import SAMPLE_RATE, FileSource, sample_path
 from merclip.stream.speech import normalize
 from merclip.stream.transcriber import WhisperOptions, load_whisper, open_speech
 from merclip.stream.windowing import Windower
@@ -49,6 +49,7 @@ class BenchOptions:
     int8: bool = True
     e2e: bool = True
     soak_s: float = 0.0
+    soak_speech: str | None = None  # a recording looped as the soak's audio (else synthetic tones)
     cache_dir: str = "~/.cache/merclip/bench"
 
 
@@ -199,23 +200,28 @@ def _asr_times(opts: BenchOptions, windows, repeats) -> tuple[dict[str, list[flo
     return out, texts, wer
 
 
-def speech_report(path: str, asr_model: str, transcript: str | None = None, window_s: float = 2.0) -> dict:
-    """Each speech path over any recording, window by window as live, scored against the same model's
-    offline transcript of the whole file (and against ``transcript`` when given)."""
+def read_speech(path: str) -> np.ndarray:
+    """Any audio/video file as 16-kHz mono float32; an unreadable one is a one-line error."""
     from faster_whisper import decode_audio
 
     from merclip.errors import MerClipError
 
     try:
-        audio = decode_audio(path, 16000)
+        return decode_audio(path, SAMPLE_RATE)
     except Exception as err:
         raise MerClipError(f"cannot read speech from {path}: {err}") from None
-    n = int(window_s * 16000)
+
+
+def speech_report(path: str, asr_model: str, transcript: str | None = None, window_s: float = 2.0) -> dict:
+    """Each speech path over any recording, window by window as live, scored against the same model's
+    offline transcript of the whole file (and against ``transcript`` when given)."""
+    audio = read_speech(path)
+    n = int(window_s * SAMPLE_RATE)
     model, source, _ = load_whisper(WhisperOptions(model=asr_model))
     # temperature 0 only: the default fallback samples, so the reference would change from run to run
     segments, _ = model.transcribe(audio, language="en", temperature=0.0)
     offline = " ".join(seg.text.strip() for seg in segments)
-    out: dict = {"file": str(path), "seconds": len(audio) / 16000, "model": source, "offline_text": offline}
+    out: dict = {"file": str(path), "seconds": len(audio) / SAMPLE_RATE, "model": source, "offline_text": offline}
     for mode in ("stream", "window-unpadded"):
         transcriber, _ = open_speech(WhisperOptions(model=asr_model, mode=mode), model=model)
         finals, shown, ms = {}, [], []
@@ -330,22 +336,51 @@ def _e2e(bundle_dir: Path, opts: BenchOptions, overlap: bool = True) -> dict:
     }
 
 
-def soak(bundle, asr_model: str | None, seconds: float, frames: int, progress=lambda s: None) -> dict:
-    """A long synthetic stream replayed as fast as possible: latency and memory per tenth of the run."""
+def _looped_speech_source(speech: np.ndarray, seconds: float):
+    """Synthetic frames with ``speech`` looped as the audio: the streaming recogniser hears words all run
+    long (the synthetic tones are skipped by its VAD, so they never fill its buffer)."""
+    from merclip.stream.sources import SyntheticSource
+
+    class LoopedSpeech(SyntheticSource):
+        def block(self, index: int) -> np.ndarray:
+            n = int(round(self.block_s * SAMPLE_RATE))
+            return np.take(speech, np.arange(index * n, (index + 1) * n), mode="wrap").astype(np.float32)
+
+    return LoopedSpeech(duration_s=seconds, realtime=False, size=320)
+
+
+def soak(
+    bundle,
+    asr_model: str | None,
+    seconds: float,
+    frames: int,
+    progress=lambda s: None,
+    speech: np.ndarray | None = None,
+) -> dict:
+    """A long stream replayed as fast as possible: latency, memory and words per tenth of the run.
+    Synthetic frames; the audio is synthetic tones, or ``speech`` (16 kHz) looped."""
     from merclip.stream.sources import SyntheticSource
 
     asr = open_speech(WhisperOptions(model=asr_model))[0] if asr_model else None
+    source = (
+        SyntheticSource(duration_s=seconds, realtime=False, size=320)
+        if speech is None
+        else _looped_speech_source(speech, seconds)
+    )
     session = LiveSession(
-        SyntheticSource(duration_s=seconds, realtime=False, size=320),
+        source,
         Windower(frames_per_window=frames),
         BundleEngine(bundle),
         asr,
         backpressure=True,
     )
     rows: list[tuple[float, float, float]] = []  # (t_end_s, latency_ms, rss_mb)
+    words: dict[int, int] = {}  # window -> words in its final transcript
     seen: set[int] = set()
 
     def on_reading(r):
+        if r.final or asr is None:
+            words[r.window] = len(r.transcript.split())
         if r.final and r.window in seen:
             return  # each window once: its first reading
         seen.add(r.window)
@@ -357,10 +392,13 @@ def soak(bundle, asr_model: str | None, seconds: float, frames: int, progress=la
     session.run(on_reading)
     wall = time.perf_counter() - started
     tenths = np.array_split(np.asarray(rows), 10)
+    word_tenths = np.array_split(np.asarray([words[w] for w in sorted(words)]), 10)
     return {
         "stream_s": seconds, "wall_s": wall, "windows": len(rows), "dropped": session.stats.dropped,
+        "audio": "synthetic tones" if speech is None else f"speech looped ({len(speech) / SAMPLE_RATE:.1f} s)",
         "processing_ms_median_per_tenth": [float(np.median(t[:, 1])) for t in tenths],
         "rss_mb_per_tenth": [float(t[-1, 2]) for t in tenths],
+        "words_per_tenth": [int(t.sum()) for t in word_tenths],
     }  # fmt: skip
 
 
@@ -447,7 +485,8 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] = lambda s: No
     result["ratios"] = ratios
     if opts.soak_s:
         progress(f"soak: {opts.soak_s:.0f} s of synthetic stream, as fast as possible")
-        result["soak"] = soak(fp32, opts.asr_model, opts.soak_s, opts.frames, progress)
+        speech = read_speech(opts.soak_speech) if opts.soak_speech else None
+        result["soak"] = soak(fp32, opts.asr_model, opts.soak_s, opts.frames, progress, speech)
     result["peak_rss_mb"] = peak_rss_mb()
     return result
 
@@ -527,7 +566,7 @@ def print_report(result: dict) -> None:
         console.print(
             f"soak: {s['stream_s']:.0f} s of stream in {s['wall_s']:.0f} s, {s['windows']} windows; processing "
             f"ms per tenth {[round(x) for x in s['processing_ms_median_per_tenth']]}; RSS MB per tenth "
-            f"{[round(x) for x in s['rss_mb_per_tenth']]}"
+            f"{[round(x) for x in s['rss_mb_per_tenth']]}; words per tenth {s['words_per_tenth']} ({s['audio']})"
         )
 
 
@@ -540,11 +579,11 @@ def cmd_bench(args) -> int:
         streams=args.streams, providers=args.providers or cfg.runtime.providers,
         asr_model=args.asr_model or cfg.asr.model, asr_mode=args.asr_mode or cfg.asr.mode,
         text_context=args.text_context, torch_compare=not args.no_torch,
-        int8=not args.no_int8, e2e=not args.no_e2e, soak_s=args.soak,
+        int8=not args.no_int8, e2e=not args.no_e2e, soak_s=args.soak, soak_speech=args.speech if args.soak else None,
         cache_dir=str(Path(cfg.runtime.cache_dir).expanduser() / "bench"),
     )  # fmt: skip
     err = Console(stderr=True)
-    if args.speech:
+    if args.speech and not args.soak:
         err.print(f"[dim]speech paths on {args.speech}…[/dim]")
         print(json.dumps(speech_report(args.speech, opts.asr_model, args.transcript), indent=1))
         return 0
