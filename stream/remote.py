@@ -47,7 +47,7 @@ CONNECT_TIMEOUT_S = 3.0
 # Failed windows in a row after which the service counts as down (one failure is a lost window).
 DOWN_AFTER = 3
 # Longest wait between two probes of a service that is down.
-RETRY_MAX_S = 8.0
+RETRY_MAX_S = 4.0
 
 OFFLINE_NOTE = "server unreachable — retrying"
 OTHER_MODEL_NOTE = "server came back with another model — not used"
