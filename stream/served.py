@@ -204,8 +204,8 @@ def stop_service(joined: bool) -> None:
     try:
         if joined:
             serve.delete(APP_NAME)
-        else:
-            serve.shutdown()
+        # a local cluster goes as a whole: its Serve actors with it (serve.shutdown() first only makes Ray
+        # print a retry warning on stdout for its controller)
     finally:
         ray.shutdown()
 
