@@ -29,6 +29,18 @@ exit codes: 0 readings made · 1 the session ran but made no reading · 2 an err
 """
 
 
+SERVE_EPILOG = """\
+examples:
+  merclip serve --model tiny                                 a local service on http://127.0.0.1:8000/merclip
+  merclip serve --bundle bundle/ --host 0.0.0.0 --replicas 2 two replicas, reachable from other machines
+  merclip serve --bundle bundle/ --num-gpus 0.25 --replicas 4 four replicas sharing one GPU
+  ray start --head && merclip serve --address auto --bundle /shared/bundle   on a cluster (see README)
+then on each camera machine:
+  merclip-live --camera 0 --server http://HOST:8000/merclip
+Ctrl-C stops the service (and the local Ray cluster it started).
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with the project's error shape: one line ``error: ...`` on stderr, exit code 2."""
 
@@ -83,6 +95,19 @@ def _text(text: str) -> str:
 
 
 TEXT = _text
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    """``4`` or ``1,4,16``: positive counts."""
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected counts such as 4 or 1,4,16, got {text!r}") from None
+    if not counts or min(counts) < 1 or max(counts) > 256:
+        raise argparse.ArgumentTypeError(f"counts must be from 1 to 256, got {text!r}")
+    return counts
+
+
 POSITIVE = _int_at_least(1)
 FRAMES = _int_at_least(1, 64)
 
@@ -257,7 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=FRAMES, help="frames per window (default: capture.frames_per_window)")
     p.add_argument("--windows", type=POSITIVE, default=5, help="windows timed per measurement (default 5)")
     p.add_argument(
-        "--streams", type=POSITIVE, default=4, help="streams batched together for the throughput line (default 4)"
+        "--streams",
+        type=_counts,
+        default=(4,),
+        metavar="N[,N...]",
+        help="streams batched together for the throughput line (default 4); with --server, each count is a run",
     )
     p.add_argument("--providers", choices=("auto", "tensorrt", "cuda", "cpu"), help="ONNX Runtime providers")
     p.add_argument(
@@ -282,7 +311,44 @@ def build_parser() -> argparse.ArgumentParser:
         "(with --soak: the soak's audio instead)",
     )
     p.add_argument("--transcript", metavar="TEXT", help="with --speech: what is really said, for a WER against it")
+    p.add_argument(
+        "--server",
+        nargs="?",
+        const="local",
+        metavar="URL",
+        help="only measure many streams against a service: URL, or none to start a local one (loopback); "
+        "--streams then takes a list, e.g. 1,4,16",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+
+    p = sub.add_parser(
+        "serve",
+        help="serve the monitor's model on Ray Serve for many streams (merclip-live --server)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run the monitor's model as a service on Ray Serve: windows from many\n"
+        "`merclip-live --server` clients are scored together in batches on shared replicas. Capture,\n"
+        "speech recognition, the UI and the CSV stay on each client. The model is loaded once per replica.\n"
+        "Needs pip install 'merclip-live[serve]'. Settings: the [serve] table of config.toml.",
+        epilog=SERVE_EPILOG,
+    )
+    _common(p)
+    p.add_argument("--bundle", metavar="DIR", type=TEXT, help="serve this exported bundle (same path on every node)")
+    p.add_argument("--model", metavar="ARCH", type=TEXT, help="or: this architecture, exported to the cache once")
+    p.add_argument("--weights", metavar="W", type=TEXT, help="with --model: pretrained tag, local file, or 'random'")
+    p.add_argument(
+        "--address", metavar="ADDR", type=TEXT, help="join this Ray cluster (auto, host:6379); default: start one here"
+    )
+    p.add_argument(
+        "--host", metavar="HOST", type=TEXT, help="HTTP address to listen on (default 127.0.0.1; 0.0.0.0: all)"
+    )
+    p.add_argument("--port", type=_int_at_least(1, 65535), help="HTTP port (default 8000)")
+    p.add_argument("--replicas", type=POSITIVE, help="model replicas (default 1)")
+    p.add_argument("--num-cpus", type=_number(0.0, strict=False), metavar="N", help="CPUs per replica (default 1)")
+    p.add_argument("--num-gpus", type=_number(0.0, strict=False), metavar="N", help="GPUs per replica, may be 0.25")
+    p.add_argument("--max-batch", type=POSITIVE, metavar="N", help="windows per batch at most (default 16)")
+    p.add_argument("--batch-wait-ms", type=_number(0.0, strict=False), metavar="MS",
+                   help="how long a batch waits to fill after its first window (default 10)")  # fmt: skip
+    p.add_argument("--providers", choices=("auto", "tensorrt", "cuda", "cpu"), help="ONNX Runtime providers")
 
     p = sub.add_parser("cache", help="list or clear the bundles `merclip-live --model` exported (runtime.cache_dir)")
     _common(p)
@@ -375,6 +441,12 @@ def build_live_parser() -> argparse.ArgumentParser:
         help="also record the camera frames and microphone audio (raw face and voice, lossless) to this file, "
         "for `merclip rescore`; off unless given",
     )
+    parser.add_argument(
+        "--server",
+        metavar="URL",
+        type=TEXT,
+        help="send windows to a `merclip serve` service (http://host:8000/merclip) instead of running the model here",
+    )
     parser.add_argument("--list-devices", action="store_true", help="list the cameras and microphones found, then exit")
     return parser
 
@@ -412,12 +484,15 @@ def _dispatch(name: str) -> Callable:
         "cache": lambda: import_module("merclip.stream.cache").cmd_cache,
         "doctor": lambda: import_module("merclip.stream.doctor").cmd_doctor,
         "rescore": lambda: import_module("merclip.stream.cli").cmd_rescore,
+        "serve": lambda: import_module("merclip.stream.served").cmd_serve,
     }
     try:
         return table[name]()
     except ModuleNotFoundError as err:
         if err.name and err.name.startswith("merclip"):
             return _not_built(name)
+        if err.name and err.name.split(".")[0] in ("ray", "starlette"):
+            raise MerClipError(f"`merclip {name}` needs Ray Serve: pip install 'merclip-live[serve]'") from None
         raise MerClipError(f"`merclip {name}` needs {err.name}: pip install 'merclip-live[train]'") from None
 
 

@@ -101,6 +101,21 @@ class RuntimeSection:
     cache_dir: str = field(default="~/.cache/merclip", metadata=_TEXT)
     queue_windows: int = field(default=2, metadata=_check(lo=1, hi=64))
     overlap: bool = True
+    # URL of a `merclip serve` service to send windows to ("" = run the bundle in this process)
+    server: str = ""
+
+
+@dataclass(frozen=True)
+class ServeSection:
+    address: str = ""
+    host: str = field(default="127.0.0.1", metadata=_TEXT)
+    port: int = field(default=8000, metadata=_check(lo=1, hi=65535))
+    route: str = field(default="/merclip", metadata=_TEXT)
+    replicas: int = field(default=1, metadata=_check(lo=1, hi=4096))
+    num_cpus: float = field(default=1.0, metadata=_check(lo=0.0, hi=1024.0))
+    num_gpus: float = field(default=0.0, metadata=_check(lo=0.0, hi=64.0))
+    max_batch: int = field(default=16, metadata=_check(lo=1, hi=4096))
+    batch_wait_ms: float = field(default=10.0, metadata=_check(lo=0.0, hi=10_000.0))
 
 
 @dataclass(frozen=True)
@@ -154,6 +169,7 @@ class Config:
     capture: CaptureSection = CaptureSection()
     asr: AsrSection = AsrSection()
     runtime: RuntimeSection = RuntimeSection()
+    serve: ServeSection = ServeSection()
     ui: UiSection = UiSection()
     log: LogSection = LogSection()
     train: TrainSection = TrainSection()
@@ -280,6 +296,8 @@ def _validate(cfg: Config) -> None:
     _check_template("export.emotion_template", cfg.export.emotion_template)
     _check_template("export.sentiment_template", cfg.export.sentiment_template)
     _check_cache_dir(cfg.runtime.cache_dir)
+    if not cfg.serve.route.startswith("/") or cfg.serve.route == "/":
+        raise MerClipError(f"config: serve.route must be a path such as /merclip, got {_show(cfg.serve.route)}")
 
 
 def from_dict(data: dict[str, Any]) -> Config:

@@ -55,7 +55,7 @@ def apply_flags(args, cfg: Config) -> Config:
             "allow_missing": True if args.allow_missing else None,
         },
         asr={"model": args.asr_model, "enabled": False if args.no_asr else None},
-        runtime={"bundle": args.bundle, "providers": args.providers},
+        runtime={"bundle": args.bundle, "providers": args.providers, "server": getattr(args, "server", None)},
         ui={"enabled": False if args.no_ui else None, "baseline_s": getattr(args, "baseline", None)},
         log={"path": args.log},
     )
@@ -307,6 +307,29 @@ class KeyListener:
             termios.tcsetattr(sys.stdin, termios.TCSADRAIN, self._old)
 
 
+def open_engine(cfg: Config, console: Console, explicit_labels: bool = False):
+    """(what the model is, the engine that runs it): a bundle run here, or a `merclip serve` service
+    (``runtime.server``). The first has what the session needs to know: labels, threshold, face setting,
+    window length."""
+    if cfg.runtime.server:
+        from .remote import RemoteEngine
+
+        engine = RemoteEngine.connect(cfg.runtime.server)  # unreachable: one line, exit 2
+        from merclip.config import LabelsSection
+
+        default = LabelsSection()
+        if explicit_labels or (cfg.labels.emotion, cfg.labels.sentiment) != (default.emotion, default.sentiment):
+            console.print("notice: labels are the service's (set them where `merclip serve` runs)",
+                          style="yellow", markup=False, highlight=False)  # fmt: skip
+        return engine.info, engine
+    bundle = resolve_bundle(cfg, console)
+    if explicit_labels and bundle.manifest["labels"]["fixed"]:
+        raise MerClipError(f"bundle {bundle.folder} has fixed labels (exported without its label encoder): "
+                           "--labels needs a bundle that can embed new ones")  # fmt: skip
+    apply_label_config(bundle, cfg)
+    return bundle, BundleEngine(bundle)
+
+
 def face_notice(asked: str, face: FaceSetting) -> str:
     """One line when ``capture.face`` asks for other pictures than the bundle's model was trained on: the
     bundle wins, since a model run on pictures unlike its training data reads them wrongly."""
@@ -336,13 +359,9 @@ def cmd_live(args, cfg: Config) -> int:
 
         cap = cfg.capture
         check_devices(cap.camera, cap.microphone, cap.width, cap.height, cap.fps, cap.allow_missing)
-    bundle = resolve_bundle(cfg, console)
+    bundle, engine = open_engine(cfg, console, getattr(args, "explicit_labels", False))
     for line in bundle.provider_report:
         log.info("provider %s", line)
-    if getattr(args, "explicit_labels", False) and bundle.manifest["labels"]["fixed"]:
-        raise MerClipError(f"bundle {bundle.folder} has fixed labels (exported without its label encoder): "
-                           "--labels needs a bundle that can embed new ones")  # fmt: skip
-    apply_label_config(bundle, cfg)
     bundle_window_s = bundle.window_samples / bundle.sample_rate
     if abs(cfg.capture.window_s - bundle_window_s) > 0.5 / bundle.sample_rate:
         raise MerClipError(
@@ -364,7 +383,7 @@ def cmd_live(args, cfg: Config) -> int:
         console.print(notice, style="yellow", markup=False, highlight=False)
     windower = Windower(cfg.capture.window_s, cfg.capture.hop_s, cfg.capture.frames_per_window,
                         bundle.sample_rate, face=FaceTracker(bundle.face) if bundle.face.on else None)  # fmt: skip
-    session = LiveSession(source, windower, BundleEngine(bundle), transcriber, cfg.runtime.queue_windows,
+    session = LiveSession(source, windower, engine, transcriber, cfg.runtime.queue_windows,
                           cfg.asr.context_words, args.duration, backpressure=args.fast,
                           overlap=cfg.runtime.overlap)  # fmt: skip
     csv_log = None

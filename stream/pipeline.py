@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .engine import Engine, EngineResult
+from .engine import Engine, EngineResult, WindowLost
 from .records import Reading, SourceEvent, Window
 from .speech import TranscriptUpdate, WindowText
 from .transcriber import PerWindow
@@ -141,6 +141,7 @@ class LiveSession:
         self.stats = SessionStats()
         self.stop_event = threading.Event()
         self._dropped_windows: set[int] = set()
+        self._lost = 0  # windows the engine lost (WindowLost): counted with the dropped ones
         self._to_asr = DropOldestQueue(queue_windows, backpressure, on_drop=self._forget)
         self._to_engine = DropOldestQueue(1, backpressure, on_drop=lambda item: self._forget(item[0]))
         # the encoders run beside ASR when the engine can prepare a window ahead of its words
@@ -256,10 +257,19 @@ class LiveSession:
             self._finalize(done=True)
             self.readings.close()
 
+    def _lose(self, window: Window, err: Exception) -> None:
+        self._lost += 1
+        self._dropped_windows.add(window.index)
+        self.stats.dropped = self._to_asr.dropped + self._to_engine.dropped + self._lost
+        log.warning("window %d lost: %s", window.index, err)
+
     def _provisional(self, window: Window, update: TranscriptUpdate, final: bool) -> None:
         text = update.current.text if update.current is not None else ""
         try:
             result = self.engine.run(window, text)
+        except WindowLost as err:
+            self._lose(window, err)
+            return
         except Exception as err:
             self.stats.engine_errors += 1
             log.error("model failed on window %d: %s", window.index, err)
@@ -271,6 +281,7 @@ class LiveSession:
         elif window.face == "none":  # frames came, but no face was in view: the reading goes on without
             self.stats.status["V"] = "no face"
         self.stats.status["A"] = "ok" if "A" in result.modalities else self.stats.status["A"]
+        self.stats.status["model"] = result.note or "ok"
         shown = _Shown(window, text, result, latency, update.ms)
         if not final:
             self._shown[window.index] = shown
@@ -290,6 +301,9 @@ class LiveSession:
             if words.text != shown.text:
                 try:
                     result = self.engine.run(shown.window, words.text)
+                except WindowLost as err:  # no row with the shown numbers next to other words: dropped
+                    self._lose(shown.window, err)
+                    continue
                 except Exception as err:
                     self.stats.engine_errors += 1
                     log.error("model failed on window %d: %s", words.index, err)
@@ -304,7 +318,7 @@ class LiveSession:
         window = shown.window
         if final:
             self.stats.readings += 1
-        self.stats.dropped = self._to_asr.dropped + self._to_engine.dropped
+        self.stats.dropped = self._to_asr.dropped + self._to_engine.dropped + self._lost
         self.readings.put(
             Reading(
                 window=window.index,
@@ -323,6 +337,7 @@ class LiveSession:
                 face_box=window.face_box,
                 face=window.face,
                 agreement=result.agreement,
+                notes=(result.note,) if result.note else (),
             )
         )
 

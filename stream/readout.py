@@ -147,5 +147,6 @@ def interpret(reading, rule: ReadoutRule, baseline: Baseline | None = None):
             extra["adjusted_emotions"] = emotions
             extra["adjusted_sentiment"] = baseline.adjust("sentiment", reading.sentiment, False)
     label, confidence = read_emotion(emotions, rule)
-    return replace(reading, emotion_state=label, confidence=confidence, state=shown_state(label, confidence, rule),
-                   **extra)  # fmt: skip
+    # no reading because the model could not be reached: the state says so (the CSV row is marked)
+    state = shown_state(label, confidence, rule) or (reading.notes[0] if reading.notes else "")
+    return replace(reading, emotion_state=label, confidence=confidence, state=state, **extra)

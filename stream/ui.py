@@ -139,6 +139,8 @@ def render(state: UiState, stats: SessionStats) -> Group:
         style = "green" if key in used else _STATUS_STYLE.get(msg, "red")
         status += Text(f"{mark} {name}", style=style) + Text(f" ({msg})  " if msg not in ("ok",) else "  ")
     parts.append(status)
+    if stats.status.get("model", "ok") != "ok":  # e.g. a served model that went away
+        parts.append(Text(f"model      {stats.status['model']}", style="bold red"))
     elapsed = max(1e-6, time.monotonic() - stats.started)
     latency = state.last.latency_ms if state.last else 0.0
     parts.append(

@@ -840,7 +840,7 @@ CASES = [
         patch=_no_onnx_export,
     ),
     Case("no-command-flag", "merclip", lambda w: ["--frobnicate"], "unrecognized"),
-    Case("unknown-command", "merclip", lambda w: ["serve"], "invalid choice"),
+    Case("unknown-command", "merclip", lambda w: ["frobnicate"], "invalid choice"),
 ]
 
 

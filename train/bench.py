@@ -574,9 +574,13 @@ def cmd_bench(args) -> int:
     from rich.console import Console
 
     cfg = load_config(args.config)
+    if args.server:
+        from .serve_bench import cmd_serve_bench
+
+        return cmd_serve_bench(args, cfg)
     opts = BenchOptions(
         model=args.model, frames=args.frames or cfg.capture.frames_per_window, windows=args.windows,
-        streams=args.streams, providers=args.providers or cfg.runtime.providers,
+        streams=max(args.streams), providers=args.providers or cfg.runtime.providers,
         asr_model=args.asr_model or cfg.asr.model, asr_mode=args.asr_mode or cfg.asr.mode,
         text_context=args.text_context, torch_compare=not args.no_torch,
         int8=not args.no_int8, e2e=not args.no_e2e, soak_s=args.soak, soak_speech=args.speech if args.soak else None,
