@@ -442,6 +442,12 @@ def cmd_live(args, cfg: Config) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     notes = session_notes(source, csv_log)
+    served = getattr(engine, "batch_sizes", None)
+    if served:  # the operator's view of the service's batching, from this stream's side
+        from .remote import mean_batch
+
+        notes.append(f"served by {engine.url}: {len(served)} model calls, in batches of {mean_batch(served):.1f} "
+                     "windows on average")  # fmt: skip
     if recorder is not None:
         notes.append(recorder.failure or f"recorded {recorder.frames} frames and {recorder.samples / 16000:.1f} s of "
                      f"audio to {recorder.path} (re-score: merclip rescore {recorder.path} --bundle DIR)")  # fmt: skip

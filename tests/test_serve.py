@@ -222,23 +222,35 @@ def test_eight_streams_share_batches_and_read_as_the_local_engine(service, tiny_
     assert mean_batch(sizes) > 1.0, sizes
 
 
-def test_cli_client_logs_what_the_local_monitor_logs(service, tiny_bundle, tmp_path):
+def test_eight_cli_clients_log_what_the_local_monitor_logs(service, tiny_bundle, tmp_path):
+    """Eight `merclip-live --server` processes at once: each CSV has every window, equal to the local run's."""
     url, _ = service
-    args = ["--source", "synthetic", "--fast", "--no-ui", "--duration", "8", "--no-asr"]
-    served = subprocess.run([*LIVE, *args, "--server", url, "--log", str(tmp_path / "served.csv")],
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    clients, seconds = 8, 12
+    args = ["--source", "synthetic", "--fast", "--no-ui", "--duration", str(seconds), "--no-asr"]
+    served = [subprocess.Popen([*LIVE, *args, "--server", url, "--log", str(tmp_path / f"served{k}.csv")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+              for k in range(clients)]  # fmt: skip
     local = subprocess.run([*LIVE, *args, "--bundle", str(tiny_bundle), "--log", str(tmp_path / "local.csv")],
                            capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert served.returncode == 0 and local.returncode == 0, served.stderr + local.stderr
-    header, rows = _rows(tmp_path / "served.csv")
+    assert local.returncode == 0, local.stderr
     local_header, local_rows = _rows(tmp_path / "local.csv")
-    assert header == local_header and len(rows) == len(local_rows) == 4
-    probs = [i for i, h in enumerate(header) if h.startswith(("emotion_", "sentiment_"))]
-    same = [i for i, h in enumerate(header) if h in ("window", "t_start_s", "transcript", "modalities", "top_emotion")]
-    for got, want in zip(rows, local_rows, strict=True):
-        # 4-decimal cells: numbers within 1e-4 print at most one last digit apart
-        assert all(abs(float(got[i]) - float(want[i])) <= 1e-4 + 1e-9 for i in probs)
-        assert [got[i] for i in same] == [want[i] for i in same]
+    probs = [i for i, h in enumerate(local_header) if h.startswith(("emotion_", "sentiment_"))]
+    same = [i for i, h in enumerate(local_header)
+            if h in ("window", "t_start_s", "transcript", "modalities", "top_emotion", "dropped_windows")]  # fmt: skip
+    batches = []
+    for k, client in enumerate(served):
+        _, err = client.communicate(timeout=180)
+        assert client.returncode == 0, err
+        header, rows = _rows(tmp_path / f"served{k}.csv")
+        assert header == local_header and len(rows) == len(local_rows) == seconds // 2
+        for got, want in zip(rows, local_rows, strict=True):
+            # 4-decimal cells: numbers within 1e-4 print at most one last digit apart
+            assert all(abs(float(got[i]) - float(want[i])) <= 1e-4 + 1e-9 for i in probs)
+            assert [got[i] for i in same] == [want[i] for i in same]
+        # the session summary says how the service batched this stream's windows
+        (line,) = [x for x in err.splitlines() if "in batches of" in x]
+        batches.append(float(line.split("in batches of ")[1].split()[0]))
+    assert max(batches) > 1.0, batches  # the clients' windows met in the service's batches
 
 
 def test_a_bad_request_is_refused_and_the_service_goes_on(service):
