@@ -182,8 +182,8 @@ def start_service(bundle_dir: str | Path, opts: ServeOptions, providers: str = "
     if not ray.is_initialized():
         if opts.address:
             ray.init(address=opts.address, **_quiet_ray())
-        else:
-            ray.init(num_cpus=num_cpus, **_quiet_ray())
+        else:  # "local": a cluster of our own, even where `ray start` left one running (that is --address)
+            ray.init(address="local", num_cpus=num_cpus, **_quiet_ray())
     serve.start(http_options={"host": opts.host, "port": opts.port})
     # onnxruntime takes every core by default: a replica keeps to the CPUs it was given
     threads = threads or max(1, int(opts.num_cpus))
