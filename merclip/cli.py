@@ -135,6 +135,27 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modalities", metavar="ORDER", type=TEXT, help="modalities and fusion order, e.g. LVA, VL, A")
 
 
+def _bundle_flags(parser: argparse.ArgumentParser, bundle_help: str = "run this exported bundle") -> None:
+    """Which model runs, and on what: an exported bundle, or an architecture exported to the cache once
+    (merclip-live, rescore, serve)."""
+    parser.add_argument("--bundle", metavar="DIR", type=TEXT, help=bundle_help)
+    parser.add_argument(
+        "--model",
+        metavar="ARCH",
+        type=TEXT,
+        help="or: this architecture, exported to the cache once and then run ('tiny' works offline)",
+    )
+    parser.add_argument(
+        "--weights", metavar="W", type=TEXT, help="with --model: pretrained tag, local file, or 'random'"
+    )
+    parser.add_argument("--providers", choices=("auto", "tensorrt", "cuda", "cpu"), help="ONNX Runtime providers")
+
+
+def _asr_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--asr-model", metavar="M", type=TEXT, help="Whisper size name or local CTranslate2 folder")
+    parser.add_argument("--no-asr", action="store_true", help="do not transcribe (no language modality)")
+
+
 def _model_overrides(args) -> dict:
     return {
         "arch": args.model,
@@ -332,9 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=SERVE_EPILOG,
     )
     _common(p)
-    p.add_argument("--bundle", metavar="DIR", type=TEXT, help="serve this exported bundle (same path on every node)")
-    p.add_argument("--model", metavar="ARCH", type=TEXT, help="or: this architecture, exported to the cache once")
-    p.add_argument("--weights", metavar="W", type=TEXT, help="with --model: pretrained tag, local file, or 'random'")
+    _bundle_flags(p, "serve this exported bundle (same path on every node)")
     p.add_argument(
         "--address", metavar="ADDR", type=TEXT, help="join this Ray cluster (auto, host:6379); default: start one here"
     )
@@ -348,7 +367,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=POSITIVE, metavar="N", help="windows per batch at most (default 16)")
     p.add_argument("--batch-wait-ms", type=_number(0.0, strict=False), metavar="MS",
                    help="how long a batch waits to fill after its first window (default 10)")  # fmt: skip
-    p.add_argument("--providers", choices=("auto", "tensorrt", "cuda", "cpu"), help="ONNX Runtime providers")
 
     p = sub.add_parser("cache", help="list or clear the bundles `merclip-live --model` exported (runtime.cache_dir)")
     _common(p)
@@ -361,14 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rescore", help="score a `merclip-live --record` recording again: other bundle or labels")
     _common(p)
     p.add_argument("recording", metavar="FILE.mkv", type=TEXT, help="a recording written by merclip-live --record")
-    p.add_argument("--bundle", metavar="DIR", type=TEXT, help="run this exported bundle")
-    p.add_argument("--model", metavar="ARCH", type=TEXT, help="or: this architecture (exported to the cache once)")
-    p.add_argument("--weights", metavar="W", type=TEXT, help="with --model: pretrained tag, local file, or 'random'")
+    _bundle_flags(p)
     p.add_argument("--labels", metavar="A,B,...", type=TEXT, help="emotion labels, comma-separated (zero-shot)")
     p.add_argument("--sentiment-labels", metavar="A,B,...", type=TEXT, help="sentiment labels, comma-separated")
-    p.add_argument("--asr-model", metavar="M", type=TEXT, help="Whisper size name or local CTranslate2 folder")
-    p.add_argument("--no-asr", action="store_true", help="do not transcribe")
-    p.add_argument("--providers", choices=("auto", "tensorrt", "cuda", "cpu"), help="ONNX Runtime providers")
+    _asr_flags(p)
     p.add_argument("--log", metavar="PATH", type=TEXT, help="CSV for the new readings (a folder or a file)")
     p.add_argument("--json", action="store_true", help="also print one JSON object per reading on stdout")
 
@@ -400,20 +414,9 @@ def build_live_parser() -> argparse.ArgumentParser:
         "--camera", metavar="N", type=TEXT, help="camera index or device path (implies --source camera)"
     )
     parser.add_argument("--mic", metavar="DEV", help="microphone name or index (default: system default)")
-    parser.add_argument("--bundle", metavar="DIR", type=TEXT, help="run this exported bundle")
-    parser.add_argument(
-        "--model",
-        metavar="ARCH",
-        type=TEXT,
-        help="export this architecture to the cache once and run it ('tiny' works offline)",
-    )
-    parser.add_argument(
-        "--weights", metavar="W", type=TEXT, help="with --model: pretrained tag, local file, or 'random'"
-    )
+    _bundle_flags(parser)
     parser.add_argument("--frames", type=_int_at_least(1, 32), help="frames per window (default 4)")
-    parser.add_argument("--asr-model", metavar="M", type=TEXT, help="Whisper size name or local CTranslate2 folder")
-    parser.add_argument("--no-asr", action="store_true", help="do not transcribe (no language modality)")
-    parser.add_argument("--providers", choices=("auto", "tensorrt", "cuda", "cpu"), help="ONNX Runtime providers")
+    _asr_flags(parser)
     parser.add_argument(
         "--no-ui",
         action="store_true",
