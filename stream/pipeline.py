@@ -257,10 +257,13 @@ class LiveSession:
             self._finalize(done=True)
             self.readings.close()
 
+    def _count_dropped(self) -> None:
+        self.stats.dropped = self._to_asr.dropped + self._to_engine.dropped + self._lost
+
     def _lose(self, window: Window, err: Exception) -> None:
         self._lost += 1
         self._dropped_windows.add(window.index)
-        self.stats.dropped = self._to_asr.dropped + self._to_engine.dropped + self._lost
+        self._count_dropped()
         log.warning("window %d lost: %s", window.index, err)
 
     def _provisional(self, window: Window, update: TranscriptUpdate, final: bool) -> None:
@@ -318,7 +321,7 @@ class LiveSession:
         window = shown.window
         if final:
             self.stats.readings += 1
-        self.stats.dropped = self._to_asr.dropped + self._to_engine.dropped + self._lost
+        self._count_dropped()
         self.readings.put(
             Reading(
                 window=window.index,

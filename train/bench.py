@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from merclip.stream.engine import BundleEngine
 from merclip.stream.pipeline import LiveSession
-from merclip.stream.sources import SAMPLE_RATE, FileSource, sample_path
+from merclip.stream.sources import SAMPLE_RATE, FileSource, SyntheticSource, sample_path
 from merclip.stream.speech import normalize
 from merclip.stream.transcriber import WhisperOptions, load_whisper, open_speech
 from merclip.stream.windowing import Windower
@@ -336,17 +336,17 @@ def _e2e(bundle_dir: Path, opts: BenchOptions, overlap: bool = True) -> dict:
     }
 
 
-def _looped_speech_source(speech: np.ndarray, seconds: float):
-    """Synthetic frames with ``speech`` looped as the audio: the streaming recogniser hears words all run
-    long (the synthetic tones are skipped by its VAD, so they never fill its buffer)."""
-    from merclip.stream.sources import SyntheticSource
+class LoopedSpeechSource(SyntheticSource):
+    """Synthetic frames with ``speech`` (16 kHz) looped as the audio: the streaming recogniser hears words
+    all run long (the synthetic tones are skipped by its VAD, so they never fill its buffer)."""
 
-    class LoopedSpeech(SyntheticSource):
-        def block(self, index: int) -> np.ndarray:
-            n = int(round(self.block_s * SAMPLE_RATE))
-            return np.take(speech, np.arange(index * n, (index + 1) * n), mode="wrap").astype(np.float32)
+    def __init__(self, speech: np.ndarray, duration_s: float, size: int):
+        super().__init__(duration_s=duration_s, realtime=False, size=size)
+        self.speech = speech
 
-    return LoopedSpeech(duration_s=seconds, realtime=False, size=320)
+    def block(self, index: int) -> np.ndarray:
+        n = int(round(self.block_s * SAMPLE_RATE))
+        return np.take(self.speech, np.arange(index * n, (index + 1) * n), mode="wrap").astype(np.float32)
 
 
 def soak(
@@ -359,13 +359,11 @@ def soak(
 ) -> dict:
     """A long stream replayed as fast as possible: latency, memory and words per tenth of the run.
     Synthetic frames; the audio is synthetic tones, or ``speech`` (16 kHz) looped."""
-    from merclip.stream.sources import SyntheticSource
-
     asr = open_speech(WhisperOptions(model=asr_model))[0] if asr_model else None
     source = (
         SyntheticSource(duration_s=seconds, realtime=False, size=320)
         if speech is None
-        else _looped_speech_source(speech, seconds)
+        else LoopedSpeechSource(speech, seconds, size=320)
     )
     session = LiveSession(
         source,
