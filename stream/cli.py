@@ -40,13 +40,18 @@ log = logging.getLogger(__name__)
 NO_READING_EXIT = 1
 
 
-def apply_flags(args, cfg: Config) -> Config:
+def model_flags(args) -> dict:
+    """``--model``/``--weights`` as the ``[model]`` overrides (merclip-live, rescore, serve)."""
     weights = args.weights
     if args.model == "tiny" and weights is None:
         weights = "random"  # the built-in tiny model has no pretrained weights
+    return {"arch": args.model, "weights": weights}
+
+
+def apply_flags(args, cfg: Config) -> Config:
     return override(
         cfg,
-        model={"arch": args.model, "weights": weights},
+        model=model_flags(args),
         capture={
             "source": args.source or ("camera" if args.camera is not None else None),
             "camera": args.camera,

@@ -213,12 +213,11 @@ def stop_service(joined: bool) -> None:
 def apply_serve_flags(args, cfg: Config) -> Config:
     from merclip.config import override
 
-    weights = args.weights
-    if args.model == "tiny" and weights is None:
-        weights = "random"  # as merclip-live: the built-in tiny model has no pretrained weights
+    from .cli import model_flags
+
     return override(
         cfg,
-        model={"arch": args.model, "weights": weights},
+        model=model_flags(args),
         runtime={"bundle": args.bundle, "providers": args.providers},
         serve={"address": args.address, "host": args.host, "port": args.port, "replicas": args.replicas,
                "num_cpus": args.num_cpus, "num_gpus": args.num_gpus, "max_batch": args.max_batch,
