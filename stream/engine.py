@@ -76,27 +76,27 @@ class BundleEngine:
         # the cache holds the window itself too, so its id cannot be reused while the entry lives
         return id(window)
 
-    def prepare_frames(self, frames) -> None:
-        """Encode frames ahead of their window (one call for all of them); cached by frame object."""
+    def prepare_frames(self, frames) -> dict[int, np.ndarray]:
+        """Encode frames ahead of their window (one call for all of them); cached by frame object.
+        Returns every given frame's features by ``id``."""
         with self._lock:
-            todo = [f for f in frames if id(f) not in self._frames]
-        if not todo:
-            return
-        b = self.bundle
-        features = b.encode_frames(b.preprocess_frames(todo))
-        with self._lock:
-            for rgb, feature in zip(todo, features, strict=True):
-                self._frames[id(rgb)] = (rgb, feature)  # the frame is held, so its id is not reused
-            while len(self._frames) > FRAME_CACHE:
-                self._frames.popitem(last=False)
+            found = {id(f): self._frames[id(f)][1] for f in frames if id(f) in self._frames}
+        todo = [f for f in frames if id(f) not in found]
+        if todo:
+            b = self.bundle
+            features = b.encode_frames(b.preprocess_frames(todo))
+            with self._lock:
+                for rgb, feature in zip(todo, features, strict=True):
+                    self._frames[id(rgb)] = (rgb, feature)  # the frame is held, so its id is not reused
+                    found[id(rgb)] = feature
+                while len(self._frames) > FRAME_CACHE:
+                    self._frames.popitem(last=False)
+        return found
 
     def _vision(self, frames) -> np.ndarray:
-        with self._lock:
-            missing = [f for f in frames if id(f) not in self._frames]
-        if missing:
-            self.prepare_frames(missing)
-        with self._lock:
-            return np.stack([self._frames[id(f)][1] for f in frames])[None]
+        # from what prepare_frames returns, not the cache: encoding the missing frames may evict the others
+        found = self.prepare_frames(frames)
+        return np.stack([found[id(f)] for f in frames])[None]
 
     def prepare(self, window: Window) -> tuple:
         """(vision, audio) features of a window, computed once; the ms spent are in the third slot."""

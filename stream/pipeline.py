@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 # At stop, windows already captured may take this long to finish (a couple of windows of model time).
 DRAIN_S = 10.0
+# Readings waiting for the UI/CSV thread (provisional and final: two per window).
+READINGS_QUEUE = 1000
 
 
 class Closed(Exception):
@@ -152,13 +154,21 @@ class LiveSession:
         # Finals travel beside the queue, never dropped: a row once shown is always logged.
         self._finals: deque[WindowText] = deque()
         self._shown: dict[int, _Shown] = {}
-        self.readings: DropOldestQueue = DropOldestQueue(1000)  # consumer is the UI/CSV thread: fast
+        # The consumer is the UI/CSV thread. Replaying a file it may be slower than the model (a row is one
+        # fsync): then the model waits. Live, a stalled consumer loses the oldest rows, counted as dropped.
+        self._rows_lost = 0
+        self.readings: DropOldestQueue = DropOldestQueue(READINGS_QUEUE, backpressure, on_drop=self._row_lost)
         self._threads: list[threading.Thread] = []
         if transcriber is None:
             self.stats.status["L"] = "off"
 
     def _forget(self, window: Window) -> None:
         self._dropped_windows.add(window.index)
+
+    def _row_lost(self, reading: Reading) -> None:
+        if reading.final:
+            self._rows_lost += 1
+            self._count_dropped()
 
     # ---- stages -------------------------------------------------------------------------------------
     def _capture(self) -> None:
@@ -176,8 +186,9 @@ class LiveSession:
                     settled = self.windower.take_settled()
                     if settled:
                         self._to_encode.put(settled)
-            else:
-                self._emit(self.windower.flush())
+            # the open window is read at the end and on stop alike (Ctrl-C keeps the last words heard);
+            # past --duration, _emit refuses it
+            self._emit(self.windower.flush())
         except Exception as err:  # a source that dies (corrupt file, device error) ends the session cleanly
             log.error("capture stopped: %s", err)
             self.stats.error = str(err)
@@ -201,7 +212,8 @@ class LiveSession:
                 item = self._to_encode.get()
                 try:
                     if isinstance(item, Window):
-                        self._prepare(item)
+                        if item.index not in self._dropped_windows:  # dropped under load: never read
+                            self._prepare(item)
                     else:
                         self._prepare_frames(item)
                 except Exception as err:  # the engine will try again, and report, when it runs the window
@@ -218,14 +230,20 @@ class LiveSession:
             return TranscriptUpdate(text, (*self.transcriber.finish().final, text))
         try:
             update = self.transcriber.push(window.index, window.t_start_s, window.t_end_s, window.audio)
-            self.stats.status["L"] = "ok"
+            if update.error:  # a failed pass: the window's words may still come from the next ones
+                self._asr_failed(window, update.error)
+            else:
+                self.stats.status["L"] = "ok"
             return update
         except Exception as err:  # ASR failing is a missing modality, not the end of the session
-            self.stats.asr_errors += 1
-            self.stats.status["L"] = f"ASR error: {err}"
-            log.warning("ASR failed on window %d: %s", window.index, err)
+            self._asr_failed(window, str(err))
             text = WindowText(window.index, "")
             return TranscriptUpdate(text, (text,), 0.0, str(err))
+
+    def _asr_failed(self, window: Window, err: str) -> None:
+        self.stats.asr_errors += 1
+        self.stats.status["L"] = f"ASR error: {err}"
+        log.warning("ASR failed on window %d: %s", window.index, err)
 
     def _asr(self) -> None:
         try:
@@ -258,24 +276,26 @@ class LiveSession:
             self.readings.close()
 
     def _count_dropped(self) -> None:
-        self.stats.dropped = self._to_asr.dropped + self._to_engine.dropped + self._lost
+        self.stats.dropped = self._to_asr.dropped + self._to_engine.dropped + self._lost + self._rows_lost
 
     def _lose(self, window: Window, err: Exception) -> None:
+        """The model could not read this window: it is counted as dropped and gets no row; its words,
+        when they become final, are let go (``_finalize``)."""
         self._lost += 1
         self._dropped_windows.add(window.index)
+        if isinstance(err, WindowLost):
+            log.warning("window %d lost: %s", window.index, err)
+        else:
+            self.stats.engine_errors += 1
+            log.error("model failed on window %d: %s", window.index, err)
         self._count_dropped()
-        log.warning("window %d lost: %s", window.index, err)
 
     def _provisional(self, window: Window, update: TranscriptUpdate, final: bool) -> None:
         text = update.current.text if update.current is not None else ""
         try:
             result = self.engine.run(window, text)
-        except WindowLost as err:
-            self._lose(window, err)
-            return
         except Exception as err:
-            self.stats.engine_errors += 1
-            log.error("model failed on window %d: %s", window.index, err)
+            self._lose(window, err)
             return
         latency = (time.monotonic() - window.closed_wall_s) * 1000
         self.stats.latencies_ms.append(latency)
@@ -304,12 +324,9 @@ class LiveSession:
             if words.text != shown.text:
                 try:
                     result = self.engine.run(shown.window, words.text)
-                except WindowLost as err:  # no row with the shown numbers next to other words: dropped
+                except Exception as err:  # no row with the shown numbers next to other words: dropped
                     self._lose(shown.window, err)
                     continue
-                except Exception as err:
-                    self.stats.engine_errors += 1
-                    log.error("model failed on window %d: %s", words.index, err)
             self._publish(shown, words.text, result, True)
         self._finals.extendleft(reversed(waiting))
         if done:  # the stream ended: what never got final words keeps the words it was shown with

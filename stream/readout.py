@@ -136,13 +136,13 @@ def interpret(reading, rule: ReadoutRule, baseline: Baseline | None = None):
 
     emotions = reading.emotions
     extra: dict = {}
-    if baseline is not None and baseline.enabled and reading.emotions:
-        if baseline.calibrating(reading.t_end_s):
+    if baseline is not None and baseline.enabled:
+        if baseline.calibrating(reading.t_end_s):  # by time alone: a window with no reading is in it too
             extra["calibrating_s"] = baseline.remaining_s(reading.t_end_s)
-            if reading.final:
+            if reading.final and reading.emotions:
                 baseline.observe("emotion", reading.emotions, rule.multi_label)
                 baseline.observe("sentiment", reading.sentiment, False)
-        elif baseline.ready("emotion"):
+        elif reading.emotions and baseline.ready("emotion"):
             emotions = baseline.adjust("emotion", reading.emotions, rule.multi_label)
             extra["adjusted_emotions"] = emotions
             extra["adjusted_sentiment"] = baseline.adjust("sentiment", reading.sentiment, False)

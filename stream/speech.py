@@ -162,16 +162,20 @@ class StreamingTranscriber:
         self._span_from = t_end_s
 
         start = time.perf_counter()
+        error = ""
         # Nothing open and nothing new heard (VAD): a pass would only re-read committed words. Skip it.
         hears = getattr(self.recognizer, "hears_speech", None)
         if self._tentative or hears is None or hears(new):
-            self._agree(self._pass())
+            try:
+                self._agree(self._pass())
+            except Exception as err:  # the audio stays in the buffer: the next pass hears this window again
+                error = str(err) or type(err).__name__
         final += self._finalize_due(index)
         shown = tuple(w for w in (*self._committed, *self._tentative) if span.start_s <= w.mid_s < span.end_s)
         self._pending.append(span)
         self._trim()
         ms = (time.perf_counter() - start) * 1000
-        return TranscriptUpdate(WindowText(index, join_words(shown), shown), tuple(final), ms)
+        return TranscriptUpdate(WindowText(index, join_words(shown), shown), tuple(final), ms, error)
 
     def finish(self) -> TranscriptUpdate:
         """End of stream: whatever is pending becomes final as the last pass saw it."""

@@ -140,3 +140,14 @@ def test_zero_shot_bundle_scores_a_neutral_prompt(tiny_model, tmp_path):
     bundle.set_labels(emotion=["joy", "anger"])  # new labels keep the neutral prompt
     assert bundle.emotion_labels == ["joy", "anger", "calm"]
     assert bundle.predict(text="nothing much").emotion.shape == (1, 3)
+
+
+def test_a_window_without_a_reading_inside_the_baseline_period_is_calibrating():
+    from merclip.stream.remote import OFFLINE_NOTE
+
+    base, rule = Baseline(10.0), ReadoutRule()
+    offline = interpret(_reading({}, t_end=4.0, sentiment={}, notes=(OFFLINE_NOTE,)), rule, base)
+    assert offline.calibrating_s == pytest.approx(6.0) and offline.state == OFFLINE_NOTE
+    assert not base.ready("emotion")  # nothing to learn the resting state from
+    after = interpret(_reading({}, t_end=12.0, sentiment={}, notes=(OFFLINE_NOTE,)), rule, base)
+    assert after.calibrating_s is None and after.adjusted_emotions is None

@@ -222,3 +222,29 @@ def test_silent_windows_with_nothing_open_cost_no_pass():
     assert words_of(finals) == ["hello", "there", "good", "bye"]
     # passes: windows 0 and 15 (speech heard), 1 and 16 (their words still open); none for the silence
     assert [round(t1) for _, t1, _ in rec.passes] == [2, 4, 32, 34] and st.buffer_s <= BUFFER_MAX_S + 2.0
+
+
+def test_a_failed_pass_keeps_the_window_pending_and_its_words_come_with_the_next_pass():
+    class FailsOnce(ScriptedRecognizer):
+        def recognize(self, audio, prompt=""):
+            if len(self.passes) == 2 and not getattr(self, "failed", False):
+                self.failed = True
+                raise RuntimeError("CUDA out of memory")
+            return super().recognize(audio, prompt)
+
+    script = _script(JFK, 0.3, 0.45, 0.35)
+    rec = FailsOnce(script)
+    st = StreamingTranscriber(rec)
+    finals, order, errors = {}, [], []
+    for index in range(6):
+        update = st.push(index, 2.0 * index, 2.0 * index + 2, speech(2.0, 2.0 * index))
+        errors.append(update.error)
+        for f in update.final:
+            finals[f.index] = f.text
+            order.append(f.index)
+    for f in st.finish().final:
+        finals[f.index] = f.text
+        order.append(f.index)
+    assert errors[2] == "CUDA out of memory" and sum(map(bool, errors)) == 1
+    assert order == sorted(order) == list(range(6))  # final in window order, each once
+    assert words_of(finals) == JFK.split()  # the failed window's words were heard by a later pass

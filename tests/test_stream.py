@@ -349,3 +349,100 @@ def test_ui_transcript_line_shows_each_word_once_as_windows_become_final():
     state.add(reading(1, "americans ask", True))  # the newest window's words become final: not twice
     assert state.transcript == "and so my fellow americans ask"
     assert state.top_counts == {"happy": 2} and state.last.window == 1  # counted once per window, when final
+
+
+class _Revising:
+    """Window K is shown as "wK?" and final one window later as "wK"."""
+
+    def push(self, index, t_start_s, t_end_s, audio):
+        from merclip.stream.speech import TranscriptUpdate, WindowText
+
+        final = (WindowText(index - 1, f"w{index - 1}"),) if index else ()
+        return TranscriptUpdate(WindowText(index, f"w{index}?"), final, 1.0)
+
+    def finish(self):
+        from merclip.stream.speech import TranscriptUpdate
+
+        return TranscriptUpdate(None)
+
+
+def test_a_model_error_drops_the_window_never_logs_numbers_from_other_words():
+    class Flaky(FakeEngine):
+        def run(self, window, transcript):
+            if window.index == 2 or (window.index == 3 and transcript == "w3"):  # provisional / final re-run
+                raise RuntimeError("onnxruntime: out of memory")
+            return EngineResult({"happy": len(transcript) / 10, "sad": 0.0}, {"positive": 1.0, "negative": 0.0},
+                                "LVA", 1.0)  # fmt: skip
+
+    session = LiveSession(SyntheticSource(duration_s=12), Windower(), Flaky(), _Revising(), backpressure=True)
+    readings = []
+    stats = session.run(readings.append)
+    final = [r for r in readings if r.final]
+    assert [r.window for r in final] == [0, 1, 4, 5]
+    assert all(r.emotions["happy"] == len(r.transcript) / 10 for r in final)  # each row's numbers, its words
+    assert stats.engine_errors == 2 and stats.dropped == 2 and final[-1].dropped_windows == 2
+    assert not session._finals  # no words left waiting for a reading that will never come
+
+
+class _StoppedMidWindow:
+    """A source that has delivered 5.3 s when the user presses Ctrl-C, and (like a camera or a real-time
+    replay) has one more item in hand when it is told to close."""
+
+    def __init__(self):
+        self.closed, self.waiting = threading.Event(), threading.Event()
+
+    def __iter__(self):
+        for item in SyntheticSource(duration_s=8):
+            if item.t_s >= 5.3:
+                self.waiting.set()
+                self.closed.wait(30)
+            yield item
+
+    def close(self):
+        self.closed.set()
+
+
+def test_ctrl_c_keeps_the_open_window():
+    source = _StoppedMidWindow()
+    session = LiveSession(source, Windower(), FakeEngine(), None, backpressure=True)  # no window dropped
+    readings = []
+    session.run(readings.append, should_stop=lambda: len(readings) >= 2 and source.waiting.is_set())
+    final = [r for r in readings if r.final]
+    assert [r.window for r in final] == [0, 1, 2]  # [4, 6): the 1.3 s heard of it are read
+
+
+@pytest.mark.parametrize("backpressure", [True, False])
+def test_a_slow_display_never_loses_a_row_silently(backpressure, monkeypatch):
+    from merclip.stream import pipeline
+
+    monkeypatch.setattr(pipeline, "READINGS_QUEUE", 3)
+    session = LiveSession(SyntheticSource(duration_s=10), Windower(window_s=0.5, hop_s=0.5, frames_per_window=2),
+                          FakeEngine(), None, backpressure=backpressure)  # fmt: skip
+    rows = []
+
+    def slow_write(reading):
+        time.sleep(0.01)  # a row is one fsync
+        if reading.final:
+            rows.append(reading.window)
+
+    stats = session.run(slow_write)
+    if backpressure:  # replaying a file: the model waits for the display
+        assert rows == list(range(20)) and stats.dropped == 0
+    else:  # live: rows the display could not take are counted
+        assert len(rows) < 20 and len(rows) + stats.dropped == stats.windows == 20
+
+
+def test_a_window_with_more_frames_than_the_cache_still_reads(tiny_bundle, monkeypatch):
+    from merclip.export.runtime import Bundle
+    from merclip.stream import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "FRAME_CACHE", 4)
+    bundle = Bundle.load(tiny_bundle)
+    windows, _ = _windows(SyntheticSource(duration_s=2), frames_per_window=6)
+    plain = BundleEngine(bundle).run(windows[0], "hello")
+    ahead = BundleEngine(bundle)
+    ahead.prepare_frames(windows[0].frames[:3])  # cached; encoding the other three evicts some of them
+    early = ahead.run(windows[0], "hello")
+    assert early.modalities == "LVA"
+    for key in plain.emotions:
+        assert abs(early.emotions[key] - plain.emotions[key]) < 1e-5
