@@ -10,8 +10,9 @@ words changed re-sends the window; it has no ``prepare``: the encoders run on th
 other streams' windows, after the words are known.
 
 Faults, as a user sees them:
-- a window the service failed or did not answer in time (a replica killed with it in flight) is lost:
-  ``WindowLost``, which the pipeline counts in ``dropped_windows``;
+- a window the service failed, did not answer in time (a replica killed with it in flight) or whose
+  connection was reset or closed without a reply is lost: ``WindowLost``, which the pipeline counts in
+  ``dropped_windows``;
 - a service that refuses connections, answers 404 (application deleted) or fails ``DOWN_AFTER`` windows in a
   row is *down*: every window then gets an empty reading with the note "server unreachable — retrying" (the
   UI shows it, the CSV row's ``state`` says it) at once, and the service is probed again after 1, 2, 4 ...
@@ -93,7 +94,9 @@ def _is_down(err: Exception) -> bool:
     if isinstance(err, urllib.error.HTTPError):
         return err.code == 404
     reason = getattr(err, "reason", err)
-    return isinstance(reason, ConnectionRefusedError | socket.gaierror | ConnectionResetError)
+    # A reset or a connection closed without a reply (RemoteDisconnected) is one request that died, e.g. with
+    # its replica or proxy: that window is lost; the service is down only after DOWN_AFTER failures in a row.
+    return isinstance(reason, ConnectionRefusedError | socket.gaierror)
 
 
 def _why(err: Exception) -> str:

@@ -40,7 +40,7 @@ from merclip.config import Config
 from merclip.errors import MerClipError
 
 from .engine import Encoded, read_encoded
-from .wire import WindowReply, WindowRequest, decode_request, encode_reply
+from .wire import WindowReply, WindowRequest, check_request_size, decode_request, encode_reply
 
 log = logging.getLogger(__name__)
 
@@ -153,10 +153,12 @@ class MonitorModel:
         if request.method == "GET" and path.endswith("/info"):
             return JSONResponse(self.info)
         if request.method == "POST" and path.endswith("/window"):
-            body = await request.body()
             b = self.bundle
             try:
-                window = decode_request(body, b.image_size, b.window_samples)
+                length = request.headers.get("content-length", "")
+                if length.isdigit():  # a body too big to be a window is refused before it is read
+                    check_request_size(int(length))
+                window = decode_request(await request.body(), b.image_size, b.window_samples)
             except MerClipError as err:
                 return Response(str(err), status_code=400)
             reply = await self._batch(window)

@@ -4,11 +4,12 @@ A request is one window, as the model needs it and no more: the sampled frames a
 centre-cropped to the bundle's image size (uint8, so the server sees the very pixels the local engine
 would: ``model.preprocess`` splits the crop from the float normalisation), the 2-s waveform (float32,
 only when there is a voice to encode) and the transcript. The body is an ``.npz`` archive (numpy's own
-format, loaded with ``allow_pickle=False``: a request can carry arrays, never code). Not compressed:
-measured on the sample clip (4 face crops at 224 px + 2 s of audio), a window is 731 KB (2.9 Mbit/s per
-stream) and zlib level 1 saves 29 % of it for 15 ms of client CPU and 3 ms of server CPU per window; on a
-gigabit LAN the 209 KB saved take 1.7 ms to send, so compression would cost more than it saves (it pays
-only below ~100 Mbit/s per stream group, e.g. cameras behind a slow uplink).
+format, loaded with ``allow_pickle=False``: a request can carry arrays, never code) whose members are stored,
+never deflated, so no body grows past the size limit on loading. Not compressed: measured on the sample clip
+(4 face crops at 224 px + 2 s of audio), a window is 731 KB (2.9 Mbit/s per stream) and zlib level 1 saves
+29 % of it for 15 ms of client CPU and 3 ms of server CPU per window; on a gigabit LAN the 209 KB saved take
+1.7 ms to send, so compression would cost more than it saves (it pays only below ~100 Mbit/s per stream
+group, e.g. cameras behind a slow uplink).
 
 A response is JSON: the probabilities in label order, the modalities used, the agreement, the server's
 model time and the size of the batch the window was run in.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,6 +30,8 @@ from merclip.errors import MerClipError
 
 # A window at 224 px with 32 frames and audio is ~5 MB; anything much bigger is not a window.
 MAX_REQUEST_BYTES = 16 << 20
+# The archive members encode_request writes (np.savez: one ``NAME.npy`` per array, stored, not deflated).
+REQUEST_MEMBERS = frozenset({"transcript.npy", "images.npy", "audio.npy"})
 
 
 @dataclass(frozen=True)
@@ -58,10 +62,33 @@ def encode_request(images: Sequence[np.ndarray] | np.ndarray, audio: np.ndarray 
     return buf.getvalue()
 
 
+def check_request_size(size: int) -> None:
+    if size > MAX_REQUEST_BYTES:
+        raise MerClipError(f"request of {size} bytes is larger than a window can be")
+
+
+def _check_members(body: bytes) -> None:
+    """Refuse an archive that would grow on loading: np.load inflates a deflated member without limit, so
+    a 1-MB body of zeros could take GBs of a replica's memory before any shape is checked."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(body)) as archive:
+            members = archive.infolist()
+    except Exception as err:  # BadZipFile, or a central directory that does not parse
+        raise MerClipError(f"not a window request: {err}") from None
+    for m in members:
+        if m.filename not in REQUEST_MEMBERS:
+            raise MerClipError(f"not a window request: unexpected member {m.filename!r}")
+        if m.compress_type != zipfile.ZIP_STORED:
+            raise MerClipError(
+                f"not a window request: member {m.filename!r} is compressed (send it stored, as np.savez does)"
+            )
+    check_request_size(sum(m.file_size for m in members))
+
+
 def decode_request(body: bytes, image_size: int, window_samples: int) -> WindowRequest:
     """Raise MerClipError (one line, the client's to fix) on a body that is not a window for this bundle."""
-    if len(body) > MAX_REQUEST_BYTES:
-        raise MerClipError(f"request of {len(body)} bytes is larger than a window can be")
+    check_request_size(len(body))
+    _check_members(body)
     try:
         with np.load(io.BytesIO(body), allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}

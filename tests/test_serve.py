@@ -5,12 +5,14 @@ it and compare with the local engine, kill its replica, take it down and bring i
 """
 
 import csv
+import io
 import math
 import socket
 import subprocess
 import sys
 import threading
 import time
+import types
 import urllib.error
 import urllib.request
 
@@ -259,7 +261,33 @@ def test_a_bad_request_is_refused_and_the_service_goes_on(service):
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(request, timeout=10)
     assert err.value.code == 400 and b"not a window request" in err.value.read()
+    # a deflated member could inflate without limit in the replica: refused, whatever its size
+    body = io.BytesIO()
+    np.savez_compressed(body, transcript=np.array("hi"), images=np.zeros((1, 32, 32, 3), np.uint8))
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(urllib.request.Request(f"{url}/window", data=body.getvalue()), timeout=10)
+    assert err.value.code == 400 and b"is compressed" in err.value.read()
     _wait_ready(url, 5)
+
+
+def test_a_body_announced_too_big_is_refused_before_it_is_read():
+    import asyncio
+
+    from merclip.stream.served import MonitorModel
+    from merclip.stream.wire import MAX_REQUEST_BYTES
+    from starlette.requests import Request
+
+    replica = object.__new__(MonitorModel.func_or_class)  # the handler alone: no bundle, no cluster
+    replica.bundle = types.SimpleNamespace(image_size=32, window_samples=32000)
+    length = str(MAX_REQUEST_BYTES + 1).encode()
+    scope = {"type": "http", "method": "POST", "path": "/merclip/window", "query_string": b"",
+             "headers": [(b"content-length", length)]}  # fmt: skip
+
+    async def receive():
+        raise AssertionError("the body was read")
+
+    reply = asyncio.run(replica(Request(scope, receive)))
+    assert reply.status_code == 400 and b"larger than a window can be" in reply.body
 
 
 def _kill_replica() -> None:
