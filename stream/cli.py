@@ -244,12 +244,23 @@ def open_source(cfg: Config, fast: bool, duration: float | None, exact: bool = F
             height=cfg.capture.height,
             fps=cfg.capture.fps,
             allow_missing=cfg.capture.allow_missing,
-        )
-        src.start()
+        )  # not started here: cmd_live starts it last (start_capture)
         return src, f"camera {cfg.capture.camera}"
     # a still image given as the source is held for one window (one vision-only reading)
     return (FileSource(spec, realtime=not fast, max_fps=cfg.capture.fps, still_s=cfg.capture.window_s, exact=exact),
             Path(spec).name)  # fmt: skip
+
+
+def start_capture(source, console: Console) -> None:
+    """Start a device source (a file or synthetic source starts when read) and say what it goes without.
+
+    Called once everything else is loaded: a device started before a slow Whisper or model load fills its
+    queue meanwhile, drops what comes next, and the first windows shown are as old as the load took."""
+    start = getattr(source, "start", None)
+    if start is not None:
+        start()
+    for text in getattr(source, "missing", ()):  # a partial session says so at once
+        console.print(f"missing: {text}", style="yellow", markup=False, highlight=False)
 
 
 def open_transcriber(cfg: Config, console: Console, explicit: bool):
@@ -380,8 +391,6 @@ def cmd_live(args, cfg: Config) -> int:
         source = RecordingSource(source, recorder)
         console.print(f"REC: recording camera frames and microphone audio (face and voice) to {record}",
                       style="bold red", markup=False, highlight=False)  # fmt: skip
-    for text in getattr(source, "missing", ()):  # a partial session says so at once
-        console.print(f"missing: {text}", style="yellow", markup=False, highlight=False)
     transcriber = open_transcriber(cfg, console, explicit=args.asr_model is not None)
     notice = face_notice(cfg.capture.face, bundle.face)
     if notice:
@@ -425,6 +434,7 @@ def cmd_live(args, cfg: Config) -> int:
         return stop.is_set() or (keys is not None and keys.pressed.is_set())
 
     try:
+        start_capture(source, console)  # last: the transcriber, model and log are ready for its first item
         if cfg.ui.enabled:
             with Live(render(state, session.stats), console=Console(), refresh_per_second=cfg.ui.refresh_hz,
                       transient=False) as live:  # fmt: skip

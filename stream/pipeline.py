@@ -42,6 +42,17 @@ DRAIN_S = 10.0
 READINGS_QUEUE = 1000
 
 
+def window_age_ms(now: float, window: Window, clock_origin: float | None) -> float:
+    """A reading's ``latency_ms``: how long ago its window's end was captured, on the source's clock.
+
+    ``clock_origin`` is ``time.monotonic()`` at stream time 0 for a source on the wall clock (a device, a
+    real-time replay), so a window that waited in a queue shows its real age; a replay as fast as possible
+    (None) has no moment of capture, and counts from when the windower closed the window.
+    """
+    captured = window.closed_wall_s if clock_origin is None else clock_origin + window.t_end_s
+    return (now - captured) * 1000
+
+
 class Closed(Exception):
     """The queue was closed and is empty."""
 
@@ -297,7 +308,7 @@ class LiveSession:
         except Exception as err:
             self._lose(window, err)
             return
-        latency = (time.monotonic() - window.closed_wall_s) * 1000
+        latency = window_age_ms(time.monotonic(), window, getattr(self.source, "clock_origin", None))
         self.stats.latencies_ms.append(latency)
         if "V" in result.modalities:
             self.stats.status["V"] = "ok"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -26,13 +27,16 @@ import numpy as np
 from merclip.errors import MerClipError
 
 from .records import AudioBlock, Frame, SourceEvent
+from .sources import place_block
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 MS = Fraction(1, 1000)
-# Audio blocks whose time is further than this from the back-to-back position start a new anchor (a stall
-# of the microphone): the recording keeps the jump in its timestamps, which exact replay follows.
-REANCHOR_S = 0.25
+# Audio is placed by sources.place_block: blocks further than REANCHOR_S from the back-to-back position start
+# a new anchor (a stall of the microphone); the recording keeps the jump in its timestamps, which exact
+# replay follows.
+# close() waits at most this long for the writer to finish the file (then the session ends without it).
+CLOSE_TIMEOUT_S = 30.0
 # Frames held before the video size is known (the first frame decides it); audio-only after this long.
 WAIT_FOR_VIDEO_S = 1.0
 
@@ -71,23 +75,41 @@ class Recorder:
             log.warning("recorder behind: dropped a %s", type(item).__name__)
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=30)
+        """Finish the file; returns within CLOSE_TIMEOUT_S whatever state the writer is in."""
+        deadline = time.monotonic() + CLOSE_TIMEOUT_S
+        # never a blocking put: a writer that is gone would leave a full queue that nobody empties
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            try:
+                self._queue.put(None, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     # ---- writer thread ----
     def _run(self) -> None:
+        closing = False
         try:
             while True:
                 item = self._queue.get()
                 if item is None:
+                    closing = True
                     break
                 self._write(item)
             if self._box is None and self._pending:
                 self._open(None)
             self._finish()
         except Exception as err:  # disk full, codec trouble: the session goes on without a recording
-            self.failure = f"recording stopped: {err}"
+            self.failure = f"recording stopped: {err}"  # said once here and in the session summary
             log.warning(self.failure)
+            if not closing:  # close() has not come yet: keep the queue moving until it does
+                self._discard()
+
+    def _discard(self) -> None:
+        """After a failure: empty the queue until close(), so neither a racing put nor close() waits on it."""
+        self._pending = []
+        while self._queue.get() is not None:
+            pass
 
     def _write(self, item) -> None:
         if self._box is None:
@@ -152,8 +174,12 @@ class RecordingSource:
     def __init__(self, source, recorder: Recorder):
         self.source = source
         self.recorder = recorder
-        self.missing = getattr(source, "missing", [])
         self._audio_t: float | None = None
+
+    @property
+    def missing(self) -> list[str]:
+        # read through: a device source learns what is missing only when it starts, after this wraps it
+        return getattr(self.source, "missing", [])
 
     def __getattr__(self, name: str):
         return getattr(self.source, name)
@@ -171,12 +197,10 @@ class RecordingSource:
             yield item
 
     def _place(self, block: AudioBlock) -> AudioBlock:
-        """Back to back on the audio clock (what replay reconstructs); a stall re-anchors on a ms boundary."""
-        if self._audio_t is None or abs(block.t_s - self._audio_t) > REANCHOR_S:
-            self._audio_t = round(block.t_s * 1000) / 1000
-        placed = AudioBlock(self._audio_t, block.samples)
-        self._audio_t += len(block.samples) / SAMPLE_RATE
-        return placed
+        """Back to back on the audio clock (what replay reconstructs); a stall re-anchors on a ms boundary.
+        A microphone's blocks arrive placed by the same rule, so for them this changes nothing."""
+        t_s, self._audio_t = place_block(self._audio_t, block.t_s, len(block.samples), SAMPLE_RATE)
+        return AudioBlock(t_s, block.samples)
 
     def close(self) -> None:
         self.source.close()

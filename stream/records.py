@@ -38,7 +38,8 @@ class Window:
     frame_times_s: tuple[float, ...]
     audio: np.ndarray  # exactly window_s x 16 kHz float32 (zeros where nothing was heard)
     has_audio: bool
-    closed_wall_s: float = 0.0  # time.monotonic() when the window closed, for latency
+    # time.monotonic() when the window closed: latency of a replay with no capture clock (pipeline.window_age_ms)
+    closed_wall_s: float = 0.0
     face_box: tuple[float, float, float, float] | None = None  # normalised x, y, w, h of the last face crop
     face: str = ""  # "found" / "none" (frames came but no face was in view); "" = whole frames or no frames
 

@@ -27,6 +27,23 @@ from .records import AudioBlock, Frame, SourceEvent
 log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 Item = Frame | AudioBlock | SourceEvent
+# An audio block further than this from its back-to-back position starts a new anchor: the microphone stalled
+# (samples were lost) or its clock drifted from the wall clock. Below it, the difference is callback jitter.
+REANCHOR_S = 0.25
+
+
+def place_block(expected_s: float | None, stamped_s: float, n_samples: int, rate: int = SAMPLE_RATE,
+                reanchor_s: float = REANCHOR_S) -> tuple[float, float]:  # fmt: skip
+    """(where an audio block starts, where the next one is expected) on the audio clock.
+
+    Blocks go back to back by sample count, so bursts and callback jitter neither overlap nor leave holes;
+    ``stamped_s`` (the wall clock's guess) is followed only at the first block and after a real stall, and
+    then on a millisecond boundary, the container clock of a recording, so live and replay agree. One rule
+    for the microphone (``DeviceSource``) and the recorder (``RecordingSource``).
+    """
+    if expected_s is None or abs(stamped_s - expected_s) > reanchor_s:
+        expected_s = round(stamped_s * 1000) / 1000
+    return expected_s, expected_s + n_samples / rate
 
 
 def sample_path() -> Path:
@@ -40,6 +57,12 @@ class Pacer:
         self.realtime = realtime
         self.stop = stop or threading.Event()
         self.start = time.monotonic()
+
+    @property
+    def origin(self) -> float | None:
+        """``time.monotonic()`` at stream time 0 when replaying in real time; None as fast as possible (no
+        item is "captured" at any particular moment then)."""
+        return self.start if self.realtime else None
 
     def wait(self, t_s: float) -> None:
         if self.realtime:
@@ -85,6 +108,7 @@ class FileSource:
         self.with_audio = with_audio
         self.still_s = still_s
         self.stop = threading.Event()
+        self.clock_origin: float | None = None  # set when the replay starts (see Pacer.origin)
         self.skipped_packets = 0
         self.missing: list[str] = []
         if self.path.is_dir():
@@ -114,6 +138,7 @@ class FileSource:
         import av
 
         pacer = Pacer(self.realtime, self.stop)
+        self.clock_origin = pacer.origin
         min_gap = 0.0 if self.exact else 1.0 / self.max_fps
         last_frame: Frame | None = None
         video_frames = 0
@@ -227,6 +252,7 @@ class SyntheticSource:
         self.duration_s, self.fps, self.block_s, self.size = duration_s, fps, block_s, size
         self.realtime, self.video, self.audio = realtime, video, audio
         self.stop = threading.Event()
+        self.clock_origin: float | None = None  # set when the stream starts (see Pacer.origin)
 
     @staticmethod
     def tone_hz(block: int) -> float:
@@ -246,6 +272,7 @@ class SyntheticSource:
 
     def __iter__(self) -> Iterator[Item]:
         pacer = Pacer(self.realtime, self.stop)
+        self.clock_origin = pacer.origin
         n_frames = int(np.ceil(self.duration_s * self.fps - 1e-9)) if self.video else 0
         n_blocks = int(np.ceil(self.duration_s / self.block_s - 1e-9)) if self.audio else 0
         f = b = 0
@@ -277,6 +304,8 @@ class DeviceSource:
     A camera that stops delivering is reported lost and reopened every ``retry_s`` while audio goes on.
     """
 
+    QUEUE_ITEMS = 512  # frames + audio blocks waiting for the session: ~20 s at 15 fps and 0.1-s blocks
+
     def __init__(
         self,
         camera: str | None = "0",
@@ -297,12 +326,18 @@ class DeviceSource:
         self.open_microphone = open_microphone or sounddevice_microphone
         self.retry_s, self.block_s = retry_s, block_s
         self.stop = threading.Event()
-        self._queue: queue.Queue = queue.Queue(maxsize=512)
+        self._queue: queue.Queue = queue.Queue(maxsize=self.QUEUE_ITEMS)
         self._t0 = time.monotonic()
         self._threads: list[threading.Thread] = []
         self._mic = None
         self._cap = None
+        self._audio_t: float | None = None  # where the next microphone block goes (see place_block)
         self.missing: list[str] = []  # devices that could not be opened (with allow_missing), in words
+
+    @property
+    def clock_origin(self) -> float:
+        """``time.monotonic()`` at stream time 0: when a window's end was captured, for its latency."""
+        return self._t0
 
     def now(self) -> float:
         return time.monotonic() - self._t0
@@ -315,6 +350,9 @@ class DeviceSource:
 
     def start(self) -> None:
         """Open the devices; a device that cannot be opened is an error unless ``allow_missing``."""
+        # stream time 0 is when capture starts: nothing before it (a model load) makes empty windows
+        self._t0 = time.monotonic()
+        self._audio_t = None
         problems = []
         if self.camera is not None:
             try:
@@ -340,8 +378,12 @@ class DeviceSource:
             self._threads.append(thread)
 
     def _on_audio(self, samples: np.ndarray) -> None:
-        t_end = self.now()
-        self._put(AudioBlock(t_end - len(samples) / SAMPLE_RATE, samples.astype(np.float32, copy=False)))
+        # The callback runs when PortAudio gets round to it, often two blocks at once and a few ms late: the
+        # wall clock only anchors the first block (and one after a stall), the sample count places the rest.
+        # Called from PortAudio's one callback thread, so _audio_t needs no lock.
+        stamped = self.now() - len(samples) / SAMPLE_RATE
+        t_s, self._audio_t = place_block(self._audio_t, stamped, len(samples))
+        self._put(AudioBlock(t_s, samples.astype(np.float32, copy=False)))
 
     def _camera_loop(self) -> None:
         gap = 1.0 / self.fps

@@ -1,9 +1,12 @@
 """`merclip-live --record` and `merclip rescore`: the same session scored again, window by window."""
 
 import csv
+import errno
+import logging
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -148,3 +151,43 @@ def test_rec_is_visible_in_the_ui_title_while_recording(tiny_bundle, tmp_path, m
     assert live_main([*base, "--record", str(tmp_path / "r.mkv")]) == 0
     assert live_main(base) == 0
     assert titles == ["MER-CLIP Live  ● REC", "MER-CLIP Live"]
+
+
+def test_close_returns_when_the_writer_died_with_a_full_queue(tmp_path, monkeypatch, caplog):
+    writing, gate = threading.Event(), threading.Event()
+
+    def disk_full(self, item):
+        writing.set()
+        gate.wait(10)  # stuck on its first item while the session fills the queue
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Recorder, "_write", disk_full)
+    caplog.set_level(logging.WARNING, logger="merclip.stream.record")
+    rec = Recorder(tmp_path / "s.mkv")
+    block = AudioBlock(0.0, np.zeros(160, np.float32))
+    rec.put(block)
+    assert writing.wait(5)
+    while not rec._queue.full():
+        rec.put(block)
+    gate.set()  # the write fails with 1024 items waiting
+    deadline = time.monotonic() + 5
+    while not rec.failure and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for _ in range(50):
+        rec.put(block)  # the session goes on: ignored, no line per item
+    closer = threading.Thread(target=rec.close, daemon=True)
+    closer.start()
+    closer.join(2)
+    assert not closer.is_alive(), "close() waits on a queue nobody empties"
+    assert "No space left on device" in rec.failure
+    stopped = [r for r in caplog.records if "recording stopped" in r.getMessage()]
+    assert len(stopped) == 1 and not any("recorder behind" in r.getMessage() for r in caplog.records)
+
+    def finish_fails(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Recorder, "_finish", finish_fails)
+    rec = Recorder(tmp_path / "t.mkv")  # fails while closing: close() does not wait for more
+    start = time.monotonic()
+    rec.close()
+    assert time.monotonic() - start < 2 and rec.failure

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from merclip.stream.csvlog import SessionLog, escape_cell, new_session_path
 from merclip.stream.engine import BundleEngine, EngineResult
-from merclip.stream.pipeline import DropOldestQueue, LiveSession
-from merclip.stream.records import Frame, Reading
-from merclip.stream.sources import DeviceSource, FileSource, SyntheticSource, sample_path
+from merclip.stream.pipeline import DropOldestQueue, LiveSession, window_age_ms
+from merclip.stream.records import Frame, Reading, Window
+from merclip.stream.sources import REANCHOR_S, DeviceSource, FileSource, SyntheticSource, place_block, sample_path
 from merclip.stream.transcriber import Transcript, UnpaddedWindowTranscriber, WhisperOptions
 from merclip.stream.ui import UiState, render
 from merclip.stream.windowing import Windower
@@ -167,6 +167,62 @@ def test_camera_lost_mid_session_keeps_going_on_audio_and_retries():
     assert len(readings) >= 4
 
 
+class ManualMic:
+    """A microphone whose callback the test calls itself, at the times it sets (PortAudio's thread, made exact)."""
+
+    def __init__(self, on_audio):
+        self.on_audio = on_audio
+
+    def close(self):
+        pass
+
+
+def test_place_block_keeps_jitter_back_to_back_and_reanchors_after_a_stall():
+    t, nxt = place_block(None, 0.1234, 1600)
+    assert (t, nxt) == (0.123, 0.123 + 0.1)  # anchored on a ms boundary, like a recording's clock
+    assert place_block(nxt, nxt + 0.008, 1600)[0] == nxt  # jitter: back to back
+    assert place_block(nxt, nxt - REANCHOR_S + 0.01, 1600)[0] == nxt  # a burst, early: back to back
+    assert place_block(nxt, nxt + 1.0004, 1600)[0] == round((nxt + 1.0004) * 1000) / 1000  # a stall: the wall
+
+
+def test_microphone_blocks_in_pairs_and_with_jitter_lose_and_insert_nothing():
+    mics = []
+    src = DeviceSource(
+        camera=None, microphone="", open_microphone=lambda d, r, b, cb: mics.append(ManualMic(cb)) or mics[-1]
+    )
+    src.start()
+    clock = [0.0]
+    src.now = lambda: clock[0]  # the callback's wall time, set below
+    rng = np.random.default_rng(0)
+    sent = 0
+
+    def deliver(blocks: int, at: float) -> None:
+        nonlocal sent
+        clock[0] = at
+        for _ in range(blocks):  # each sample is its own number: a lost, doubled or moved one shows
+            mics[0].on_audio(np.arange(sent + 1, sent + 1601, dtype=np.float32))
+            sent += 1600
+
+    for k in range(1, 31):  # 6 s of a host buffer of two blocks: both come in one go, a few ms late or early
+        deliver(2, 0.2 * k + rng.uniform(-0.008, 0.008))
+    for k in range(1, 41):  # 4 s one block at a time, +-8 ms of callback jitter
+        deliver(1, 6.0 + 0.1 * k + rng.uniform(-0.008, 0.008))
+    blocks = [src._queue.get_nowait() for _ in range(src._queue.qsize())]
+    windower = Windower(window_s=2.0, hop_s=2.0)
+    windows = [w for block in blocks for w in windower.push(block)]
+    assert len(windows) == 5
+    audio = np.concatenate([w.audio for w in windows])
+    first = int(np.flatnonzero(audio)[0])
+    assert first == round(blocks[0].t_s * SR) and 0.09 <= blocks[0].t_s <= 0.11  # anchored on the first block
+    heard = audio[first:]
+    np.testing.assert_array_equal(heard, np.arange(1, len(heard) + 1, dtype=np.float32))  # no hole, no loss
+
+    deliver(1, clock[0] + 1.0)  # the microphone stalled for a second (those samples are gone): the wall clock
+    stalled = src._queue.get_nowait()
+    assert abs(stalled.t_s - (clock[0] - 0.1)) < 0.001 and stalled.t_s - (blocks[-1].t_s + 0.1) > REANCHOR_S
+    src.close()
+
+
 def test_missing_microphone_refused_unless_allowed():
     def no_mic(*args):
         raise MerClipError("no microphone (default): device unavailable")
@@ -209,6 +265,56 @@ def test_slow_engine_drops_oldest_windows_and_latency_stays_bounded():
     assert stats.dropped > 10 and stats.readings + stats.dropped == stats.windows
     assert max(r.latency_ms for r in readings) < 4 * 600  # never more than the queue's worth behind
     assert readings[-1].dropped_windows == stats.dropped
+
+
+def test_a_window_read_late_reports_its_real_age():
+    src = DeviceSource(camera="0", microphone="", fps=15, open_camera=lambda *a: FakeCamera(),
+                       open_microphone=lambda dev, rate, block, cb: FakeMic(cb))  # fmt: skip
+    src.start()
+    time.sleep(1.5)  # capturing while nothing reads the source: its first windows are stale when read
+    readings, _ = _run_session(src, FakeEngine(), seconds=2.5)
+    first = readings[0]  # window 0 or 1 (a stale window may be dropped): read ~1.5 s after capture started
+    assert first.t_end_s <= 1.0 and first.latency_ms > 1000 * (1.5 - first.t_end_s) - 50
+    assert readings[-1].latency_ms < 500  # caught up
+    # a replay as fast as possible has no capture clock: from when the window closed
+    win = Window(0, 0.0, 2.0, (), (), np.zeros(32000, np.float32), True, closed_wall_s=100.0)
+    assert window_age_ms(100.25, win, None) == 250.0 and window_age_ms(100.25, win, 97.0) == 1250.0
+
+
+def test_devices_start_after_a_slow_whisper_load_so_the_first_window_is_fresh(tiny_bundle, monkeypatch, capsys,
+                                                                              caplog):  # fmt: skip
+    import json
+
+    from merclip.stream import cli, sources
+
+    from merclip.cli import live_main
+
+    load_s, opened, loaded = 2.0, [], []
+
+    class Words:
+        def transcribe(self, audio, context=""):
+            return Transcript("", 1.0)
+
+    def slow_whisper(cfg, console, explicit):
+        time.sleep(load_s)  # a first-run download or a big model
+        loaded.append(time.monotonic())
+        return Words()
+
+    def microphone(device, rate, block_s, on_audio):
+        opened.append(time.monotonic())
+        return FakeMic(on_audio)
+
+    monkeypatch.setattr(cli, "open_transcriber", slow_whisper)
+    monkeypatch.setattr(sources, "opencv_camera", lambda *a: FakeCamera())
+    monkeypatch.setattr(sources, "sounddevice_microphone", microphone)
+    monkeypatch.setattr(DeviceSource, "QUEUE_ITEMS", 20)  # < what 2 s of capture would queue (~50 items)
+    code = live_main(["--camera", "0", "--bundle", str(tiny_bundle), "--no-ui", "--duration", "2"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert opened[-1] > loaded[0], "the session's microphone opens after Whisper is loaded"
+    assert "capture queue full" not in caplog.text
+    first = json.loads(out.splitlines()[0])
+    assert first["window"] == 0 and first["latency_ms"] < 1000  # not the 2 s the load took
 
 
 def test_drop_oldest_queue_policy():

@@ -257,7 +257,7 @@ def reference_words(asr_model: str) -> list[tuple[float, float, str]]:
 def word_delays(readings: list[dict], reference: list[tuple[float, float, str]]) -> list[float]:
     """Seconds from the end of each spoken word to the first reading that shows it, on the stream clock.
 
-    A reading reaches the screen ``latency_ms`` after its window closed (provisional readings) or, for a
+    A reading reaches the screen ``latency_ms`` after its window's end was captured (provisional readings) or, for a
     final one, when it was printed; at real-time pace the stream and wall clocks run together, anchored
     on the first reading."""
     import datetime as dt
