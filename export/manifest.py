@@ -23,6 +23,15 @@ MAX_MANIFEST_BYTES = 256 << 20  # label embeddings make it large-ish; a file thi
 _HEX = set("0123456789abcdef")
 
 
+class BundleFileError(MerClipError):
+    """A bundle file missing, unreadable or not matching its checksum. ``problem`` says which in a few words,
+    for callers that word the advice themselves (the bundle cache rebuilds its own copy)."""
+
+    def __init__(self, message: str, problem: str):
+        super().__init__(message)
+        self.problem = problem
+
+
 def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -63,13 +72,18 @@ def read_manifest(folder: str | Path, verify: bool = True) -> dict:
         for entry in [*manifest["parts"].values(), manifest["tokenizer_file"]]:
             file = folder / entry["path"]
             if not file.is_file():
-                raise MerClipError(f"bundle file missing: {file}")
+                raise BundleFileError(f"bundle file missing: {file}", f"{file.name} is missing")
             try:
                 digest = sha256_file(file)
             except OSError as err:
-                raise MerClipError(f"bundle file {file} cannot be read: {err.strerror}") from None
+                raise BundleFileError(
+                    f"bundle file {file} cannot be read: {err.strerror}", f"{file.name} cannot be read"
+                ) from None
             if digest != entry["sha256"]:
-                raise MerClipError(f"bundle file {file} does not match its checksum (corrupt or modified): re-export")
+                raise BundleFileError(
+                    f"bundle file {file} does not match its checksum (corrupt or modified): re-export",
+                    f"{file.name} does not match its checksum",
+                )
     return manifest
 
 

@@ -18,6 +18,7 @@ function. A local copy of QuickGELU weights is declared with the ``-quickgelu`` 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,10 +69,25 @@ def arch_quick_gelu(arch: str) -> bool:
     return bool(cfg.get("quick_gelu", False))
 
 
+WEIGHTS_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+
+
+def looks_like_file(weights: str) -> bool:
+    """A ``weights`` value meant as a file (a path separator, ``~`` or a weights-file suffix): never a tag."""
+    has_path = "/" in weights or os.sep in weights or weights.startswith("~")
+    return has_path or weights.lower().endswith(WEIGHTS_FILE_SUFFIXES)
+
+
+def weights_file_not_found(weights: str) -> MerClipError:
+    return MerClipError(f"weights file not found: {weights} (pass a tag such as 'openai', a file, or 'random')")
+
+
 def _tag_settings(open_clip, arch: str, weights: str) -> dict | None:
     """open_clip's record for a pretrained tag of ``arch``, or None when ``weights`` is no tag."""
     if arch == "tiny" or weights == "random" or Path(weights).expanduser().is_file():
         return None
+    if looks_like_file(weights):  # a mistyped path is "not found", not "no such tag" with 20 tags listed
+        raise weights_file_not_found(weights)
     known = [t for name, t in open_clip.list_pretrained() if name == arch]
     if weights not in known:
         raise MerClipError(f"no pretrained weights {weights!r} for {arch} (known: {', '.join(known) or 'none'})")
@@ -157,7 +173,7 @@ def _triple(values) -> tuple[float, float, float]:
 def _load_local(open_clip, model, path: str) -> None:
     path = str(Path(path).expanduser())
     if not Path(path).is_file():
-        raise MerClipError(f"weights file not found: {path} (pass a tag such as 'openai', a file, or 'random')")
+        raise weights_file_not_found(path)
     try:
         open_clip.load_checkpoint(model, path, strict=True, weights_only=True)
     except Exception as err:  # corrupt file, wrong architecture, pickled objects refused

@@ -81,6 +81,35 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def discard_damaged(folder: str | Path) -> str:
+    """Check a bundle in merclip's own cache (manifest and every file's checksum) and remove it when it fails,
+    so that the caller exports it again; returns a ``notice:`` line saying so, or "" (sound, or not there).
+
+    The user never made these bundles, so "corrupt: re-export" would be advice they cannot act on; a bundle
+    passed with ``--bundle`` is the user's and keeps that error (it is not checked here)."""
+    from merclip.export.manifest import read_manifest
+
+    from merclip.errors import MerClipError
+
+    folder = Path(folder)
+    if not (folder / "manifest.json").is_file():
+        return ""
+    try:
+        read_manifest(folder, verify=True)
+    except MerClipError as err:
+        reason = getattr(err, "problem", "") or str(err)
+        try:
+            remove_bundle(folder)
+        except OSError:
+            pass
+        if folder.exists():  # could not be removed (a read-only cache): say what the user can do
+            raise MerClipError(
+                f"the cached bundle {folder} is damaged ({reason}) and could not be removed: run: merclip cache clear"
+            ) from None
+        return f"notice: the cached bundle {folder.name} is damaged ({reason}): discarded, exporting it again"
+    return ""
+
+
 def partial_dir(folder: str | Path) -> Path:
     """A new hidden work folder next to ``folder`` for an export by this process."""
     folder = Path(folder)

@@ -22,14 +22,14 @@ from rich.live import Live
 from merclip.config import Config, override
 from merclip.errors import MerClipError
 
-from .cache import partial_dir, prune_cached_bundles, remove_bundle, sweep_leftovers, touch_bundle
+from .cache import discard_damaged, partial_dir, prune_cached_bundles, remove_bundle, sweep_leftovers, touch_bundle
 from .csvlog import SessionLog, check_log_target
 from .engine import BundleEngine
 from .pipeline import LiveSession
 from .readout import Baseline, ReadoutRule, interpret
 from .record import Recorder, RecordingSource, check_record_target
 from .sources import DeviceSource, FileSource, SyntheticSource, sample_path
-from .transcriber import WhisperOptions, open_speech
+from .transcriber import WhisperOptions, check_model_name, open_speech
 from .ui import UiState, banner_for, render, summary
 from .windowing import Windower
 
@@ -85,6 +85,8 @@ def resolve_bundle(cfg: Config, console: Console):
     if cfg.runtime.bundle:
         return Bundle.load(cfg.runtime.bundle, **load)
     folder = bundle_cache_dir(cfg)
+    if notice := discard_damaged(folder):  # the monitor's own copy: rebuilt, not "re-export" for the user
+        console.print(notice)
     if not (folder / "manifest.json").is_file():
         if importlib.util.find_spec("torch") is None:
             raise MerClipError(
@@ -102,7 +104,7 @@ def resolve_bundle(cfg: Config, console: Console):
         for gone in prune_cached_bundles(cfg.runtime.cache_dir, protect=(folder,)):
             log.info("bundle cache: removed %s (least recently used)", gone.name)
     touch_bundle(folder)
-    return Bundle.load(folder, **load)
+    return Bundle.load(folder, verify=False, **load)  # checked by discard_damaged, or just exported
 
 
 def weights_error(cfg: Config) -> MerClipError:
@@ -115,8 +117,9 @@ def weights_error(cfg: Config) -> MerClipError:
 
 def check_weights_reachable(cfg: Config) -> None:
     """Raise at once when the model's pretrained weights are neither cached nor downloadable from here."""
-    from .weights import cached_weights, needs_download, online
+    from .weights import cached_weights, check_weights_file, needs_download, online
 
+    check_weights_file(cfg.model.weights)
     if not needs_download(cfg.model.arch, cfg.model.weights):
         return
     folder, _, repo = cached_weights(cfg.model.arch, cfg.model.weights)
@@ -365,6 +368,8 @@ def cmd_live(args, cfg: Config) -> int:
         return 0
     if cfg.log.path:
         check_log_target(cfg.log.path)  # a bad --log fails now, not after a first-run export
+    if cfg.asr.enabled and getattr(args, "asr_model", None):
+        check_model_name(cfg.asr.model)  # so does a misspelt --asr-model
     record = getattr(args, "record", None)
     if record:
         record = check_record_target(record)

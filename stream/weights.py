@@ -12,6 +12,8 @@ import socket
 import threading
 from pathlib import Path
 
+from merclip.model.factory import looks_like_file, weights_file_not_found
+
 # open_clip's registry (open_clip/pretrained.py) for the tags a user is likely to configure: the Hugging Face
 # repository each is downloaded from. Others are reported as "unknown here", never as missing.
 HF_REPOS = {
@@ -30,9 +32,14 @@ def needs_download(arch: str, weights: str) -> bool:
     """True for a pretrained tag (downloaded by open_clip); False for 'random', the tiny model or a file."""
     if arch == "tiny" or weights == "random":
         return False
-    return not (
-        os.sep in weights or weights.endswith((".pt", ".pth", ".bin", ".safetensors")) or Path(weights).is_file()
-    )
+    return not (looks_like_file(weights) or Path(weights).is_file())
+
+
+def check_weights_file(weights: str) -> None:
+    """Raise "weights file not found" for a value meant as a file that is not there: said before an export
+    is announced, not by the export after it (as "no pretrained weights" with the tags listed)."""
+    if weights != "random" and looks_like_file(weights) and not Path(weights).expanduser().is_file():
+        raise weights_file_not_found(weights)
 
 
 def hf_cache_dir() -> Path:
