@@ -25,7 +25,7 @@ examples:
   merclip-live --source talk.mp4 --fast --no-ui --log out.csv
 keys: q or Ctrl-C ends the session and prints a summary.
 exit codes: 0 readings made · 1 the session ran but made no reading · 2 an error you can fix (one line) ·
-130 interrupted.
+130 interrupted by Ctrl-C (143 by SIGTERM); the rows read until then are all in the log.
 """
 
 
@@ -424,7 +424,11 @@ def build_live_parser() -> argparse.ArgumentParser:
         "final words (final: true, the CSV row)",
     )
     parser.add_argument(
-        "--log", metavar="PATH", type=TEXT, help="CSV session log: a folder (new file per session) or a file"
+        "--log",
+        metavar="PATH",
+        type=TEXT,
+        help="CSV session log: a path ending in .csv is that file, anything else is a folder (created if needed) "
+        "that gets a new timestamped .csv per session; an existing log is never overwritten (NAME-1.csv beside it)",
     )
     parser.add_argument("--duration", type=_number(0.0), metavar="S", help="stop after S seconds of stream time")
     parser.add_argument("--fast", action="store_true", help="file sources: as fast as possible, not real time")
@@ -442,7 +446,8 @@ def build_live_parser() -> argparse.ArgumentParser:
         metavar="FILE.mkv",
         type=TEXT,
         help="also record the camera frames and microphone audio (raw face and voice, lossless) to this file, "
-        "for `merclip rescore`; off unless given",
+        "for `merclip rescore`; off unless given. As with --log, an existing file is never overwritten: the "
+        "recording goes beside it as FILE-1.mkv",
     )
     parser.add_argument(
         "--server",

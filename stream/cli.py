@@ -27,7 +27,7 @@ from .csvlog import SessionLog, check_log_target
 from .engine import BundleEngine
 from .pipeline import LiveSession
 from .readout import Baseline, ReadoutRule, interpret
-from .record import Recorder, RecordingSource, check_record_target
+from .record import Recorder, RecordingSource, release_reserved, reserve_record_target
 from .sources import DeviceSource, FileSource, SyntheticSource, sample_path
 from .transcriber import WhisperOptions, check_model_name, open_speech
 from .ui import UiState, banner_for, render, summary
@@ -358,6 +358,39 @@ def face_notice(asked: str, face: FaceSetting) -> str:
             f"{face.describe()}, so that is what it is shown")  # fmt: skip
 
 
+def check_flag_conflicts(args, source: str | None = None) -> None:
+    """Refuse two flags that ask for different things, naming both: a silent winner would run a session the
+    user did not ask for (merclip-live, rescore, serve). ``source``: the session's resolved source."""
+
+    def given(name: str) -> bool:
+        return getattr(args, name, None) is not None
+
+    if given("camera") and given("source") and args.source != "camera":
+        raise MerClipError(f"--camera and --source {args.source} conflict: --camera reads a camera (it means "
+                           "--source camera); give one of them")  # fmt: skip
+    if given("server"):
+        for flag in ("bundle", "model", "weights"):
+            if given(flag):
+                raise MerClipError(f"--server and --{flag} conflict: with --server the service's model runs (it is "
+                                   "chosen where `merclip serve` runs); give one of them")  # fmt: skip
+    for flag in ("model", "weights"):
+        if given("bundle") and given(flag):
+            raise MerClipError(f"--bundle and --{flag} conflict: --bundle runs that exported bundle, --{flag} "
+                               "chooses a model to export; give one of them")  # fmt: skip
+    if given("mic") and source is not None and source != "camera":
+        raise MerClipError(f"--mic and --source {source} conflict: --mic picks the microphone of a camera "
+                           "session, this source brings its own sound; drop --mic or use --source camera")  # fmt: skip
+
+
+def log_folder_notice(path: str) -> str:
+    """A --log path that looks like a file but not a .csv is taken as a folder: say so before one appears."""
+    target = Path(path).expanduser()
+    if target.suffix.lower() in ("", ".csv") or target.is_dir():
+        return ""
+    return (f"notice: the log path {path} does not end in .csv, so it is a folder: each session's log goes "
+            "inside it as a new timestamped .csv (give NAME.csv for one file)")  # fmt: skip
+
+
 def cmd_live(args, cfg: Config) -> int:
     cfg = apply_flags(args, cfg)
     console = Console(stderr=True, soft_wrap=True)
@@ -366,13 +399,27 @@ def cmd_live(args, cfg: Config) -> int:
 
         print(format_listing())
         return 0
+    check_flag_conflicts(args, cfg.capture.source)
     if cfg.log.path:
+        notice = log_folder_notice(cfg.log.path)  # before the check, which creates the folder
         check_log_target(cfg.log.path)  # a bad --log fails now, not after a first-run export
+        if notice:
+            console.print(notice, style="yellow", markup=False, highlight=False)
     if cfg.asr.enabled and getattr(args, "asr_model", None):
         check_model_name(cfg.asr.model)  # so does a misspelt --asr-model
-    record = getattr(args, "record", None)
-    if record:
-        record = check_record_target(record)
+    record = None
+    if getattr(args, "record", None):
+        # created now, exclusively: a folder that cannot take it is refused before the session (not a warning
+        # once it runs), an existing recording is never overwritten, two sessions never share one file
+        record = reserve_record_target(args.record)
+    try:
+        return _run_live(args, cfg, console, record)
+    finally:
+        if record is not None:
+            release_reserved(record)  # only while still empty: an error before the first frame leaves nothing
+
+
+def _run_live(args, cfg: Config, console: Console, record: Path | None) -> int:
     if cfg.capture.source == "camera":
         # devices before models: a missing camera or microphone is said in about a second, before any export
         # or download (with --allow-missing the session goes on and says what is missing when it starts)
@@ -394,7 +441,9 @@ def cmd_live(args, cfg: Config) -> int:
     if record:
         recorder = Recorder(record)
         source = RecordingSource(source, recorder)
-        console.print(f"REC: recording camera frames and microphone audio (face and voice) to {record}",
+        kept = Path(args.record).expanduser()
+        beside = f" ({kept} exists and is kept)" if record != kept else ""
+        console.print(f"REC: recording camera frames and microphone audio (face and voice) to {record}{beside}",
                       style="bold red", markup=False, highlight=False)  # fmt: skip
     transcriber = open_transcriber(cfg, console, explicit=args.asr_model is not None)
     notice = face_notice(cfg.capture.face, bundle.face)
@@ -418,10 +467,12 @@ def cmd_live(args, cfg: Config) -> int:
     baseline = Baseline(cfg.ui.baseline_s) if cfg.ui.baseline_s > 0 else None
 
     stop = threading.Event()
+    signalled: list[int] = []  # the signal that ended the session: its exit code is 128 + it, as a shell's
 
     def on_signal(signum, frame):
         if stop.is_set():
             raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        signalled.append(signum)
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -462,6 +513,8 @@ def cmd_live(args, cfg: Config) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     notes = session_notes(source, csv_log)
+    if signalled:
+        notes.insert(0, f"interrupted by {'Ctrl-C' if signalled[0] == signal.SIGINT else 'SIGTERM'}")
     served = getattr(engine, "batch_sizes", None)
     if served:  # the operator's view of the service's batching, from this stream's side
         from .remote import mean_batch
@@ -469,9 +522,10 @@ def cmd_live(args, cfg: Config) -> int:
         notes.append(f"served by {engine.url}: {len(served)} model calls, in batches of {mean_batch(served):.1f} "
                      "windows on average")  # fmt: skip
     if recorder is not None:
-        notes.append(recorder.failure or f"recorded {recorder.frames} frames and {recorder.samples / 16000:.1f} s of "
-                     f"audio to {recorder.path} (re-score: merclip rescore {recorder.path} --bundle DIR)")  # fmt: skip
+        notes.append(recording_note(recorder))
     console.print(summary(session.stats, state, str(csv_log.path) if csv_log else None, notes), markup=False)
+    if signalled:  # every row is flushed (above); the exit code says the session did not end by itself
+        return 128 + signalled[0]
     stats = session.stats
     if stats.readings == 0:
         if stats.error and not stats.engine_errors:  # the source failed: the user's to fix (exit 2)
@@ -504,6 +558,15 @@ class JsonLines:
             except (OSError, ValueError):
                 pass
             log.info("stdout closed by its reader: JSON output stopped, the session goes on")
+
+
+def recording_note(recorder: Recorder) -> str:
+    if recorder.failure:
+        return recorder.failure
+    if not recorder.frames and not recorder.samples:
+        return "nothing was recorded (no frames or audio came)"
+    return (f"recorded {recorder.frames} frames and {recorder.samples / 16000:.1f} s of audio to {recorder.path} "
+            f"(re-score: merclip rescore {recorder.path} --bundle DIR)")  # fmt: skip
 
 
 def session_notes(source, csv_log) -> list[str]:

@@ -181,5 +181,11 @@ def check_devices(camera: str | None, microphone: str | None, width: int, height
     failed = [p for p in problems if p]
     if failed and (not allow_missing or len(failed) == len(problems)):
         hint = "" if allow_missing else " (--allow-missing goes on with the devices that work)"
-        raise MerClipError(f"{'; '.join(failed)}{hint}; {describe_devices()}")
+        cameras = list_cameras()
+        advice = ""
+        if camera is not None and problems[0]:  # the hint follows what exists: never "try --camera 1" with none
+            others = [str(c.index) for c in cameras if str(c.index) != str(camera)]
+            advice = (f"; try --camera {others[0]}" if others
+                      else "; no camera here: --source sample or --source FILE runs without one")  # fmt: skip
+        raise MerClipError(f"{'; '.join(failed)}{hint}; {describe_devices(cameras)}{advice}")
     return failed

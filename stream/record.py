@@ -15,6 +15,7 @@ own thread; the session thread only queues (a few microseconds per item).
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -26,6 +27,7 @@ import numpy as np
 
 from merclip.errors import MerClipError
 
+from .csvlog import describe_os_error
 from .records import AudioBlock, Frame, SourceEvent
 from .sources import place_block
 
@@ -42,6 +44,7 @@ WAIT_FOR_VIDEO_S = 1.0
 
 
 def check_record_target(path: str | Path) -> Path:
+    """Validate ``--record`` (a new .mkv in an existing folder); creates nothing."""
     target = Path(path).expanduser()
     if target.is_dir():
         raise MerClipError(f"--record {target} is a folder: give a file name such as session.mkv")
@@ -50,6 +53,38 @@ def check_record_target(path: str | Path) -> Path:
     if not target.parent.is_dir():
         raise MerClipError(f"--record: folder {target.parent} does not exist")
     return target
+
+
+def reserve_record_target(path: str | Path) -> Path:
+    """Create the recording's file now, empty and exclusively (O_EXCL), and return its path.
+
+    The rule of ``--log``: an existing file is never overwritten; the recording goes beside it as
+    NAME-1.mkv, NAME-2.mkv, ... Creating the file at the start (not when the first frame comes) says at once
+    when the folder cannot take it (read-only, no permission) and makes the name this session's alone: two
+    sessions given the same name get two files. ``Recorder`` then writes into it; ``release_reserved`` removes
+    it again if nothing was written."""
+    target = check_record_target(path)
+    candidate, n = target, 1
+    while True:
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # as --log's files: umask decides
+        except FileExistsError:
+            candidate = target.with_name(f"{target.stem}-{n}{target.suffix}")
+            n += 1
+            continue
+        except OSError as err:
+            raise MerClipError(f"cannot record to {candidate}: {describe_os_error(err)}") from None
+        os.close(fd)
+        return candidate
+
+
+def release_reserved(path: Path) -> None:
+    """Remove a reserved recording that is still empty (the session ended before anything was recorded)."""
+    try:
+        if path.stat().st_size == 0:
+            path.unlink()
+    except OSError:
+        pass
 
 
 class Recorder:
@@ -160,6 +195,7 @@ class Recorder:
 
     def _finish(self) -> None:
         if self._box is None:
+            release_reserved(self.path)  # nothing came: no empty file left behind under the session's name
             return
         for stream in (self._video, self._audio):
             if stream is not None:

@@ -19,11 +19,13 @@ the bundle's identity: what a client needs before its first window), ``POST /win
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -175,6 +177,28 @@ def _quiet_ray() -> dict:
             "configure_logging": True}  # fmt: skip
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port another process listens on, before Ray starts.
+
+    Ray Serve's HTTP proxy binds with SO_REUSEPORT, so a second `merclip serve` on the same port would
+    listen beside the first and the kernel would split clients between two models without a word. A plain
+    bind (SO_REUSEADDR, so a port a stopped service left in TIME_WAIT still counts as free, but no
+    SO_REUSEPORT) fails when anything listens there."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]  # fmt: skip
+    except socket.gaierror as err:
+        raise MerClipError(f"cannot listen on {host}: {err.strerror or err}: check --host") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise MerClipError(f"port {port} on {host} is in use (another merclip serve?): choose --port") from None
+            raise MerClipError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+
+
 def start_service(bundle_dir: str | Path, opts: ServeOptions, providers: str = "auto", threads: int = 0,
                   labels: dict | None = None, num_cpus: int | None = None) -> str:  # fmt: skip
     """Start (or join, ``opts.address``) a Ray cluster and deploy the monitor; returns its URL.
@@ -232,11 +256,14 @@ def cmd_serve(args) -> int:
 
     from merclip.config import load_config
 
-    from .cli import apply_label_config, resolve_bundle
+    from .cli import apply_label_config, check_flag_conflicts, resolve_bundle
 
+    check_flag_conflicts(args)
     cfg = apply_serve_flags(args, load_config(args.config))
     console = Console(stderr=True, soft_wrap=True)
     opts = ServeOptions.from_config(cfg)
+    if not opts.address:  # a local cluster's proxy listens here; a joined cluster's may be elsewhere, or ours
+        check_port_free(opts.host, opts.port)  # before the bundle: an export would be wasted
     bundle = resolve_bundle(cfg, console)  # the bundle the live CLI would run: --bundle, or --model exported
     apply_label_config(bundle, cfg)
     labels = {"emotion": bundle.emotion_labels, "sentiment": bundle.sentiment_labels}

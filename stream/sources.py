@@ -463,7 +463,8 @@ def opencv_camera(index: int | str, width: int, height: int, fps: float):
     cap = cv2.VideoCapture(index)
     if not cap.isOpened():
         cap.release()
-        raise MerClipError(f"cannot open camera {index} (is it connected and free? try --camera 1, or --source sample)")
+        # no "try --camera N" here: which camera to try depends on what exists (devices.check_devices says it)
+        raise MerClipError(f"cannot open camera {index} (is it connected and free?)")
     cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
     cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
     cap.set(cv2.CAP_PROP_FPS, fps)
