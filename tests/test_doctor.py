@@ -35,7 +35,7 @@ def no_devices(monkeypatch, portaudio: bool = True):
 
 
 def _no_camera(*args):
-    raise MerClipError("cannot open camera 0 (is it connected and free? try --camera 1, or --source sample)")
+    raise MerClipError("cannot open camera 0 (is it connected and free?)")  # as sources.opencv_camera says it
 
 
 def _no_mic(*args):
