@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from merclip.config import Config, load_config, model_config, override
+from merclip.config import Config, load_config, model_config, override, weights_flag
 from merclip.errors import MerClipError
 
 
@@ -71,7 +71,12 @@ def cmd_export(args) -> int:
     cfg = load_config(args.config)
     cfg = override(
         cfg,
-        model={"arch": args.model, "weights": args.weights, "variant": args.variant, "modalities": args.modalities},
+        model={
+            "arch": args.model,
+            "weights": weights_flag(args.model, args.weights),
+            "variant": args.variant,
+            "modalities": args.modalities,
+        },
         export={"out": args.out, "precision": args.precision},
     )
     if args.checkpoint and (args.model or args.weights or args.zero_shot):

@@ -156,15 +156,6 @@ def _asr_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-asr", action="store_true", help="do not transcribe (no language modality)")
 
 
-def _model_overrides(args) -> dict:
-    return {
-        "arch": args.model,
-        "weights": args.weights,
-        "variant": getattr(args, "variant", None),
-        "modalities": getattr(args, "modalities", None),
-    }
-
-
 def _training_flags(parser: argparse.ArgumentParser) -> None:
     """Optimisation flags shared by `train` and `ablate` (each ablation row is one training run)."""
     parser.add_argument("--epochs", type=POSITIVE, help="training epochs (paper: 20)")
@@ -220,7 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--allow-partial", action="store_true", help="run on incomplete MOSI/MOSEI splits (tables say so)")
     _training_flags(p)
-    p.add_argument("--out", metavar="DIR", type=TEXT, help="output folder for checkpoints and metrics")
+    p.add_argument("--out", metavar="DIR", type=TEXT,
+                   help="output folder for checkpoints and metrics; a folder that already holds a run is refused "
+                        "unless --resume")  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--emotion-labels", metavar="TEXT", nargs="+", help="emotion label texts (override config)")
 
@@ -236,7 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=("synthetic", "manifest", "mosi", "mosei", "meld"), help="dataset kind")
     p.add_argument("--data-root", metavar="DIR", type=TEXT, help="dataset folder")
     p.add_argument("--split", default="test", choices=("train", "valid", "test"), help="split (default: test)")
-    p.add_argument("--json", metavar="FILE", type=TEXT, help="also write the metrics as JSON")
+    p.add_argument(
+        "--json",
+        metavar="FILE",
+        type=TEXT,
+        help="also write the metrics as JSON (an existing file only if it is such a metrics file)",
+    )
     p.add_argument("--allow-partial", action="store_true", help="score an incomplete MOSI/MOSEI split (marked partial)")
     p.add_argument(
         "--half",
@@ -254,7 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--half", type=int, choices=(1, 2), help="fit on alternate clips only (the other half stays held out)"
     )
-    p.add_argument("--out", metavar="FILE", type=TEXT, help="write the calibrated checkpoint here (default: in place)")
+    p.add_argument("--out", metavar="FILE", type=TEXT,
+                   help="write the calibrated checkpoint here (default: in place); an existing file is replaced "
+                        "only when it is a MER-CLIP checkpoint")  # fmt: skip
     p.add_argument("--allow-partial", action="store_true", help="use an incomplete MOSI/MOSEI split")
 
     p = sub.add_parser("ablate", help="the paper's Tables 3 and 4: train and score every ablation row")

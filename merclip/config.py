@@ -36,6 +36,8 @@ def _check(
 
 
 _TEXT = _check(nonempty=True)
+COMPUTE_TYPES = ("default", "auto", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16",
+                 "bfloat16", "float32")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,8 @@ class AsrSection:
     # window-unpadded: each window alone on its real length (only for models fine-tuned on short inputs)
     mode: str = field(default="stream", metadata=_check(("stream", "window-unpadded")))
     device: str = field(default="auto", metadata=_check(("auto", "cpu", "cuda")))
-    compute_type: str = field(default="int8", metadata=_TEXT)
+    # CTranslate2's compute types (what a device lacks falls back to the nearest it has, so all are valid)
+    compute_type: str = field(default="int8", metadata=_check(COMPUTE_TYPES))
     language: str = "en"
     vad: bool = True
     beam_size: int = field(default=1, metadata=_check(lo=1, hi=10))
@@ -367,6 +370,12 @@ def cache_path(cache_dir: str | Path | None, *parts: str) -> Path:
     except OSError as err:
         raise MerClipError(f"runtime.cache_dir: cannot create {path}: {err.strerror}") from None
     return path
+
+
+def weights_flag(arch: str | None, weights: str | None) -> str | None:
+    """``--weights`` as given; for the built-in tiny model, which has no pretrained weights, "random" unless
+    given (the one rule for live, serve, rescore, train and export)."""
+    return "random" if arch == "tiny" and weights is None else weights
 
 
 def override(cfg: Config, **sections: dict[str, Any]) -> Config:

@@ -269,6 +269,10 @@ class MerClip(nn.Module):
         self.text = text_tower
         n_e, n_s = len(cfg.emotion_labels), len(cfg.sentiment_labels)
         if cfg.uses_decoder:
+            if dim % cfg.decoder_heads:  # said as the setting to change, not as the layer that cannot be built
+                divisors = [h for h in range(1, 65) if dim % h == 0]
+                raise MerClipError(f"model.decoder_heads = {cfg.decoder_heads} does not divide the decoder width "
+                                   f"{dim} of {cfg.arch}: choose one of {divisors}")  # fmt: skip
             self.decoder = CrossModalDecoder(cfg.modalities, dim, cfg.decoder_heads)
         if cfg.variant == "no_le":
             self.queries = nn.Parameter(torch.randn(2, dim) * 0.02)

@@ -19,7 +19,7 @@ from merclip.model.face import FaceSetting, FaceTracker
 from rich.console import Console
 from rich.live import Live
 
-from merclip.config import Config, override
+from merclip.config import Config, override, weights_flag
 from merclip.errors import MerClipError
 
 from .cache import discard_damaged, partial_dir, prune_cached_bundles, remove_bundle, sweep_leftovers, touch_bundle
@@ -42,10 +42,7 @@ NO_READING_EXIT = 1
 
 def model_flags(args) -> dict:
     """``--model``/``--weights`` as the ``[model]`` overrides (merclip-live, rescore, serve)."""
-    weights = args.weights
-    if args.model == "tiny" and weights is None:
-        weights = "random"  # the built-in tiny model has no pretrained weights
-    return {"arch": args.model, "weights": weights}
+    return {"arch": args.model, "weights": weights_flag(args.model, args.weights)}
 
 
 def apply_flags(args, cfg: Config) -> Config:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -11,7 +12,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from merclip.config import Config, face_setting, load_config, model_config, override
+from merclip.config import Config, face_setting, load_config, model_config, override, weights_flag
 from merclip.errors import MerClipError
 
 from .datasets import MELD_EMOTIONS, MELD_SENTIMENTS, SPLITS, JoinReport, load_dataset, split_shortfall
@@ -42,8 +43,10 @@ def _with_dataset_defaults(cfg: Config, dataset: str, explicit: dict) -> Config:
     return override(cfg, **changes) if changes else cfg
 
 
-def _check_output_file(path: str | None, flag: str) -> None:
-    """Refuse an output file that cannot be written, before the work that fills it."""
+def _check_output_file(path: str | None, flag: str, replaceable=None, what: str = "") -> None:
+    """Refuse an output file that cannot be written, before the work that fills it. With ``replaceable``
+    (a test of the file already there), an existing file is only replaced when it is ``what`` (something
+    this command wrote), never a user's other file."""
     if not path:
         return
     target = Path(path).expanduser()
@@ -52,6 +55,8 @@ def _check_output_file(path: str | None, flag: str) -> None:
             raise MerClipError(f"{flag} {target} is a folder: give a file name, e.g. {target / 'metrics.json'}")
         if target.exists() and not target.is_file():
             raise MerClipError(f"{flag} {target} is not a regular file")
+        if replaceable is not None and target.exists() and not replaceable(target):
+            raise MerClipError(f"{flag} {target} exists and is not {what}: not overwritten (choose another name)")
         if not target.parent.is_dir():
             what = "does not exist" if not target.parent.exists() else "is not a folder"
             raise MerClipError(f"{flag} {target}: {target.parent} {what}")
@@ -59,6 +64,24 @@ def _check_output_file(path: str | None, flag: str) -> None:
             raise MerClipError(f"{flag} {target} is not writable (permission denied)")
     except OSError as err:
         raise MerClipError(f"{flag} {_short(path)} is unusable: {err.strerror}") from None
+
+
+def _is_metrics_json(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(data, dict) and any(k in data for k in ("accuracy", "emotion_accuracy", "sentiment_accuracy"))
+
+
+def _is_checkpoint(path: Path) -> bool:
+    from merclip.model.checkpoint import read_checkpoint_config
+
+    try:
+        read_checkpoint_config(path)
+    except MerClipError:
+        return False
+    return True
 
 
 def _short(text: str) -> str:
@@ -197,7 +220,7 @@ def train_config(args) -> Config:
     cfg = load_config(args.config)
     explicit = {k: v for k, v in {"lr": args.lr, "epochs": args.epochs, "batch_size": args.batch_size,
                                   "frames": args.frames}.items() if v is not None}  # fmt: skip
-    weights = args.weights or ("random" if args.model == "tiny" else None)
+    weights = weights_flag(args.model, args.weights)
     cfg = override(
         cfg,
         model={"arch": args.model, "weights": weights, "variant": args.variant, "modalities": args.modalities},
@@ -236,16 +259,73 @@ def _trained_face(mcfg, cfg: Config):
 
 
 def cmd_train(args) -> int:
-    import torch
-    from merclip.model import build_model
-
-    from .loop import RunOptions, train
-
     cfg = train_config(args)
     out = Path(cfg.train.out).expanduser()
     if out.exists() and not out.is_dir():
         raise MerClipError(f"--out {out} is a file: training writes a folder of checkpoints and metrics")
-    from .loop import resolve_task
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 owns the folder
+        if not args.resume and any((out / name).exists() for name in RUN_FILES):
+            raise MerClipError(f"{out} already holds a training run: pass --resume to continue it, "
+                               "or choose another --out")  # fmt: skip
+        with _run_lock(out):
+            return _train(args, cfg, out)
+    return _train(args, cfg, out)
+
+
+# A folder holding any of these is a training run: a new run there would replace its model.
+RUN_FILES = ("best.safetensors", "last.safetensors", "metrics.json")
+LOCK_NAME = ".train.lock"
+
+
+@contextlib.contextmanager
+def _run_lock(out: Path):
+    """One ``merclip train`` per --out folder: a lock file holding the owner's pid (a dead owner's lock is
+    taken over, so a killed run never blocks the folder)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise MerClipError(f"--out {_short(str(out))} cannot be created: {err.strerror}") from None
+    lock = out / LOCK_NAME
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                owner = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                owner = 0
+            if owner and _alive(owner):
+                raise MerClipError(f"another merclip train (pid {owner}) is writing to {out}: wait for it, "
+                                   "or choose another --out") from None  # fmt: skip
+            lock.unlink(missing_ok=True)  # left by a run that was killed
+        except OSError as err:
+            raise MerClipError(f"--out {_short(str(out))} is not writable: {err.strerror}") from None
+    else:
+        raise MerClipError(f"cannot lock {out} for training (another run started at the same moment?)")
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _train(args, cfg: Config, out: Path) -> int:
+    import torch
+    from merclip.model import build_model
+
+    from .loop import RunOptions, resolve_task, train
 
     task = resolve_task(cfg.train.task, cfg.train.dataset)
     train_ds, valid_ds = _datasets(cfg, ("train", "valid"))
@@ -353,7 +433,7 @@ def _reliability_panels(model, outputs: dict) -> list:
 def cmd_eval(args) -> int:
     from merclip.model import load_checkpoint
 
-    _check_output_file(args.json, "--json")
+    _check_output_file(args.json, "--json", _is_metrics_json, "a metrics file of merclip eval")
     if args.baseline:
         return _eval_baseline(args)
     model, _ = load_checkpoint(args.checkpoint)
@@ -380,6 +460,8 @@ def cmd_calibrate(args) -> int:
     out = Path(args.out or args.checkpoint).expanduser()
     if out.is_dir():
         raise MerClipError(f"--out {out} is a folder: give a checkpoint file name")
+    # before the scoring: a folder that cannot take it, or a user's other file in the way, is said now
+    _check_output_file(str(out), "--out", _is_checkpoint, "a MER-CLIP checkpoint")
     model, extra = load_checkpoint(args.checkpoint)
     model.calibration = Calibration()  # fit on the raw logits
     _, outputs, title = _score_checkpoint(args, model)
@@ -395,7 +477,10 @@ def cmd_calibrate(args) -> int:
     cal = Calibration.from_dict(values)
     extra = dict(extra, calibration={**cal.to_dict(), "fitted_on": title})
     model.calibration = cal
-    save_checkpoint(model, out, extra=extra)
+    try:
+        save_checkpoint(model, out, extra=extra)
+    except Exception as err:  # OSError, or safetensors' own error for a full or read-only disk
+        raise MerClipError(f"cannot write --out {_short(str(out))}: {str(err).splitlines()[0]}") from None
     temps = f"emotion T {1 / cal.emotion_scale:.3f}" + (
         f" bias {cal.emotion_bias:+.3f}" if outputs["multi_label"] else ""
     )

@@ -1,0 +1,111 @@
+"""Training-side commands never destroy a user's work: a finished run, a notes file, a checkpoint folder that
+cannot take the output; and settings that cannot work are said as settings, in one line."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from merclip.model import MerClipConfig, build_model, save_checkpoint
+
+from merclip.cli import main
+from merclip.config import load_config, weights_flag
+from merclip.errors import MerClipError
+
+
+def _err(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+def test_train_refuses_a_folder_that_holds_a_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.safetensors").write_bytes(b"the model a user trained for a week")
+    assert main(["train", "--model", "tiny", "--dataset", "synthetic", "--epochs", "1", "--out", str(run)]) == 2
+    assert "already holds a training run: pass --resume" in _err(capsys)
+    assert (run / "best.safetensors").read_bytes() == b"the model a user trained for a week"
+
+
+def test_one_train_per_folder_and_a_dead_runs_lock_is_taken_over(tmp_path):
+    from merclip.train.cli import LOCK_NAME, _run_lock
+
+    out = tmp_path / "run"
+    with _run_lock(out):
+        assert (out / LOCK_NAME).read_text() == str(os.getpid())
+        with pytest.raises(MerClipError, match=r"another merclip train \(pid \d+\) is writing to"):
+            with _run_lock(out):
+                pass
+    assert not (out / LOCK_NAME).exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (out / LOCK_NAME).write_text(dead.stdout.strip())  # a run that was killed left its lock
+    with _run_lock(out):
+        assert (out / LOCK_NAME).read_text() == str(os.getpid())
+
+
+def test_calibrate_and_eval_never_overwrite_a_users_file(tmp_path, capsys):
+    notes = tmp_path / "notes.csv"
+    notes.write_text("precious data\n")
+    assert main(["calibrate", str(tmp_path / "any.safetensors"), "--dataset", "synthetic", "--out", str(notes)]) == 2
+    assert "exists and is not a MER-CLIP checkpoint: not overwritten" in _err(capsys)
+    assert main(["eval", "--checkpoint", str(tmp_path / "any.safetensors"), "--dataset", "synthetic",
+                 "--json", str(notes)]) == 2  # fmt: skip
+    assert "exists and is not a metrics file of merclip eval" in _err(capsys)
+    assert notes.read_text() == "precious data\n"
+
+
+def test_an_existing_checkpoint_or_metrics_file_may_be_replaced(tmp_path, tiny_model):
+    from merclip.train.cli import _check_output_file, _is_checkpoint, _is_metrics_json
+
+    ckpt = tmp_path / "cal.safetensors"
+    save_checkpoint(tiny_model, ckpt)
+    _check_output_file(str(ckpt), "--out", _is_checkpoint, "a MER-CLIP checkpoint")
+    metrics = tmp_path / "m.json"
+    metrics.write_text('{"accuracy": 0.5, "n": 10}')
+    _check_output_file(str(metrics), "--json", _is_metrics_json, "a metrics file")
+    metrics.write_text('{"something": "else"}')
+    with pytest.raises(MerClipError, match="not overwritten"):
+        _check_output_file(str(metrics), "--json", _is_metrics_json, "a metrics file")
+
+
+def test_calibrate_into_a_folder_it_cannot_write_fails_before_scoring(tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p).startswith(str(folder)) else real_access(p, mode))
+    code = main(["calibrate", str(tmp_path / "never-loaded.safetensors"), "--dataset", "synthetic",
+                 "--out", str(folder / "cal.safetensors")])  # fmt: skip
+    assert code == 2 and "is not writable" in _err(capsys)
+
+
+def test_decoder_heads_that_do_not_divide_the_width_are_a_setting_error():
+    with pytest.raises(MerClipError, match=r"model.decoder_heads = 7 does not divide the decoder width \d+ of tiny"):
+        build_model(MerClipConfig(arch="tiny", decoder_heads=7), weights="random")
+
+
+def test_train_with_bad_decoder_heads_is_one_line(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[model]\ndecoder_heads = 7\n")
+    code = main(["train", "--config", str(cfg), "--model", "tiny", "--dataset", "synthetic", "--epochs", "1",
+                 "--out", str(tmp_path / "run")])  # fmt: skip
+    assert code == 2 and "model.decoder_heads = 7" in _err(capsys)
+
+
+def test_tiny_means_random_weights_for_export_too(tmp_path, monkeypatch):
+    from merclip.export import cli as export_cli
+
+    seen = {}
+    monkeypatch.setattr(
+        export_cli, "export_from_config", lambda cfg, out, *a, **k: seen.setdefault("w", cfg.model.weights)
+    )
+    assert main(["export", "--onnx", "--model", "tiny", "--out", str(tmp_path / "b")]) == 0
+    assert seen["w"] == "random"
+    assert weights_flag("tiny", "my.safetensors") == "my.safetensors" and weights_flag("ViT-B-32", None) is None
+
+
+def test_an_unknown_whisper_compute_type_is_refused_by_the_config_check(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[asr]\ncompute_type = "int4"\n')
+    with pytest.raises(MerClipError, match=r"asr.compute_type must be one of default, auto, int8"):
+        load_config(cfg)
