@@ -323,7 +323,7 @@ _DROP = object()
         (_edit(mel__n_fft="big"), "mel.n_fft must be an integer >= 1, got 'big'"),
         (_edit(quick_gelu="yes"), "quick_gelu must be true, false or null"),
         (_edit(image_mean=[0.5, 0.5]), "image_mean must be null or a list of 3 numbers"),
-        (_edit(decoder_heads=3), "cannot build"),  # width 64 is not divisible by 3 heads
+        (_edit(decoder_heads=3), "model.decoder_heads = 3 does not divide the decoder width 64"),
     ],
 )
 def test_malformed_checkpoint_metadata_is_one_clear_line(tiny_ckpt, tmp_path, meta, message):
