@@ -41,6 +41,26 @@ Ctrl-C stops the service (and the local Ray cluster it started).
 """
 
 
+# What train.cli applies where neither the config file (a key left at its packaged value) nor a flag says:
+# DATASET_DEFAULTS and RANDOM_INIT_LR there, and ablate's SYNTHETIC_ABLATION (tests/test_ux_train.py keeps
+# these equal). Written out so that --help need not import the training code.
+SYNTHETIC_TRAIN = {"epochs": 6, "frames": 2}
+SYNTHETIC_ABLATE = {"epochs": 3, "frames": 1}
+
+
+def _training_epilog(synthetic: dict) -> str:
+    frames = f"{synthetic['frames']} frame" + ("s" if synthetic["frames"] != 1 else "")
+    return f"""\
+defaults that depend on the dataset and the model: a setting that the config file leaves at
+its packaged value and that no flag gives takes the dataset's own value
+  synthetic  {synthetic["epochs"]} epochs, lr 1e-3, {frames} (a small model trained from scratch)
+  mosi       lr 2.2e-5, batch 8 (the paper's MOSI recipe)
+  meld       its 7 emotions and 3 sentiments, single-label emotion
+otherwise random weights (--model tiny, or --weights random) train at lr 5e-4 (the paper's
+8e-6 is for fine-tuning pretrained CLIP). A run's first line prints the values it uses.
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with the project's error shape: one line ``error: ...`` on stderr, exit code 2."""
 
@@ -156,12 +176,17 @@ def _asr_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-asr", action="store_true", help="do not transcribe (no language modality)")
 
 
-def _training_flags(parser: argparse.ArgumentParser) -> None:
-    """Optimisation flags shared by `train` and `ablate` (each ablation row is one training run)."""
-    parser.add_argument("--epochs", type=POSITIVE, help="training epochs (paper: 20)")
-    parser.add_argument("--batch-size", type=POSITIVE, help="batch size (paper: 16)")
-    parser.add_argument("--lr", type=_number(0.0, hi=1.0), help="AdamW learning rate (paper: 8e-6)")
-    parser.add_argument("--frames", type=FRAMES, help="frames per clip (paper: 12)")
+def _training_flags(parser: argparse.ArgumentParser, synthetic: dict) -> None:
+    """Optimisation flags shared by `train` and `ablate` (each ablation row is one training run); ``synthetic``:
+    the epochs and frames that command uses on the synthetic set."""
+    parser.add_argument("--epochs", type=POSITIVE, help="training epochs (default: train.epochs, the paper's 20; "
+                        f"synthetic: {synthetic['epochs']})")  # fmt: skip
+    parser.add_argument("--batch-size", type=POSITIVE, help="batch size (default: train.batch_size, the paper's 16; "
+                        "mosi: 8)")  # fmt: skip
+    parser.add_argument("--lr", type=_number(0.0, hi=1.0), help="AdamW learning rate (default: train.lr, the paper's "
+                        "8e-6; mosi: 2.2e-5; synthetic: 1e-3; random weights, e.g. --model tiny: 5e-4)")  # fmt: skip
+    parser.add_argument("--frames", type=FRAMES, help="frames per clip (default: train.frames, the paper's 12; "
+                        f"synthetic: {synthetic['frames']}; --recipe paper: always 12)")  # fmt: skip
     parser.add_argument("--seed", type=_int_at_least(0, 2**32 - 1), help="random seed")
 
 
@@ -193,7 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--frames", type=FRAMES, help="frames sampled per clip (default: train.frames)")
 
-    p = sub.add_parser("train", help="train MER-CLIP (or an ablation) on a dataset")
+    p = sub.add_parser(
+        "train",
+        help="train MER-CLIP (or an ablation) on a dataset",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_training_epilog(SYNTHETIC_TRAIN),
+    )
     _common(p)
     _model_flags(p)
     p.add_argument("--dataset", choices=("synthetic", "manifest", "mosi", "mosei", "meld"), help="dataset kind")
@@ -210,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         "merclip: ours (DESIGN §7)",
     )
     p.add_argument("--allow-partial", action="store_true", help="run on incomplete MOSI/MOSEI splits (tables say so)")
-    _training_flags(p)
+    _training_flags(p, SYNTHETIC_TRAIN)
     p.add_argument("--out", metavar="DIR", type=TEXT,
                    help="output folder for checkpoints and metrics; a folder that already holds a run is refused "
                         "unless --resume")  # fmt: skip
@@ -257,7 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "only when it is a MER-CLIP checkpoint")  # fmt: skip
     p.add_argument("--allow-partial", action="store_true", help="use an incomplete MOSI/MOSEI split")
 
-    p = sub.add_parser("ablate", help="the paper's Tables 3 and 4: train and score every ablation row")
+    p = sub.add_parser(
+        "ablate",
+        help="the paper's Tables 3 and 4: train and score every ablation row",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_training_epilog(SYNTHETIC_ABLATE),
+    )
     _common(p)
     p.add_argument("--model", metavar="ARCH", type=TEXT, help="open_clip architecture (ViT-B-32, ...) or 'tiny'")
     p.add_argument("--weights", metavar="W", type=TEXT, help="pretrained tag, local weights file, or 'random'")
@@ -265,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", metavar="DIR", type=TEXT, help="dataset folder (prepared)")
     p.add_argument("--recipe", choices=("merclip", "paper"), help="training recipe for every row")
     p.add_argument("--allow-partial", action="store_true", help="run on incomplete MOSI/MOSEI splits")
-    _training_flags(p)
+    _training_flags(p, SYNTHETIC_ABLATE)
     p.add_argument("--out", metavar="DIR", type=TEXT, help="folder for the runs and ablation.json (runs/ablate)")
     p.add_argument(
         "--rows",

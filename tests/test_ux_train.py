@@ -109,3 +109,39 @@ def test_an_unknown_whisper_compute_type_is_refused_by_the_config_check(tmp_path
     cfg.write_text('[asr]\ncompute_type = "int4"\n')
     with pytest.raises(MerClipError, match=r"asr.compute_type must be one of default, auto, int8"):
         load_config(cfg)
+
+
+def _help(*argv: str, capsys) -> str:
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_train_and_ablate_help_state_the_dataset_and_model_defaults(capsys):
+    from merclip.train.ablate import SYNTHETIC_ABLATION
+    from merclip.train.cli import DATASET_DEFAULTS, RANDOM_INIT_LR
+
+    from merclip import cli
+
+    syn, mosi = DATASET_DEFAULTS["synthetic"]["train"], DATASET_DEFAULTS["mosi"]["train"]
+    # the help is written out (no training import for --help): it must say what the code does
+    assert cli.SYNTHETIC_TRAIN == {k: syn[k] for k in ("epochs", "frames")}
+    assert cli.SYNTHETIC_ABLATE == {k: SYNTHETIC_ABLATION[k] for k in ("epochs", "frames")}
+    assert (syn["lr"], mosi["lr"], mosi["batch_size"], RANDOM_INIT_LR) == (1e-3, 2.2e-5, 8, 5e-4)
+    text = _help("train", capsys=capsys)
+    assert "training epochs (default: train.epochs, the paper's 20; synthetic: 6)" in text
+    assert "8e-6; mosi: 2.2e-5; synthetic: 1e-3; random weights, e.g. --model tiny: 5e-4" in text
+    assert "synthetic 6 epochs, lr 1e-3, 2 frames" in text and "mosi lr 2.2e-5, batch 8" in text
+    text = _help("ablate", capsys=capsys)
+    assert "synthetic: 3)" in text and "synthetic 3 epochs, lr 1e-3, 1 frame " in text
+
+
+def test_readme_and_ablate_help_count_the_rows_the_code_runs(capsys):
+    from pathlib import Path
+
+    from merclip.train.ablate import TABLE3, TABLE4
+
+    rows = len(TABLE3) + len(TABLE4)
+    assert f"default all {rows}" in _help("ablate", capsys=capsys)
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    assert f"runs all {rows} rows" in readme
