@@ -145,3 +145,10 @@ def test_readme_and_ablate_help_count_the_rows_the_code_runs(capsys):
     assert f"default all {rows}" in _help("ablate", capsys=capsys)
     readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
     assert f"runs all {rows} rows" in readme
+
+
+def test_ablate_on_the_synthetic_set_runs_the_paper_recipe(tmp_path, capsys):
+    code = main(["ablate", "--model", "tiny", "--dataset", "synthetic", "--recipe", "paper", "--rows", "LVA",
+                 "--epochs", "1", "--out", str(tmp_path / "abl")])  # fmt: skip
+    assert code == 0, _err(capsys)
+    assert (tmp_path / "abl" / "ablation.json").is_file()
