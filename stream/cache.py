@@ -71,7 +71,8 @@ def touch_bundle(folder: str | Path) -> None:
         pass  # a read-only cache still works; it is only never pruned by use
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (one of another user's counts: it cannot be signalled, but it runs)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -136,7 +137,7 @@ def sweep_leftovers(cache_dir: str | Path) -> int:
         if not entry.name.startswith((PARTIAL_PREFIX, TRASH_PREFIX)):
             continue
         pid = _owner_pid(entry.name)
-        if pid is not None and _pid_alive(pid):
+        if pid is not None and pid_alive(pid):
             continue  # an export (or removal) still running, perhaps this one
         shutil.rmtree(entry, ignore_errors=True)
         removed += 1

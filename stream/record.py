@@ -194,8 +194,7 @@ class Recorder:
             self._box.mux(packet)
 
     def _finish(self) -> None:
-        if self._box is None:
-            release_reserved(self.path)  # nothing came: no empty file left behind under the session's name
+        if self._box is None:  # nothing came: cmd_live removes the empty file it reserved
             return
         for stream in (self._video, self._audio):
             if stream is not None:

@@ -281,6 +281,8 @@ LOCK_NAME = ".train.lock"
 def _run_lock(out: Path):
     """One ``merclip train`` per --out folder: a lock file holding the owner's pid (a dead owner's lock is
     taken over, so a killed run never blocks the folder)."""
+    from merclip.stream.cache import pid_alive
+
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -295,7 +297,7 @@ def _run_lock(out: Path):
                 owner = int(lock.read_text().strip() or 0)
             except (OSError, ValueError):
                 owner = 0
-            if owner and _alive(owner):
+            if owner and pid_alive(owner):
                 raise MerClipError(f"another merclip train (pid {owner}) is writing to {out}: wait for it, "
                                    "or choose another --out") from None  # fmt: skip
             lock.unlink(missing_ok=True)  # left by a run that was killed
@@ -309,16 +311,6 @@ def _run_lock(out: Path):
         yield
     finally:
         lock.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
 
 
 def _train(args, cfg: Config, out: Path) -> int:
