@@ -14,8 +14,8 @@ from merclip.stream.pipeline import LiveSession
 from merclip.stream.records import Window
 from merclip.stream.remote import DOWN_AFTER, OFFLINE_NOTE, RemoteEngine
 from merclip.stream.sources import SyntheticSource
-from merclip.stream.speech import TranscriptUpdate, WindowText
 from merclip.stream.windowing import Windower
+from scripted import OneWindowLate
 
 INFO = {"service": "merclip", "model_id": "m1", "describe": "fake", "mode": "trained", "random_weights": True,
         "emotion_labels": ["happy", "sad"], "sentiment_labels": ["positive", "negative"],
@@ -120,21 +120,11 @@ def test_a_refused_connection_marks_the_service_down_at_once(fake_service):
     assert engine.down and result.note == OFFLINE_NOTE
 
 
-class Words:
-    """Final words at once, the same as shown: one request per window."""
-
-    def push(self, index, t_start_s, t_end_s, audio):
-        final = (WindowText(index - 1, f"window {index - 1}"),) if index else ()
-        return TranscriptUpdate(WindowText(index, f"window {index}"), final, 1.0)
-
-    def finish(self):
-        return TranscriptUpdate(None)
-
-
 def test_a_session_counts_the_lost_window_and_reads_the_next(fake_service):
     srv = fake_service({1: "reset"})
     engine = RemoteEngine.connect(srv.url)
-    session = LiveSession(SyntheticSource(duration_s=8.0, video=False), Windower(), engine, Words(), backpressure=True)
+    words = OneWindowLate(lambda k: f"window {k}")  # final words as shown: one request per window
+    session = LiveSession(SyntheticSource(duration_s=8.0, video=False), Windower(), engine, words, backpressure=True)
     finals = []
     stats = session.run(lambda r: finals.append(r) if r.final else None)
     dropped = [r.dropped_windows for r in finals[1:]]  # what the CSV's dropped_windows column says

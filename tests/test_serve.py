@@ -24,10 +24,10 @@ from merclip.stream.pipeline import LiveSession
 from merclip.stream.readout import ReadoutRule, interpret
 from merclip.stream.remote import OFFLINE_NOTE, RemoteEngine, mean_batch
 from merclip.stream.sources import SyntheticSource
-from merclip.stream.speech import TranscriptUpdate, WindowText
 from merclip.stream.ui import UiState, render
 from merclip.stream.windowing import Windower
 from rich.console import Console
+from scripted import OneWindowLate
 
 LIVE = [sys.executable, "-c", "import sys; from merclip.cli import live_main; sys.exit(live_main())"]
 
@@ -38,24 +38,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class Words:
-    """A transcriber: words for some windows, none for others; a window's final words differ from the ones
-    first shown on every other window (so the final reading re-runs the model)."""
+def words_of(stream: int, index: int, final: bool) -> str:
+    """Words for some windows, none for others; a window's final words differ from the ones first shown on
+    every other window (so the final reading re-runs the model)."""
+    if (index + stream) % 3 == 0:
+        return ""
+    return f"window {index} of stream {stream}" + ("" if final or index % 2 else " and")
 
-    def __init__(self, stream: int):
-        self.stream = stream
 
-    def text(self, index: int, final: bool) -> str:
-        if (index + self.stream) % 3 == 0:
-            return ""
-        return f"window {index} of stream {self.stream}" + ("" if final or index % 2 else " and")
-
-    def push(self, index, t_start_s, t_end_s, audio):
-        final = (WindowText(index - 1, self.text(index - 1, True)),) if index else ()
-        return TranscriptUpdate(WindowText(index, self.text(index, False)), final, 1.0)
-
-    def finish(self):
-        return TranscriptUpdate(None)
+def words(stream: int) -> OneWindowLate:
+    return OneWindowLate(lambda i: words_of(stream, i, False), lambda i: words_of(stream, i, True))
 
 
 class Recording:
@@ -100,7 +92,7 @@ def _wait_ready(url: str, timeout_s: float = 60.0) -> None:
 
 def _session(engine, stream: int, seconds: float, realtime: bool = False, **source):
     src = SyntheticSource(duration_s=seconds, realtime=realtime, **source)
-    return LiveSession(src, Windower(), engine, Words(stream), backpressure=not realtime)
+    return LiveSession(src, Windower(), engine, words(stream), backpressure=not realtime)
 
 
 def _log_session(session, engine, path, on_reading=None):
@@ -213,7 +205,7 @@ def test_eight_streams_share_batches_and_read_as_the_local_engine(service, tiny_
         assert stats.windows == seconds / 2 and stats.dropped == 0
         assert [int(r[0]) for r in rows] == list(range(int(seconds / 2)))
         heard = kinds[k].get("audio", True)  # no microphone, no words
-        assert [r.transcript for r in finals] == [Words(k).text(i, True) if heard else "" for i in range(len(rows))]
+        assert [r.transcript for r in finals] == [words_of(k, i, True) if heard else "" for i in range(len(rows))]
         # window by window, served readings (first and final words) equal the local engine's
         for window, text, result in engines[k].calls:
             expected = local.run(window, text)

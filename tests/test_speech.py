@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from merclip.stream.speech import BUFFER_MAX_S, FINAL_LAG, Recognition, StreamingTranscriber, Word, normalize
+from scripted import OneWindowLate
 
 SR = 16000
 
@@ -156,19 +157,9 @@ def test_overlapping_windows_own_their_newest_hop(window_s, hop_s):
         assert text in finals[k].split(), (text, k)
 
 
-class RevisingTranscriber:
+def revising_transcriber() -> OneWindowLate:
     """Shows "wK?" for window K, then finalizes it one window later as "wK" (changed) or "wK?" (odd K)."""
-
-    def push(self, index, t_start_s, t_end_s, audio):
-        from merclip.stream.speech import TranscriptUpdate, WindowText
-
-        final = (WindowText(index - 1, f"w{index - 1}" + ("?" if (index - 1) % 2 else "")),) if index else ()
-        return TranscriptUpdate(WindowText(index, f"w{index}?"), final, 1.0)
-
-    def finish(self):
-        from merclip.stream.speech import TranscriptUpdate
-
-        return TranscriptUpdate(None)
+    return OneWindowLate(lambda k: f"w{k}?", lambda k: f"w{k}" + ("?" if k % 2 else ""))
 
 
 def test_session_shows_each_window_at_once_and_finalizes_it_once_with_its_final_words():
@@ -188,7 +179,7 @@ def test_session_shows_each_window_at_once_and_finalizes_it_once_with_its_final_
             return EngineResult({"happy": len(transcript) / 10}, {"positive": 0.5, "negative": 0.5}, "LVA", 1.0)
 
     engine = Engine()
-    session = LiveSession(SyntheticSource(duration_s=10, realtime=False), Windower(), engine, RevisingTranscriber(),
+    session = LiveSession(SyntheticSource(duration_s=10, realtime=False), Windower(), engine, revising_transcriber(),
                           backpressure=True)  # fmt: skip
     readings = []
     stats = session.run(readings.append)

@@ -15,6 +15,7 @@ from merclip.stream.transcriber import Transcript, UnpaddedWindowTranscriber, Wh
 from merclip.stream.ui import UiState, render
 from merclip.stream.windowing import Windower
 from rich.console import Console
+from scripted import OneWindowLate
 
 from merclip.errors import MerClipError
 
@@ -457,22 +458,9 @@ def test_ui_transcript_line_shows_each_word_once_as_windows_become_final():
     assert state.top_counts == {"happy": 2} and state.last.window == 1  # counted once per window, when final
 
 
-class _Revising:
-    """Window K is shown as "wK?" and final one window later as "wK"."""
-
-    def push(self, index, t_start_s, t_end_s, audio):
-        from merclip.stream.speech import TranscriptUpdate, WindowText
-
-        final = (WindowText(index - 1, f"w{index - 1}"),) if index else ()
-        return TranscriptUpdate(WindowText(index, f"w{index}?"), final, 1.0)
-
-    def finish(self):
-        from merclip.stream.speech import TranscriptUpdate
-
-        return TranscriptUpdate(None)
-
-
 def test_a_model_error_drops_the_window_never_logs_numbers_from_other_words():
+    words = OneWindowLate(lambda k: f"w{k}?", lambda k: f"w{k}")  # window K shown "wK?", final "wK"
+
     class Flaky(FakeEngine):
         def run(self, window, transcript):
             if window.index == 2 or (window.index == 3 and transcript == "w3"):  # provisional / final re-run
@@ -480,7 +468,7 @@ def test_a_model_error_drops_the_window_never_logs_numbers_from_other_words():
             return EngineResult({"happy": len(transcript) / 10, "sad": 0.0}, {"positive": 1.0, "negative": 0.0},
                                 "LVA", 1.0)  # fmt: skip
 
-    session = LiveSession(SyntheticSource(duration_s=12), Windower(), Flaky(), _Revising(), backpressure=True)
+    session = LiveSession(SyntheticSource(duration_s=12), Windower(), Flaky(), words, backpressure=True)
     readings = []
     stats = session.run(readings.append)
     final = [r for r in readings if r.final]
