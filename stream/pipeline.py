@@ -47,9 +47,13 @@ def window_age_ms(now: float, window: Window, clock_origin: float | None) -> flo
 
     ``clock_origin`` is ``time.monotonic()`` at stream time 0 for a source on the wall clock (a device, a
     real-time replay), so a window that waited in a queue shows its real age; a replay as fast as possible
-    (None) has no moment of capture, and counts from when the windower closed the window.
+    (None) has no moment of capture, and counts from when the windower closed the window. A window is never
+    captured after it was closed: the last one of a file or of a stopped session ends early (its nominal end
+    lies in the future), and counts from its close too.
     """
-    captured = window.closed_wall_s if clock_origin is None else clock_origin + window.t_end_s
+    captured = window.closed_wall_s
+    if clock_origin is not None:
+        captured = min(captured, clock_origin + window.t_end_s)
     return (now - captured) * 1000
 
 

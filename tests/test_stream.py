@@ -280,6 +280,8 @@ def test_a_window_read_late_reports_its_real_age():
     # a replay as fast as possible has no capture clock: from when the window closed
     win = Window(0, 0.0, 2.0, (), (), np.zeros(32000, np.float32), True, closed_wall_s=100.0)
     assert window_age_ms(100.25, win, None) == 250.0 and window_age_ms(100.25, win, 97.0) == 1250.0
+    # the last window of a clip or a stopped session closes before its nominal end: its age, never negative
+    assert window_age_ms(100.25, win, 99.5) == 250.0
 
 
 def test_devices_start_after_a_slow_whisper_load_so_the_first_window_is_fresh(tiny_bundle, monkeypatch, capsys,
