@@ -11,15 +11,18 @@ side is ``DETECT_SHORT_SIDE`` px, and once a face is found only on a small regio
 (``ROI_SIDE`` px), falling back to the whole (downscaled) frame when the region loses it (DESIGN §7).
 
 Following one person: while a face is tracked, the candidate that overlaps it most is taken (never a
-bigger face elsewhere); a face not found for up to ``HOLD_FRAMES`` frames keeps its last box (a blink, a
-turned head); after that, or at the start, the largest face wins. The crop box is smoothed exponentially
-so it does not jitter; it is square, ``margin`` of the face size on every side, moved inside the frame.
+bigger face elsewhere); a face not found keeps its last box for at most ``FACE_HOLD_S`` of stream time (a
+blink, a turned head); after that, or at the start, the largest face wins. The crop box is smoothed
+exponentially so it does not jitter; it is square, ``margin`` of the face size on every side, moved inside
+the frame. A held box is only a bridge: a window (or training clip) none of whose frames had a detection
+reads no vision (``window_crops``), so an empty room is never read as the face that left it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -34,14 +37,25 @@ DETECT_SHORT_SIDE = 144
 MIN_FACE_FRACTION = 1 / 6
 # Search around the tracked face: a region twice the face's size, downscaled to this many pixels.
 ROI_SIDE = 96
-# Frames a tracked face may go unseen before the window counts as "no face" (at 4 frames per 2-s window: 1 s).
-HOLD_FRAMES = 2
+# How long (stream seconds) a tracked face may go undetected and keep its last box. Counted in seconds, not
+# frames: a count of calls held a box for 1 s at 4 frames per window and 0.2 s at 12, and a person who left
+# had the empty room cropped as their face. 0.5 s bridges one missed frame at 4 frames per 2-s window.
+FACE_HOLD_S = 0.5
 # Weight of a new detection in the smoothed box (the rest is the previous box).
 SMOOTHING = 0.5
 # Below this overlap a detection is another face, not the one followed.
 SAME_FACE_IOU = 0.2
 
 Box = tuple[float, float, float, float]  # x, y, w, h in pixels
+_EPS = 1e-6  # frame times are sums of floats
+
+
+class FaceCrop(NamedTuple):
+    """What the tracker made of one frame."""
+
+    crop: np.ndarray | None  # the square crop (the frame itself with the setting off); None: no face
+    box: tuple[float, float, float, float] | None  # the crop's x, y, w, h normalised by the frame's size
+    detected: bool  # a face was detected in this very frame (False: a held box, or no face)
 
 
 @dataclass(frozen=True)
@@ -118,7 +132,10 @@ class FaceTracker:
 
     def reset(self) -> None:
         self._box: Box | None = None  # smoothed face box in pixels of the last frame
-        self._misses = 0
+        self._seen_s = float("-inf")  # stream time of the last detection of the followed face
+
+    def _holding(self, t_s: float) -> bool:
+        return t_s - self._seen_s <= FACE_HOLD_S + _EPS
 
     def _detect(self, grey: np.ndarray, scale: float, offset: tuple[int, int], min_side: int) -> list[Box]:
         found = self._cascade.detectMultiScale(grey, 1.1 if offset != (0, 0) else 1.2, 3, minSize=(min_side,) * 2)
@@ -149,7 +166,7 @@ class FaceTracker:
         # the face filled half the region's side when last seen: look for one at least 30 % of it
         return self._detect(grey, scale, (x0, y0), max(12, int(max(grey.shape) * 0.3)))
 
-    def _follow(self, rgb: np.ndarray) -> Box | None:
+    def _follow(self, rgb: np.ndarray, t_s: float) -> Box | None:
         """The raw box of the followed face in this frame, or None."""
         if self._box is not None:
             near = self._around(rgb, self._box)
@@ -162,31 +179,40 @@ class FaceTracker:
             same = [b for b in found if iou(b, self._box) >= SAME_FACE_IOU]
             if same:
                 return max(same, key=lambda b: iou(b, self._box))
-            if self._misses < HOLD_FRAMES:
+            if self._holding(t_s):
                 return None  # the followed face may be back next frame: do not jump to someone else yet
         return max(found, key=lambda b: b[2] * b[3])
 
-    def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray | None, Box | None]:
-        """(square crop, its normalised x, y, w, h) of the followed face; (None, None) when no face is in view.
-        With the setting off: the frame itself and no box."""
+    def __call__(self, rgb: np.ndarray, t_s: float) -> FaceCrop:
+        """The followed face in the frame at stream time ``t_s`` (frames in time order). With the setting off:
+        the frame itself, no box, counted as seen."""
         if not self.setting.on:
-            return rgb, None
+            return FaceCrop(rgb, None, True)
         h, w = rgb.shape[:2]
-        raw = self._follow(rgb)
+        raw = self._follow(rgb, t_s)
         if raw is None:
-            self._misses += 1
-            if self._box is None or self._misses > HOLD_FRAMES:
+            if self._box is None or not self._holding(t_s):
                 self.reset()
-                return None, None
+                return FaceCrop(None, None, False)
         elif self._box is None or iou(raw, self._box) < SAME_FACE_IOU * 0.5:
-            self._box, self._misses = raw, 0  # a new face: start from its own box
+            self._box = raw  # a new face: start from its own box
         else:
             a = SMOOTHING
             self._box = tuple(a * r + (1 - a) * p for r, p in zip(raw, self._box, strict=True))
-            self._misses = 0
+        if raw is not None:
+            self._seen_s = t_s
         x0, y0, side = square_box(self._box, self.setting.margin, w, h)
         crop = np.ascontiguousarray(rgb[y0 : y0 + side, x0 : x0 + side])
-        return crop, (x0 / w, y0 / h, side / w, side / h)
+        return FaceCrop(crop, (x0 / w, y0 / h, side / w, side / h), raw is not None)
+
+
+def window_crops(faces: Sequence[FaceCrop]) -> list[np.ndarray] | None:
+    """The pictures a window (or a training clip) reads from its chosen frames: None when no frame had a
+    detection (a held box alone crops whatever is where the face was); otherwise slots without a crop take
+    the nearest slot's. One rule for ``merclip prepare``, the live windower and ``merclip bench``."""
+    if not any(face.detected for face in faces):
+        return None
+    return fill_missing([face.crop for face in faces])
 
 
 def fill_missing(crops: Sequence[np.ndarray | None]) -> list[np.ndarray] | None:
@@ -198,10 +224,12 @@ def fill_missing(crops: Sequence[np.ndarray | None]) -> list[np.ndarray] | None:
     return [c if c is not None else crops[min(have, key=lambda j: abs(j - i))] for i, c in enumerate(crops)]
 
 
-def crop_sequence(frames: Sequence[np.ndarray], setting: FaceSetting) -> list[np.ndarray] | None:
-    """Frames of one clip, in time order -> their face crops (a fresh tracker); None when no face is found.
-    With the setting off: the frames unchanged."""
+def crop_sequence(
+    frames: Sequence[np.ndarray], times_s: Sequence[float], setting: FaceSetting
+) -> list[np.ndarray] | None:
+    """Frames of one clip at their stream times, in time order -> their face crops (a fresh tracker, the
+    windows' rule: ``window_crops``); None when no face is found. With the setting off: the frames unchanged."""
     if not setting.on:
         return list(frames)
     tracker = FaceTracker(setting)
-    return fill_missing([tracker(f)[0] for f in frames])
+    return window_crops([tracker(frame, t) for frame, t in zip(frames, times_s, strict=True)])

@@ -1,7 +1,7 @@
 """CSV session log: one row per window, header first, flushed as written, never overwriting a file.
 
 Columns (DESIGN §4): window, t_start_s, t_end_s, wall_time_utc, emotion_<label>…, sentiment_<label>…,
-top_emotion, transcript, modalities, dropped_windows, latency_ms, asr_ms, model_ms, face_box (the window's
+top_emotion, transcript, modalities, dropped_windows, late_items, latency_ms, asr_ms, model_ms, face_box (the window's
 last face crop as normalised "x y w h", empty when no face was found or the bundle uses whole frames),
 state (what the UI named: the emotion, the neutral word, or "uncertain"), confidence, agreement (of the
 modalities used; empty with one), and with a personal baseline (``--baseline S``) calibrating (1 while the
@@ -51,8 +51,8 @@ def columns(emotion_labels: list[str], sentiment_labels: list[str], adjusted: bo
         "window", "t_start_s", "t_end_s", "wall_time_utc",
         *[f"emotion_{label}" for label in emotion_labels],
         *[f"sentiment_{label}" for label in sentiment_labels],
-        "top_emotion", "transcript", "modalities", "dropped_windows", "latency_ms", "asr_ms", "model_ms",
-        "face_box", "state", "confidence", "agreement",
+        "top_emotion", "transcript", "modalities", "dropped_windows", "late_items", "latency_ms", "asr_ms",
+        "model_ms", "face_box", "state", "confidence", "agreement",
     ]  # fmt: skip
     if adjusted:
         base += ["calibrating", *[f"adjusted_emotion_{label}" for label in emotion_labels],
@@ -213,7 +213,7 @@ class SessionLog:
         row += [_prob(r.emotions.get(label)) for label in self.emotion_labels]
         row += [_prob(r.sentiment.get(label)) for label in self.sentiment_labels]
         row += [escape_cell(r.top_emotion), escape_cell(r.transcript), escape_cell(r.modalities), r.dropped_windows,
-                f"{r.latency_ms:.1f}", f"{r.asr_ms:.1f}", f"{r.model_ms:.1f}", _box(r.face_box),
+                r.late_items, f"{r.latency_ms:.1f}", f"{r.asr_ms:.1f}", f"{r.model_ms:.1f}", _box(r.face_box),
                 escape_cell(r.state or r.top_emotion), _num(r.confidence), _num(r.agreement)]  # fmt: skip
         if self.adjusted:
             adj_e, adj_s = r.adjusted_emotions or {}, r.adjusted_sentiment or {}

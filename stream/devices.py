@@ -154,7 +154,7 @@ def _microphone_hears(microphone: str) -> str:
     """Empty when the microphone opens and delivers a block within FIRST_AUDIO_S, else the problem in words."""
     got = threading.Event()
 
-    def on_audio(samples: np.ndarray) -> None:
+    def on_audio(samples: np.ndarray, age_s: float | None = None) -> None:
         got.set()
 
     try:

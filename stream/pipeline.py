@@ -116,6 +116,7 @@ class SessionStats:
     status: dict[str, str] = field(default_factory=lambda: {"V": "waiting", "A": "waiting", "L": "waiting"})
     started: float = field(default_factory=time.monotonic)
     dropped: int = 0
+    late_items: int = 0  # frames and audio blocks that arrived for windows already closed (never placed)
     error: str = ""
 
     def latency_p95_ms(self) -> float:
@@ -187,16 +188,20 @@ class LiveSession:
 
     # ---- stages -------------------------------------------------------------------------------------
     def _capture(self) -> None:
+        tracks = getattr(self.source, "tracks", None)
+        if tracks is not None:  # what the windower waits for: the tracks the source delivers
+            self.windower.expect(tracks)
         try:
             for item in self.source:
                 if self.stop_event.is_set():
                     break
-                if isinstance(item, SourceEvent):
+                if isinstance(item, SourceEvent) and item.status != "ended":  # a file's track ending is no news
                     self.stats.events.append(item)
                     self.stats.status[item.modality] = item.status if not item.message else item.message
-                    continue
+                # events go to the windower too: a device lost or a track ended no longer holds windows back
                 if not self._emit(self.windower.push(item)):
                     break
+                self.stats.late_items = self.windower.late_items
                 if self._prepare_frames is not None:
                     settled = self.windower.take_settled()
                     if settled:
@@ -365,6 +370,7 @@ class LiveSession:
                 transcript=text,
                 modalities=result.modalities,
                 dropped_windows=self.stats.dropped,
+                late_items=self.stats.late_items,
                 latency_ms=shown.latency_ms,
                 asr_ms=shown.asr_ms,
                 model_ms=result.ms,

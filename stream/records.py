@@ -59,6 +59,7 @@ class Reading:
     asr_ms: float
     model_ms: float
     notes: tuple[str, ...] = field(default_factory=tuple)
+    late_items: int = 0  # the session's frames and audio blocks so far that came for windows already closed
     # False: shown as soon as the window closed, its last words still open; the final reading of the same
     # window follows one window later with the committed words (the CSV logs final readings only).
     final: bool = True
@@ -94,6 +95,7 @@ class Reading:
             "transcript": self.transcript,
             "modalities": self.modalities,
             "dropped_windows": self.dropped_windows,
+            "late_items": self.late_items,
             "latency_ms": round(self.latency_ms, 1),
             "asr_ms": round(self.asr_ms, 1),
             "model_ms": round(self.model_ms, 1),

@@ -9,6 +9,7 @@ in stream-clock order, so the windower treats a webcam, a video file and generat
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import queue
@@ -27,9 +28,14 @@ from .records import AudioBlock, Frame, SourceEvent
 log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 Item = Frame | AudioBlock | SourceEvent
-# An audio block further than this from its back-to-back position starts a new anchor: the microphone stalled
-# (samples were lost) or its clock drifted from the wall clock. Below it, the difference is callback jitter.
+# An audio block stamped later than its back-to-back position by more than this starts a new anchor: the
+# microphone stalled (samples were lost). Below it, the difference is callback jitter.
 REANCHOR_S = 0.25
+# A block stamped *earlier* than its back-to-back position is a burst: PortAudio handing over a backlog of
+# blocks in one go, each stamped on arrival, so the later ones look captured at once. Sample count places
+# them (re-anchoring would lay them over the blocks before and lose those). Only a block stamped this much
+# earlier re-anchors: the microphone's clock has drifted from the wall clock by more than any backlog.
+REANCHOR_AHEAD_S = 2.0
 
 
 def place_block(expected_s: float | None, stamped_s: float, n_samples: int, rate: int = SAMPLE_RATE,
@@ -37,13 +43,21 @@ def place_block(expected_s: float | None, stamped_s: float, n_samples: int, rate
     """(where an audio block starts, where the next one is expected) on the audio clock.
 
     Blocks go back to back by sample count, so bursts and callback jitter neither overlap nor leave holes;
-    ``stamped_s`` (the wall clock's guess) is followed only at the first block and after a real stall, and
-    then on a millisecond boundary, the container clock of a recording, so live and replay agree. One rule
-    for the microphone (``DeviceSource``) and the recorder (``RecordingSource``).
+    ``stamped_s`` (the wall clock's guess) is followed only at the first block, after a real stall and after
+    a drift of ``REANCHOR_AHEAD_S``, and then on a millisecond boundary, the container clock of a recording,
+    so live and replay agree. One rule for the microphone (``DeviceSource``) and the recorder
+    (``RecordingSource``).
     """
-    if expected_s is None or abs(stamped_s - expected_s) > reanchor_s:
+    if expected_s is None or stamped_s - expected_s > reanchor_s or expected_s - stamped_s > REANCHOR_AHEAD_S:
         expected_s = round(stamped_s * 1000) / 1000
     return expected_s, expected_s + n_samples / rate
+
+
+def due_s(item: Item) -> float:
+    """When an item is complete on the stream clock: a frame at its time, an audio block at its last sample."""
+    if isinstance(item, AudioBlock):
+        return item.t_s + len(item.samples) / SAMPLE_RATE
+    return item.t_s
 
 
 def media_error(err: Exception) -> str:
@@ -143,70 +157,102 @@ class FileSource:
         elif not self.has_audio and with_audio:
             self.missing.append(f"{name} has no audio track: face only, no voice or words")
 
-    def __iter__(self) -> Iterator[Item]:
-        import av
+    @property
+    def tracks(self) -> str:
+        """The modalities this replay delivers (what the windower waits for)."""
+        return ("V" if self.has_video else "") + ("A" if self.has_audio else "")
 
+    def __iter__(self) -> Iterator[Item]:
         pacer = Pacer(self.realtime, self.stop)
         self.clock_origin = pacer.origin
-        min_gap = 0.0 if self.exact else 1.0 / self.max_fps
-        last_frame: Frame | None = None
-        video_frames = 0
         self.skipped_packets = 0
         for text in self.missing:
             yield SourceEvent(0.0, "A" if "no audio" in text or self.still else "V", "absent", text)
+        # Each track is read by its own demuxer and the two are merged by time: a file's order is its muxer's
+        # (MP4s commonly store video 1 s or more ahead of the audio that plays with it), the stream's order is
+        # the clock's, so a window never waits on -- or closes before -- audio that is still further on in the file.
+        tracks = ([self._video_items()] if self.has_video else []) + ([self._audio_items()] if self.has_audio else [])
+        for item in heapq.merge(*tracks, key=due_s):
+            if self.stop.is_set():
+                return
+            pacer.wait(due_s(item))
+            yield item
+        if self.skipped_packets:
+            log.info("%s: skipped %d damaged packet(s)", self.path.name, self.skipped_packets)
+
+    def _decoded(self, kind: str) -> Iterator:
+        """Decoded frames of the file's first ``kind`` ("video"/"audio") track, read by a demuxer of its own. A
+        packet that fails to decode is skipped: a ``SourceEvent`` marks the gap (with a message the first time)."""
+        import av
+
         try:
             box = av.open(str(self.path))
         except (av.error.FFmpegError, UnicodeDecodeError) as err:
             raise MerClipError(f"cannot read video file {self.path}: {media_error(err)}") from None
         try:
             with box:
-                streams = list(box.streams.video[:1]) + (list(box.streams.audio[:1]) if self.has_audio else [])
-                resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-                audio_t = None
-                for packet in self._packets(box, streams):
+                stream = (box.streams.video if kind == "video" else box.streams.audio)[0]
+                for packet in self._packets(box, [stream]):
                     if self.stop.is_set():
                         return
                     try:
-                        frames = packet.decode()
+                        decoded = packet.decode()
                     except av.error.FFmpegError as err:
-                        event = self._skip(packet, err)
-                        if event is not None:
-                            yield event
-                        if packet.stream.type == "audio":
-                            audio_t = None  # re-anchor on the next decoded frame's time: no A/V drift after a gap
+                        yield self._skip(packet, err)
                         continue
-                    for decoded in frames:
-                        if isinstance(decoded, av.VideoFrame):
-                            t = float(decoded.time or 0.0)
-                            video_frames += 1
-                            if last_frame is not None and t - last_frame.t_s < min_gap - 1e-6:
-                                continue  # decimate: the window needs a few frames, not 25 fps
-                            pacer.wait(t)
-                            last_frame = Frame(t, decoded.to_ndarray(format="rgb24"))
-                            yield last_frame
-                        else:
-                            stamped = float(decoded.time or 0.0)
-                            if self.exact and audio_t is not None and abs(stamped - audio_t) > 0.002:
-                                audio_t = stamped  # a gap the recording kept (a microphone stall)
-                            for chunk in resampler.resample(decoded):
-                                samples = chunk.to_ndarray().reshape(-1).astype(np.float32)
-                                # place blocks back to back on the audio clock (resampler output has no gaps)
-                                audio_t = stamped if audio_t is None else audio_t
-                                pacer.wait(audio_t + len(samples) / SAMPLE_RATE)
-                                yield AudioBlock(audio_t, samples)
-                                audio_t += len(samples) / SAMPLE_RATE
+                    yield from decoded
         except av.error.FFmpegError as err:  # not one packet: the container or a stream as a whole
             raise MerClipError(f"cannot decode {self.path}: {media_error(err)}") from None
-        if self.skipped_packets:
-            log.info("%s: skipped %d damaged packet(s)", self.path.name, self.skipped_packets)
-        if video_frames == 1 and last_frame is not None and not self.has_audio:
-            yield from self._hold(last_frame, min_gap or 1.0 / self.max_fps, pacer)
 
-    def _hold(self, frame: Frame, gap: float, pacer: Pacer) -> Iterator[Frame]:
+    def _video_items(self) -> Iterator[Item]:
+        min_gap = 0.0 if self.exact else 1.0 / self.max_fps
+        last_frame: Frame | None = None
+        video_frames = 0
+        for decoded in self._decoded("video"):
+            if isinstance(decoded, SourceEvent):
+                if decoded.message:
+                    yield decoded
+                continue
+            t = float(decoded.time or 0.0)
+            video_frames += 1
+            if last_frame is not None and t - last_frame.t_s < min_gap - 1e-6:
+                continue  # decimate: the window needs a few frames, not 25 fps
+            last_frame = Frame(t, decoded.to_ndarray(format="rgb24"))
+            yield last_frame
+        if video_frames == 1 and last_frame is not None and not self.has_audio:
+            for held in self._hold(last_frame, min_gap or 1.0 / self.max_fps):
+                yield held
+                last_frame = held
+        if last_frame is not None:
+            yield SourceEvent(last_frame.t_s, "V", "ended")
+
+    def _audio_items(self) -> Iterator[Item]:
+        import av
+
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        audio_t = None
+        for decoded in self._decoded("audio"):
+            if isinstance(decoded, SourceEvent):
+                audio_t = None  # re-anchor on the next decoded frame's time: no A/V drift after a gap
+                if decoded.message:
+                    yield decoded
+                continue
+            stamped = float(decoded.time or 0.0)
+            if self.exact and audio_t is not None and abs(stamped - audio_t) > 0.002:
+                audio_t = stamped  # a gap the recording kept (a microphone stall)
+            for chunk in resampler.resample(decoded):
+                samples = chunk.to_ndarray().reshape(-1).astype(np.float32)
+                # place blocks back to back on the audio clock (resampler output has no gaps)
+                audio_t = stamped if audio_t is None else audio_t
+                yield AudioBlock(audio_t, samples)
+                audio_t += len(samples) / SAMPLE_RATE
+        if audio_t is not None:
+            yield SourceEvent(audio_t, "A", "ended")
+
+    def _hold(self, frame: Frame, gap: float) -> Iterator[Frame]:
         """A single picture (a still image): repeat it for ``still_s`` so that it fills one window."""
         k = 1
         while not self.stop.is_set() and k * gap < self.still_s - 1e-6:
-            pacer.wait(frame.t_s + k * gap)
             yield Frame(frame.t_s + k * gap, frame.rgb)
             k += 1
 
@@ -229,15 +275,14 @@ class FileSource:
                 if errors_in_row >= MAX_DEMUX_ERRORS_IN_ROW:
                     raise MerClipError(f"cannot decode {self.path}: {media_error(err)}") from None
 
-    def _skip(self, packet, err) -> SourceEvent | None:
-        """Count a packet that failed to decode; the first one of a replay is reported as an event."""
+    def _skip(self, packet, err) -> SourceEvent:
+        """Count a packet that failed to decode: an event marks the gap, with a message for the first one."""
         self.skipped_packets += 1
         log.debug("%s: skipped a damaged %s packet at %s: %s", self.path.name, packet.stream.type, packet.pts, err)
-        if self.skipped_packets > 1:
-            return None
         modality = "V" if packet.stream.type == "video" else "A"
         t = float(packet.pts * packet.time_base) if packet.pts is not None and packet.time_base else 0.0
-        return SourceEvent(t, modality, "ok", f"damaged data skipped in {self.path.name}")
+        first = self.skipped_packets == 1
+        return SourceEvent(t, modality, "ok", f"damaged data skipped in {self.path.name}" if first else "")
 
     def close(self) -> None:
         self.stop.set()
@@ -262,6 +307,10 @@ class SyntheticSource:
         self.realtime, self.video, self.audio = realtime, video, audio
         self.stop = threading.Event()
         self.clock_origin: float | None = None  # set when the stream starts (see Pacer.origin)
+
+    @property
+    def tracks(self) -> str:
+        return ("V" if self.video else "") + ("A" if self.audio else "")
 
     @staticmethod
     def tone_hz(block: int) -> float:
@@ -302,6 +351,18 @@ class SyntheticSource:
 
 
 # ---- devices -------------------------------------------------------------------------------------------
+# A device that has sent nothing for this long (wall clock) is said "lost": windows stop waiting for it, and
+# its next item says it is back. Above the gaps a working device leaves (0.1-s microphone blocks, a camera
+# at >= 5 fps); a window's reading is late by at most this much while a device is stalling.
+DEVICE_SILENT_S = 1.0
+# Before its first item a device is given longer: through PulseAudio's ALSA plugin PortAudio calls back for
+# the first time ~2.1 s after the stream starts with its default latency (issue #23).
+DEVICE_START_S = 3.0
+# How often the watchdog looks.
+WATCH_S = 0.1
+_DEVICE_NAMES = {"V": "camera", "A": "microphone"}
+
+
 def _camera_index(spec: str) -> int | str:
     return int(spec) if spec.isdigit() else spec
 
@@ -311,6 +372,9 @@ class DeviceSource:
 
     ``open_camera`` and ``open_microphone`` are injectable so that tests drive this class with fakes.
     A camera that stops delivering is reported lost and reopened every ``retry_s`` while audio goes on.
+    A watchdog says a device "lost" once it has sent nothing for ``DEVICE_SILENT_S`` (``DEVICE_START_S``
+    before its first item) and "ok" when it delivers again: the windower waits for a device on the wall
+    clock, never by comparing the two devices' timestamps.
     """
 
     QUEUE_ITEMS = 512  # frames + audio blocks waiting for the session: ~20 s at 15 fps and 0.1-s blocks
@@ -342,6 +406,16 @@ class DeviceSource:
         self._cap = None
         self._audio_t: float | None = None  # where the next microphone block goes (see place_block)
         self.missing: list[str] = []  # devices that could not be opened (with allow_missing), in words
+        # the watchdog's view: time.monotonic() of each open device's last item (None: none yet), and which
+        # devices it has said lost
+        self._arrived: dict[str, float | None] = {}
+        self._silent: set[str] = set()
+        self._watch_lock = threading.Lock()
+
+    @property
+    def tracks(self) -> str:
+        """The devices asked for (one that fails to open is then said "absent")."""
+        return ("V" if self.camera is not None else "") + ("A" if self.microphone is not None else "")
 
     @property
     def clock_origin(self) -> float:
@@ -381,17 +455,48 @@ class DeviceSource:
         self.missing = problems  # said at start and in the session summary: never a silent partial session
         for problem in problems:
             self._put(SourceEvent(0.0, "V" if "camera" in problem else "A", "absent", problem))
-        if self.camera is not None:
-            thread = threading.Thread(target=self._camera_loop, name="camera", daemon=True)
+        # the devices that opened are watched (a camera that did not is "absent"; if the camera thread manages
+        # to open it later, its first frame starts the watch)
+        self._arrived = {m: None for m, dev in (("V", self._cap), ("A", self._mic)) if dev is not None}
+        self._silent = set()
+        targets = [("watchdog", self._watch)] + ([("camera", self._camera_loop)] if self.camera is not None else [])
+        for name, target in targets:
+            thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
 
-    def _on_audio(self, samples: np.ndarray) -> None:
+    def _delivered(self, modality: str) -> None:
+        """A device thread is about to queue an item: a device said lost is back (said first, in order)."""
+        with self._watch_lock:
+            self._arrived[modality] = time.monotonic()
+            if modality in self._silent:
+                self._silent.discard(modality)
+                self._put(SourceEvent(self.now(), modality, "ok", f"{_DEVICE_NAMES[modality]} delivering again"))
+
+    def _lost(self, modality: str, message: str) -> None:
+        """Say a device lost, once until it delivers again."""
+        with self._watch_lock:
+            if modality not in self._silent:
+                self._silent.add(modality)
+                self._put(SourceEvent(self.now(), modality, "lost", message))
+
+    def _watch(self) -> None:
+        while not self.stop.wait(WATCH_S):
+            for modality, last in list(self._arrived.items()):
+                limit = DEVICE_START_S if last is None else DEVICE_SILENT_S
+                if time.monotonic() - (self._t0 if last is None else last) > limit:
+                    when = f"for {limit:g} s" if last is not None else f"in its first {limit:g} s"
+                    self._lost(modality, f"{_DEVICE_NAMES[modality]} sent nothing {when}")
+
+    def _on_audio(self, samples: np.ndarray, age_s: float | None = None) -> None:
         # The callback runs when PortAudio gets round to it, often two blocks at once and a few ms late: the
         # wall clock only anchors the first block (and one after a stall), the sample count places the rest.
-        # Called from PortAudio's one callback thread, so _audio_t needs no lock.
-        stamped = self.now() - len(samples) / SAMPLE_RATE
+        # ``age_s``: how long ago the block's first sample was captured, when the device says (PortAudio's ADC
+        # time); else the block is taken as captured just before it arrived. Called from PortAudio's one
+        # callback thread, so _audio_t needs no lock.
+        stamped = self.now() - (age_s if age_s is not None else len(samples) / SAMPLE_RATE)
         t_s, self._audio_t = place_block(self._audio_t, stamped, len(samples))
+        self._delivered("A")
         self._put(AudioBlock(t_s, samples.astype(np.float32, copy=False)))
 
     def _camera_loop(self) -> None:
@@ -402,14 +507,14 @@ class DeviceSource:
                     return
                 try:
                     self._cap = self.open_camera(_camera_index(self.camera), self.width, self.height, self.fps)
-                    self._put(SourceEvent(self.now(), "V", "ok", "camera reconnected"))
                 except MerClipError:
                     continue
             ok, frame = self._cap.read()
             if not ok or frame is None:
-                self._put(SourceEvent(self.now(), "V", "lost", f"camera {self.camera} stopped delivering frames"))
+                self._lost("V", f"camera {self.camera} stopped delivering frames")
                 self._release_camera()
                 continue
+            self._delivered("V")
             self._put(Frame(self.now(), frame))
             self.stop.wait(gap)
 
@@ -489,7 +594,9 @@ def resample_linear(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndar
     return np.interp(x_out, np.arange(len(samples)), samples).astype(np.float32)
 
 
-def sounddevice_microphone(device: str, rate: int, block_s: float, on_audio: Callable[[np.ndarray], None]):
+def sounddevice_microphone(
+    device: str, rate: int, block_s: float, on_audio: Callable[[np.ndarray, float | None], None]
+):
     try:
         import sounddevice as sd
     except OSError:
@@ -503,7 +610,11 @@ def sounddevice_microphone(device: str, rate: int, block_s: float, on_audio: Cal
 
     def callback(indata, frames, time_info, status):
         mono = indata.mean(axis=1) if indata.ndim == 2 else indata
-        on_audio(resample_linear(np.asarray(mono, np.float32), native, rate))
+        # PortAudio's stream clock says when the block's first sample reached the ADC; 0 where the host API
+        # does not tell (then the arrival time is used)
+        adc, now = time_info.inputBufferAdcTime, time_info.currentTime
+        age_s = now - adc if adc > 0 and now >= adc else None
+        on_audio(resample_linear(np.asarray(mono, np.float32), native, rate), age_s)
 
     try:
         stream = sd.InputStream(

@@ -175,6 +175,7 @@ def summary(stats: SessionStats, state: UiState, log_path: str | None, notes: Se
     )
     if stats.asr_errors or stats.engine_errors:
         text += f", {stats.asr_errors} ASR errors, {stats.engine_errors} model errors"
+    text += f", {stats.late_items} late items"  # said when 0 too: nothing arrived after its window closed
     total = sum(state.top_counts.values())
     if total:
         shares = sorted(state.top_counts.items(), key=lambda kv: (-kv[1], kv[0]))[:3]

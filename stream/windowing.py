@@ -2,11 +2,21 @@
 
 Window k covers [k * hop, k * hop + window). Its audio is exactly ``window_s`` of 16 kHz samples taken by
 timestamp (silence where none arrived); its frames are the ``frames_per_window`` frames nearest to evenly
-spaced times inside it. A window closes once every *active* modality's clock has passed its end; a
-modality that has sent nothing for ``stale_s`` stops holding windows back, so a lost camera never stalls
-the session.
+spaced times inside it.
 
-Buffer policy: audio and frames older than the oldest open window are trimmed on every push, so memory
+When a window closes (DESIGN §3): once every track that is still delivering has sent an item at or past
+its end, so no item that belongs inside it can still come. Which tracks hold windows back is said by the
+source, never guessed from timestamps:
+- the source's ``tracks`` hold windows from the start, before their first item (a microphone whose first
+  block arrives 2 s after the camera's first frame, an audio track that starts 1 s into the video);
+- a ``SourceEvent`` with status lost, absent or ended lets a track go: a device's watchdog says "lost" when
+  it has sent nothing for a while on the wall clock (``sources.DEVICE_SILENT_S``), a file says "ended" at
+  the end of a track. A new item (or an "ok" event) from the track makes it hold windows again.
+No track is judged stale by stream time: a file's tracks arrive in its muxer's order (video commonly 1 s or
+more ahead of the audio that plays with it) and a device's with its own latency. An item that arrives for
+a window already closed cannot be placed: it is counted in ``late_items``, never dropped silently.
+
+Buffer policy: audio and frames older than the oldest open window are trimmed at every close, so memory
 stays flat however long the session runs.
 
 Frames are chosen before the window closes: a slot's frame is settled as soon as a frame at or past the
@@ -16,8 +26,9 @@ closes later holds the very same frame objects.
 
 Face crop (``model/face.py``): with a tracker, each chosen frame goes through it once, in time order, as
 it is settled (or at close, for a slot never settled): the window holds the followed face's crops, and
-``take_settled`` hands out those same crops. A slot where no face is in view takes the nearest slot's
-crop; a window with no face at all has no frames (vision is absent) and ``face`` "none".
+``take_settled`` hands out those same crops. A window none of whose chosen frames had a detection has no
+frames (vision is absent) and ``face`` "none"; otherwise a slot without a face takes the nearest slot's
+crop (``face.window_crops``).
 """
 
 from __future__ import annotations
@@ -25,14 +36,17 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
-from merclip.model.face import fill_missing
+from merclip.model.face import FaceCrop, window_crops
 
-from .records import AudioBlock, Frame, Window
+from .records import AudioBlock, Frame, SourceEvent, Window
 
 _EPS = 1e-6  # clock comparisons: block times are sums of floats
+MODALITIES = ("V", "A")
+# A track in one of these states no longer holds windows back (SourceEvent.status).
+RELEASED = ("lost", "absent", "ended")
 
 
 class Windower:
@@ -42,43 +56,65 @@ class Windower:
         hop_s: float = 2.0,
         frames_per_window: int = 4,
         sample_rate: int = 16000,
-        stale_s: float = 0.5,
         clock=time.monotonic,
         face=None,
+        tracks: str = "VA",
     ):
-        """``face``: a ``FaceTracker`` (or any callable rgb -> (crop | None, box | None)); None = whole frames."""
+        """``face``: a ``FaceTracker`` (or any callable (rgb, t_s) -> ``FaceCrop``); None = whole frames.
+        ``tracks``: what the source delivers ("V", "A" or both; ``expect`` sets it from a source)."""
         if hop_s <= 0 or hop_s > window_s:
             raise ValueError("hop_s must be in (0, window_s]")
         self.window_s, self.hop_s = window_s, hop_s
         self.frames_per_window = frames_per_window
         self.sample_rate = sample_rate
         self.window_samples = int(round(window_s * sample_rate))
-        self.stale_s = stale_s
         self.clock = clock
         self._frames: deque[Frame] = deque()
         self._audio: deque[AudioBlock] = deque()
-        self._last = {"V": None, "A": None}  # latest timestamp seen per modality
+        self._last: dict[str, float | None] = {m: None for m in MODALITIES}  # newest stream time per track
+        self._holding: dict[str, bool] = {}
+        self.expect(tracks)
         self._next_index = 0
+        self.late_items = 0  # frames and audio blocks that came for windows already closed
         self.face = face
-        # (window, slot) -> (crop or None, normalised box or None) of the frame chosen for that slot
-        self._settled: dict[tuple[int, int], tuple[np.ndarray | None, tuple | None]] = {}
+        # (window, slot) -> what the tracker made of the frame chosen for that slot
+        self._settled: dict[tuple[int, int], FaceCrop] = {}
         self._ready_frames: list[np.ndarray] = []
+
+    def expect(self, tracks: str) -> None:
+        """The tracks the source will deliver: each holds windows back until it delivers or is let go."""
+        self._holding = {m: m in tracks for m in MODALITIES}
 
     def _window_bounds(self, index: int) -> tuple[float, float]:
         start = index * self.hop_s
         return start, start + self.window_s
 
-    def push(self, item: Frame | AudioBlock) -> Iterator[Window]:
-        """Add a frame or audio block; yield every window that is now complete."""
-        if isinstance(item, Frame):
-            self._frames.append(item)
+    def push(self, item: Frame | AudioBlock | SourceEvent) -> Iterator[Window]:
+        """Add a frame, an audio block or a source's event; yield every window that is now complete."""
+        if isinstance(item, SourceEvent):
+            if item.modality in self._holding:
+                self._holding[item.modality] = item.status not in RELEASED
+        elif isinstance(item, Frame):
+            self._holding["V"] = True
             self._last["V"] = max(self._last["V"] or item.t_s, item.t_s)
-            self._settle(item.t_s)
+            if self._is_late(item.t_s):
+                self.late_items += 1
+            else:
+                self._frames.append(item)
+                self._settle(item.t_s)
         else:
-            self._audio.append(item)
+            self._holding["A"] = True
             end = item.t_s + len(item.samples) / self.sample_rate
             self._last["A"] = max(self._last["A"] or end, end)
+            if self._is_late(item.t_s):
+                self.late_items += 1  # counted even when its tail still lands in an open window
+            self._audio.append(item)
         yield from self._ready()
+
+    def _is_late(self, t_s: float) -> bool:
+        """Stream time ``t_s`` lies in a window already closed (before the first window it is pre-roll, such
+        as an encoder's priming samples, and not a loss)."""
+        return self._next_index > 0 and t_s < self._window_bounds(self._next_index)[0] - _EPS
 
     def flush(self) -> Iterator[Window]:
         """At the end of a source: close the trailing windows that hold at least half a window of data
@@ -91,13 +127,12 @@ class Windower:
             yield self._close()
 
     def _ready(self) -> Iterator[Window]:
-        seen = [t for t in self._last.values() if t is not None]
-        newest = max(seen)
-        active = [t for t in seen if newest - t <= self.stale_s]
         while True:
             _, end = self._window_bounds(self._next_index)
-            if min(active) < end - _EPS:
-                return
+            if any(self._holding[m] and (self._last[m] or -math.inf) < end - _EPS for m in MODALITIES):
+                return  # a track still delivering may send items inside this window
+            if max((t for t in self._last.values() if t is not None), default=-math.inf) < end - _EPS:
+                return  # no track is held, but no data has passed the window's end either
             yield self._close()
 
     def _close(self) -> Window:
@@ -130,22 +165,21 @@ class Windower:
         chosen = [inside[int(np.abs(times - t).argmin())] for t in self._targets(start)]
         if self.face is None:
             return tuple(f.rgb for f in chosen), tuple(f.t_s for f in chosen), None, ""
-        slots = [self._choose(index, slot, frame)[0] for slot, frame in enumerate(chosen)]
-        crops = [c for c, _ in slots]
-        boxes = [b for _, b in slots if b is not None]
-        filled = fill_missing(crops)
-        if filled is None:
+        faces = [self._choose(index, slot, frame) for slot, frame in enumerate(chosen)]
+        crops = window_crops(faces)
+        if crops is None:
             return (), (), None, "none"
-        return tuple(filled), tuple(f.t_s for f in chosen), boxes[-1], "found"
+        box = [f.box for f in faces if f.box is not None][-1]
+        return tuple(crops), tuple(f.t_s for f in chosen), box, "found"
 
-    def _choose(self, index: int, slot: int, frame: Frame) -> tuple[tuple[np.ndarray | None, tuple | None], bool]:
-        """The picture for a slot (the face crop, or the frame itself), computed once; True if new."""
+    def _choose(self, index: int, slot: int, frame: Frame) -> FaceCrop:
+        """The picture for a slot (the face crop, or the frame itself), computed once."""
         key = (index, slot)
-        if key in self._settled:
-            return self._settled[key], False
-        picture = self.face(frame.rgb) if self.face is not None else (frame.rgb, None)
-        self._settled[key] = picture
-        return picture, True
+        if key not in self._settled:
+            self._settled[key] = (
+                self.face(frame.rgb, frame.t_s) if self.face is not None else FaceCrop(frame.rgb, None, True)
+            )
+        return self._settled[key]
 
     def take_settled(self) -> list[np.ndarray]:
         """Frames whose place in an open window is decided, each once (for early encoding)."""
@@ -167,7 +201,7 @@ class Windower:
                 if target > now_s + _EPS or (index, slot) in self._settled or not inside:
                     continue
                 times = np.array([f.t_s for f in inside])
-                (picture, _), _ = self._choose(index, slot, inside[int(np.abs(times - target).argmin())])
+                picture = self._choose(index, slot, inside[int(np.abs(times - target).argmin())]).crop
                 if picture is not None:
                     self._ready_frames.append(picture)
             index += 1
@@ -183,6 +217,17 @@ class Windower:
     def buffered(self) -> tuple[int, int]:
         """(frames, audio blocks) held: bounded by about one window (test hook for flat memory)."""
         return len(self._frames), len(self._audio)
+
+
+def cut_windows(source: Iterable, windower: Windower) -> Iterator[Window]:
+    """Every window of a source, as a session cuts them (no model, no pacing): for tests, ``bench`` and
+    ``eval --protocol windows``. The source's ``tracks`` (when it says) tell the windower what to wait for."""
+    tracks = getattr(source, "tracks", None)
+    if tracks is not None:
+        windower.expect(tracks)
+    for item in source:
+        yield from windower.push(item)
+    yield from windower.flush()
 
 
 def windows_in(duration_s: float, window_s: float, hop_s: float) -> int:

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from merclip.model.face import FaceSetting, FaceTracker, crop_sequence, fill_missing, square_box
+from merclip.model.face import FACE_HOLD_S, FaceSetting, FaceTracker, crop_sequence, fill_missing, square_box
 from merclip.stream.records import Frame
 from merclip.stream.sources import FileSource, SyntheticSource, sample_path
 from merclip.stream.windowing import Windower
@@ -26,9 +26,10 @@ HAND_FACE = (222, 167, 118, 148)
 
 
 def _sample_windows(face=HAAR):
-    windower = Windower(face=FaceTracker(face) if face.on else None)
+    source = FileSource(sample_path(), realtime=False)
+    windower = Windower(face=FaceTracker(face) if face.on else None, tracks=source.tracks)
     windows, early = [], []
-    for item in FileSource(sample_path(), realtime=False):
+    for item in source:
         windows += list(windower.push(item))
         early += windower.take_settled()
     return windows + list(windower.flush()), early
@@ -68,7 +69,7 @@ def test_whole_frames_when_off():
 
 
 def test_no_face_in_view_gives_windows_without_frames():
-    windower = Windower(face=FaceTracker(HAAR))
+    windower = Windower(face=FaceTracker(HAAR))  # the synthetic source delivers both tracks, as the default
     windows, early = [], []
     for item in SyntheticSource(duration_s=6, realtime=False, size=320):
         windows += list(windower.push(item))
@@ -95,17 +96,19 @@ def test_follows_the_largest_face_and_stays_with_it():
         return (box[0] + box[2] / 2) * 960
 
     tracker = FaceTracker(HAAR)
-    _, box = tracker(scene(True, True))
+    box = tracker(scene(True, True), 0.0).box
     assert centre_x(box) < 480  # both in view: the larger face
     tracker = FaceTracker(HAAR)
-    _, box = tracker(scene(False, True))
+    box = tracker(scene(False, True), 0.0).box
     assert centre_x(box) > 480  # only the small one
-    for _ in range(3):  # a bigger face walks in: the followed person is kept, no jumping
-        _, box = tracker(scene(True, True))
+    for t in (0.5, 1.0, 1.5):  # a bigger face walks in: the followed person is kept, no jumping
+        box = tracker(scene(True, True), t).box
         assert centre_x(box) > 480
-    for _ in range(3):  # the followed person leaves: after a short hold, the other face is followed
-        crop, box = tracker(scene(True, False))
-    assert crop is not None and centre_x(box) < 480
+    # the followed person leaves: their last box is held (not a detection) for FACE_HOLD_S, no jump meanwhile
+    held = tracker(scene(True, False), 1.5 + FACE_HOLD_S)
+    assert centre_x(held.box) > 480 and not held.detected
+    after = tracker(scene(True, False), 1.5 + FACE_HOLD_S + 0.25)  # then the other face is followed
+    assert after.crop is not None and after.detected and centre_x(after.box) < 480
 
 
 def test_crop_helpers():
@@ -114,7 +117,7 @@ def test_crop_helpers():
     assert square_box((40, 20, 40, 40), 0.5, 100, 60) == (30, 0, 60)  # no bigger than the frame
     a, b = np.zeros(1), np.ones(1)
     assert fill_missing([None, a, None, b]) == [a, a, a, b] and fill_missing([None, None]) is None
-    assert crop_sequence([np.zeros((50, 50, 3), np.uint8)], HAAR) is None
+    assert crop_sequence([np.zeros((50, 50, 3), np.uint8)], [0.0], HAAR) is None
     assert FaceSetting.from_json(None) == FaceSetting("off")
     assert FaceSetting.from_json(HAAR.to_json()) == HAAR and HAAR.to_json()["detector"]
 

@@ -10,10 +10,18 @@ from merclip.stream.csvlog import SessionLog, escape_cell, new_session_path
 from merclip.stream.engine import BundleEngine, EngineResult
 from merclip.stream.pipeline import DropOldestQueue, LiveSession, window_age_ms
 from merclip.stream.records import Frame, Reading, Window
-from merclip.stream.sources import REANCHOR_S, DeviceSource, FileSource, SyntheticSource, place_block, sample_path
+from merclip.stream.sources import (
+    REANCHOR_AHEAD_S,
+    REANCHOR_S,
+    DeviceSource,
+    FileSource,
+    SyntheticSource,
+    place_block,
+    sample_path,
+)
 from merclip.stream.transcriber import Transcript, UnpaddedWindowTranscriber, WhisperOptions
 from merclip.stream.ui import UiState, render
-from merclip.stream.windowing import Windower
+from merclip.stream.windowing import Windower, cut_windows
 from rich.console import Console
 from scripted import OneWindowLate
 
@@ -24,11 +32,7 @@ SR = 16000
 
 def _windows(source, **kw):
     w = Windower(**kw)
-    out = []
-    for item in source:
-        out.extend(w.push(item))
-    out.extend(w.flush())
-    return out, w
+    return list(cut_windows(source, w)), w
 
 
 def _decode_tone(block: np.ndarray) -> float:
@@ -184,6 +188,9 @@ def test_place_block_keeps_jitter_back_to_back_and_reanchors_after_a_stall():
     assert place_block(nxt, nxt + 0.008, 1600)[0] == nxt  # jitter: back to back
     assert place_block(nxt, nxt - REANCHOR_S + 0.01, 1600)[0] == nxt  # a burst, early: back to back
     assert place_block(nxt, nxt + 1.0004, 1600)[0] == round((nxt + 1.0004) * 1000) / 1000  # a stall: the wall
+    assert place_block(nxt, nxt - 0.4, 1600)[0] == nxt  # the 5th block of a 0.5-s backlog: back to back
+    drifted = nxt - REANCHOR_AHEAD_S - 0.01  # the microphone's clock has drifted: the wall clock again
+    assert place_block(nxt, drifted, 1600)[0] == round(drifted * 1000) / 1000
 
 
 def test_microphone_blocks_in_pairs_and_with_jitter_lose_and_insert_nothing():
@@ -209,7 +216,7 @@ def test_microphone_blocks_in_pairs_and_with_jitter_lose_and_insert_nothing():
     for k in range(1, 41):  # 4 s one block at a time, +-8 ms of callback jitter
         deliver(1, 6.0 + 0.1 * k + rng.uniform(-0.008, 0.008))
     blocks = [src._queue.get_nowait() for _ in range(src._queue.qsize())]
-    windower = Windower(window_s=2.0, hop_s=2.0)
+    windower = Windower(window_s=2.0, hop_s=2.0, tracks=src.tracks)
     windows = [w for block in blocks for w in windower.push(block)]
     assert len(windows) == 5
     audio = np.concatenate([w.audio for w in windows])
@@ -417,7 +424,7 @@ def test_csv_log_columns_escape_and_never_overwrite(tmp_path):
 
 
 def test_frames_are_chosen_and_handed_out_before_their_window_closes():
-    w = Windower(window_s=2.0, hop_s=2.0, frames_per_window=4, stale_s=10.0)
+    w = Windower(window_s=2.0, hop_s=2.0, frames_per_window=4)  # waits for audio that never comes: flush closes
     early, windows = [], []
     for i in range(40):  # 10 fps video, no audio: 4 s
         windows += list(w.push(Frame(i / 10, np.full((4, 4, 3), i, np.uint8))))

@@ -30,7 +30,7 @@ from merclip.stream.pipeline import LiveSession
 from merclip.stream.sources import SAMPLE_RATE, FileSource, SyntheticSource, media_error, sample_path
 from merclip.stream.speech import normalize
 from merclip.stream.transcriber import WhisperOptions, load_whisper, open_speech
-from merclip.stream.windowing import Windower
+from merclip.stream.windowing import Windower, cut_windows
 
 from merclip.config import load_config
 
@@ -109,9 +109,9 @@ class TimedFace:
         self.tracker = tracker
         self.seconds: list[float] = []
 
-    def __call__(self, rgb):
+    def __call__(self, rgb, t_s: float):
         start = time.perf_counter()
-        out = self.tracker(rgb)
+        out = self.tracker(rgb, t_s)
         self.seconds.append(time.perf_counter() - start)
         return out
 
@@ -123,11 +123,9 @@ def sample_windows(frames: int, face=None) -> tuple[list, float, list[float]]:
 
     timed_face = TimedFace(FaceTracker(face)) if face is not None and face.on else None
     start = time.perf_counter()
-    windower = Windower(frames_per_window=frames, face=timed_face)
-    windows = []
-    for item in FileSource(sample_path(), realtime=False):
-        windows.extend(windower.push(item))
-    windows.extend(windower.flush())
+    windows = list(
+        cut_windows(FileSource(sample_path(), realtime=False), Windower(frames_per_window=frames, face=timed_face))
+    )
     face_s = timed_face.seconds if timed_face else []
     return windows, (time.perf_counter() - start - sum(face_s)) / len(windows), face_s
 

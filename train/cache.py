@@ -130,7 +130,8 @@ def decode_media(
                         if n in wanted:
                             full[n] = item.to_ndarray(format="rgb24")
                         n += 1
-            crops = crop_sequence([full[i] for i in indices if i in full], face) or []
+            kept = [i for i in indices if i in full]
+            crops = crop_sequence([full[i] for i in kept], [times[i] for i in kept], face) or []
             picked = [resize_center_crop(c, size) for c in crops]
         else:
             picked = [images[i] for i in indices]

@@ -72,7 +72,8 @@ def generate(
         label = int(rng.integers(len(MOSEI_EMOTIONS)))
         images, wave, text = make_clip(rng, label, informative, frames, size, seconds)
         if face.on:
-            images = [resize_center_crop(c, size) for c in crop_sequence(images, face) or []]
+            times = [(k + 0.5) * seconds / len(images) for k in range(len(images))]  # spread over the clip
+            images = [resize_center_crop(c, size) for c in crop_sequence(images, times, face) or []]
         strength = float(rng.integers(1, 4))
         clip = Clip(
             clip_id=f"syn{i:05d}", split=split, text=text,
