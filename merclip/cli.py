@@ -397,7 +397,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--address", metavar="ADDR", type=TEXT, help="join this Ray cluster (auto, host:6379); default: start one here"
     )
     p.add_argument(
-        "--host", metavar="HOST", type=TEXT, help="HTTP address to listen on (default 127.0.0.1; 0.0.0.0: all)"
+        "--host",
+        metavar="HOST",
+        type=TEXT,
+        help="address to listen on (default 127.0.0.1; 0.0.0.0: all; beyond loopback needs TLS and a token)",
     )
     p.add_argument("--port", type=_int_at_least(1, 65535), help="HTTP port (default 8000)")
     p.add_argument("--replicas", type=POSITIVE, help="model replicas (default 1)")

@@ -70,6 +70,7 @@ def pki(tmp_path_factory):
         return str(path)
 
     def issue(name, key, issuer_name, issuer_key, ca=False, dns=(), usage=None):
+        # key identifiers and the CA's key usage: Python 3.13 verifies strictly (VERIFY_X509_STRICT) by default
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
@@ -79,6 +80,8 @@ def pki(tmp_path_factory):
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=2))
             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
         )
         if ca:
             builder = builder.add_extension(
