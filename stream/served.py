@@ -342,8 +342,17 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
+def _is_ray(pid: int) -> bool:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return False
+    return b"ray::" in command or b"/ray/" in command  # workers (ray::Name), raylet, GCS, Ray's Python daemons
+
+
 def _processes_under(pid: int) -> list[tuple[int, str]]:
-    """(pid, start time) of every process descended from ``pid`` (Linux; [] where there is no /proc)."""
+    """(pid, start time) of every Ray process descended from ``pid`` (Linux; [] where there is no /proc);
+    other children of the caller (a test runner's, a bench's) are none of this function's business."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").glob("[0-9]*"):
         fields = _stat(int(entry.name))
@@ -354,7 +363,8 @@ def _processes_under(pid: int) -> list[tuple[int, str]]:
         for child in children.get(todo.pop(), []):
             fields = _stat(child)
             if fields:
-                found.append((child, fields[19]))
+                if _is_ray(child):
+                    found.append((child, fields[19]))
                 todo.append(child)
     return found
 
