@@ -97,8 +97,11 @@ def cmd_serve(args) -> int:
         except (ConnectionError, RuntimeError, ValueError) as err:  # Ray's own errors for a bad address/port
             raise MerClipError(f"cannot start the service: {str(err).splitlines()[0][:200]}") from None
         if not stop.is_set():
-            announced = announce(cache_path(cfg.runtime.cache_dir, "serve"), url, opts.host, security,
-                                 exposed=not is_loopback(opts.host))  # fmt: skip
+            try:  # for `merclip doctor`; a cache folder that cannot take it costs only that
+                announced = announce(cache_path(cfg.runtime.cache_dir, "serve"), url, opts.host, security,
+                                     exposed=not is_loopback(opts.host))  # fmt: skip
+            except (MerClipError, OSError) as err:
+                served.log.info("merclip doctor will not see this service: %s", err)
             console.print(f"serving at {url}  —  clients: {client_hint(url, security)}   (Ctrl-C stops)",
                           markup=False, highlight=False)  # fmt: skip
         stop.wait()
