@@ -31,13 +31,17 @@ exit codes: 0 readings made · 1 the session ran but made no reading · 2 an err
 
 SERVE_EPILOG = """\
 examples:
-  merclip serve --model tiny                                 a local service on http://127.0.0.1:8000/merclip
-  merclip serve --bundle bundle/ --host 0.0.0.0 --replicas 2 two replicas, reachable from other machines
-  merclip serve --bundle bundle/ --num-gpus 0.25 --replicas 4 four replicas sharing one GPU
+  merclip serve --model tiny                       a service for this machine only: http://127.0.0.1:8000/merclip
+  merclip serve --bundle bundle/ --host 0.0.0.0 --tls-cert server.pem --tls-key server.key --token-file token
+                                                   reachable from other machines, encrypted, token required
+  merclip serve --bundle bundle/ --num-gpus 0.25 --replicas 4   four replicas sharing one GPU
   ray start --head && merclip serve --address auto --bundle /shared/bundle   on a cluster (see README)
 then on each camera machine:
-  merclip-live --camera 0 --server http://HOST:8000/merclip
-Ctrl-C stops the service (and the local Ray cluster it started).
+  merclip-live --camera 0 --server https://HOST:8000/merclip --server-ca ca.pem --token-file token
+A --host other than loopback needs TLS and a token (or --insecure, said at start and by merclip doctor);
+README "Many streams" shows how to make the certificate. The token comes from a file or MERCLIP_TOKEN,
+never from the command line. Ctrl-C or SIGTERM stops the service and the local Ray cluster it started
+(exit 130 / 143).
 """
 
 
@@ -393,7 +397,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--address", metavar="ADDR", type=TEXT, help="join this Ray cluster (auto, host:6379); default: start one here"
     )
     p.add_argument(
-        "--host", metavar="HOST", type=TEXT, help="HTTP address to listen on (default 127.0.0.1; 0.0.0.0: all)"
+        "--host",
+        metavar="HOST",
+        type=TEXT,
+        help="address to listen on (default 127.0.0.1; 0.0.0.0: all; beyond loopback needs TLS and a token)",
     )
     p.add_argument("--port", type=_int_at_least(1, 65535), help="HTTP port (default 8000)")
     p.add_argument("--replicas", type=POSITIVE, help="model replicas (default 1)")
@@ -402,6 +409,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=POSITIVE, metavar="N", help="windows per batch at most (default 16)")
     p.add_argument("--batch-wait-ms", type=_number(0.0, strict=False), metavar="MS",
                    help="how long a batch waits to fill after its first window (default 10)")  # fmt: skip
+    p.add_argument("--tls-cert", metavar="FILE", type=TEXT, help="serve HTTPS with this PEM certificate (chain)")
+    p.add_argument("--tls-key", metavar="FILE", type=TEXT, help="the certificate's unencrypted PEM key (chmod 600)")
+    p.add_argument(
+        "--tls-client-ca",
+        metavar="FILE",
+        type=TEXT,
+        help="require client certificates signed by this CA (merclip-live --client-cert/--client-key)",
+    )
+    p.add_argument(
+        "--token-file",
+        metavar="FILE",
+        type=TEXT,
+        help="every request must carry the token in this file (default: $MERCLIP_TOKEN if set)",
+    )
+    p.add_argument("--insecure", action="store_true",
+                   help="listen beyond loopback without TLS or a token anyway (faces and voices in clear)")  # fmt: skip
 
     p = sub.add_parser("cache", help="list or clear the bundles `merclip-live --model` exported (runtime.cache_dir)")
     _common(p)
@@ -488,8 +511,27 @@ def build_live_parser() -> argparse.ArgumentParser:
         "--server",
         metavar="URL",
         type=TEXT,
-        help="send windows to a `merclip serve` service (http://host:8000/merclip) instead of running the model here",
+        help="send windows to a `merclip serve` service (https://host:8000/merclip) instead of running the model here",
     )
+    parser.add_argument(
+        "--server-ca",
+        metavar="FILE",
+        type=TEXT,
+        help="with --server https://: the CA certificate that signed the service's certificate",
+    )
+    parser.add_argument(
+        "--token-file",
+        metavar="FILE",
+        type=TEXT,
+        help="with --server: the service's token, read from this file (default: $MERCLIP_TOKEN)",
+    )
+    parser.add_argument(
+        "--client-cert",
+        metavar="FILE",
+        type=TEXT,
+        help="with --server: this client's certificate, for a service that requires one",
+    )
+    parser.add_argument("--client-key", metavar="FILE", type=TEXT, help="the key of --client-cert")  # fmt: skip
     parser.add_argument("--list-devices", action="store_true", help="list the cameras and microphones found, then exit")
     return parser
 
@@ -527,7 +569,7 @@ def _dispatch(name: str) -> Callable:
         "cache": lambda: import_module("merclip.stream.cache").cmd_cache,
         "doctor": lambda: import_module("merclip.stream.doctor").cmd_doctor,
         "rescore": lambda: import_module("merclip.stream.cli").cmd_rescore,
-        "serve": lambda: import_module("merclip.stream.served").cmd_serve,
+        "serve": lambda: import_module("merclip.stream.serve_cli").cmd_serve,
     }
     try:
         return table[name]()

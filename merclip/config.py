@@ -106,6 +106,11 @@ class RuntimeSection:
     overlap: bool = True
     # URL of a `merclip serve` service to send windows to ("" = run the bundle in this process)
     server: str = ""
+    # how this client trusts the service and is trusted by it (README "Many streams")
+    server_ca: str = ""
+    token_file: str = ""
+    client_cert: str = ""
+    client_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,13 @@ class ServeSection:
     num_gpus: float = field(default=0.0, metadata=_check(lo=0.0, hi=64.0))
     max_batch: int = field(default=16, metadata=_check(lo=1, hi=4096))
     batch_wait_ms: float = field(default=10.0, metadata=_check(lo=0.0, hi=10_000.0))
+    # who may connect and how (stream/access.py): TLS files, the shared token's file, and the choice to
+    # listen beyond loopback without them
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    token_file: str = ""
+    insecure: bool = False
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,15 @@ def apply_flags(args, cfg: Config) -> Config:
             "allow_missing": True if args.allow_missing else None,
         },
         asr={"model": args.asr_model, "enabled": False if args.no_asr else None},
-        runtime={"bundle": args.bundle, "providers": args.providers, "server": getattr(args, "server", None)},
+        runtime={
+            "bundle": args.bundle,
+            "providers": args.providers,
+            "server": getattr(args, "server", None),
+            "server_ca": getattr(args, "server_ca", None),
+            "token_file": getattr(args, "token_file", None),
+            "client_cert": getattr(args, "client_cert", None),
+            "client_key": getattr(args, "client_key", None),
+        },  # fmt: skip
         ui={"enabled": False if args.no_ui else None, "baseline_s": getattr(args, "baseline", None)},
         log={"path": args.log},
     )
@@ -328,9 +336,14 @@ def open_engine(cfg: Config, console: Console, explicit_labels: bool = False):
     (``runtime.server``). The first has what the session needs to know: labels, threshold, face setting,
     window length."""
     if cfg.runtime.server:
-        from .remote import RemoteEngine
+        from .remote import ClientAuth, RemoteEngine, Transport
 
-        engine = RemoteEngine.connect(cfg.runtime.server)  # unreachable: one line, exit 2
+        auth = ClientAuth.from_config(cfg.runtime)
+        if Transport(cfg.runtime.server).in_clear():
+            console.print(f"notice: {cfg.runtime.server} is plain HTTP to another machine: faces, voices"
+                          f"{' and the token' if auth.token else ''} cross the network in clear (use https://)",
+                          style="yellow", markup=False, highlight=False)  # fmt: skip
+        engine = RemoteEngine.connect(cfg.runtime.server, auth)  # unreachable, refused: one line, exit 2
         from merclip.config import LabelsSection
 
         default = LabelsSection()
@@ -397,6 +410,10 @@ def cmd_live(args, cfg: Config) -> int:
         print(format_listing())
         return 0
     check_flag_conflicts(args, cfg.capture.source)
+    for flag in ("server_ca", "token_file", "client_cert", "client_key"):
+        if getattr(args, flag, None) is not None and not cfg.runtime.server:
+            name = "--" + flag.replace("_", "-")
+            raise MerClipError(f"{name} is for a service's client: give --server URL with it (or drop {name})")
     if cfg.log.path:
         notice = log_folder_notice(cfg.log.path)  # before the check, which creates the folder
         check_log_target(cfg.log.path)  # a bad --log fails now, not after a first-run export
@@ -417,6 +434,9 @@ def cmd_live(args, cfg: Config) -> int:
 
 
 def _run_live(args, cfg: Config, console: Console, record: Path | None) -> int:
+    served = bool(cfg.runtime.server)
+    if served:  # a service that refuses this client (token, CA, name, TLS) is said before a device is opened
+        bundle, engine = open_engine(cfg, console, getattr(args, "explicit_labels", False))
     if cfg.capture.source == "camera":
         # devices before models: a missing camera or microphone is said in about a second, before any export
         # or download (with --allow-missing the session goes on and says what is missing when it starts)
@@ -424,7 +444,8 @@ def _run_live(args, cfg: Config, console: Console, record: Path | None) -> int:
 
         cap = cfg.capture
         check_devices(cap.camera, cap.microphone, cap.width, cap.height, cap.fps, cap.allow_missing)
-    bundle, engine = open_engine(cfg, console, getattr(args, "explicit_labels", False))
+    if not served:
+        bundle, engine = open_engine(cfg, console, getattr(args, "explicit_labels", False))
     for line in bundle.provider_report:
         log.info("provider %s", line)
     bundle_window_s = bundle.window_samples / bundle.sample_rate

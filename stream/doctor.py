@@ -220,13 +220,56 @@ def check_log_space(cfg: Config) -> Check:
                  blocking=bool(cfg.log.path))  # fmt: skip
 
 
+def check_serve(cfg: Config) -> Check:
+    """How `merclip serve` would be reached with this config, and any service on this machine that runs
+    open (``--insecure``). Informative: the monitor itself does not need it."""
+    from merclip.config import cache_path
+
+    from .access import ServerSecurity, private_file_warning, running_services
+
+    running = running_services(cache_path(cfg.runtime.cache_dir, "serve"))
+    open_now = [s for s in running if s.get("insecure")]
+    if open_now:
+        s = open_now[0]
+        lacks = " and ".join(w for w, ok in (("TLS", s.get("tls")), ("a token", s.get("token"))) if not ok)
+        return Check("serve", False, f"`merclip serve` (pid {s['pid']}) runs with --insecure at {s['url']}, without "
+                     f"{lacks}: other machines can reach it", "restart it with --tls-cert, --tls-key and "
+                     "--token-file (README: Many streams)", blocking=False)  # fmt: skip
+    c = cfg.serve
+    try:
+        sec = ServerSecurity.from_config(c)
+        exposed = sec.exposure(c.host)
+    except MerClipError as err:
+        return Check("serve", False, f"[serve]: {err}", "fix [serve] in the config (README: Many streams)",
+                     blocking=False)  # fmt: skip
+    how = ("TLS" + (" with client certificates" if sec.tls_client_ca else "") if sec.tls else "plain HTTP") + (
+        ", token required" if sec.token else ", no token"
+    )
+    shown = f"[serve] {c.host}:{c.port}: {how}"
+    if running:
+        shown += "; running here: " + ", ".join(f"{s['url']} (pid {s['pid']})" for s in running)
+    secure = "set serve.tls_cert, serve.tls_key and serve.token_file (README: Many streams)"
+    if exposed and c.insecure:
+        return Check("serve", False, f"{shown}; insecure = true: {exposed}", f"{secure}, then insecure = false",
+                     blocking=False)  # fmt: skip
+    if exposed:
+        return Check("serve", False, f"{shown}: `merclip serve` refuses this, since {exposed}", secure,
+                     blocking=False)  # fmt: skip
+    warnings = (
+        private_file_warning(sec.tls_key, "the TLS key"),
+        private_file_warning(sec.token_file, "the token file"),
+    )
+    notes = [w.removeprefix("warning: ") for w in warnings if w]
+    return Check("serve", True, shown, "; ".join(notes), blocking=False)
+
+
 def run_checks(config_path: str | None) -> list[Check]:
     cfg, config_check = check_config(config_path)
     versions = package_versions()
     text = ", ".join(f"{k} {v}" for k, v in versions.items())
     checks = [Check("versions", True, f"python {platform.python_version()}, {text}", blocking=False), config_check]
     for fn in (check_providers, check_cameras, check_microphones, check_asr, check_model, check_bundle_cache,
-               check_log_space):  # fmt: skip
+               check_log_space, check_serve):  # fmt: skip
         try:
             checks.append(fn(cfg))
         except Exception as err:  # a check that breaks is a finding, not a crash of the doctor

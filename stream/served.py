@@ -13,12 +13,14 @@ one). This module imports Ray; nothing on the plain live path imports it.
 
 Routes, under the route prefix (default ``/merclip``): ``GET /info`` (labels, threshold, preprocessing,
 the bundle's identity: what a client needs before its first window), ``POST /window`` (one window, see
-``stream/wire.py``).
+``stream/wire.py``). With a token (``stream/access.py``) every route first checks ``Authorization``: a
+request without the token is answered 401 before its body is read, and never reaches the model.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import json
@@ -26,7 +28,7 @@ import logging
 import os
 import signal
 import socket
-import threading
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,10 +43,12 @@ from merclip import __version__
 from merclip.config import Config
 from merclip.errors import MerClipError
 
+from .access import RefusalLog, ServerSecurity, bearer_matches, token_digest
 from .engine import Encoded, read_encoded
 from .wire import WindowReply, WindowRequest, check_request_size, decode_request, encode_reply
 
 log = logging.getLogger(__name__)
+NO_SECURITY = ServerSecurity()
 
 APP_NAME = "merclip"
 # Requests a replica accepts beyond the batch it is running, so the next batch fills meanwhile.
@@ -71,9 +75,10 @@ class ServeOptions:
         return cls(s.address, s.host, s.port, s.route, s.replicas, s.num_cpus, s.num_gpus, s.max_batch,
                    s.batch_wait_ms)  # fmt: skip
 
-    def url(self, host: str | None = None) -> str:
-        shown = host or ("localhost" if self.host in ("0.0.0.0", "::") else self.host)
-        return f"http://{shown}:{self.port}{self.route}"
+    def url(self, tls: bool = False) -> str:
+        # a wildcard is no address to connect to: this machine's name is (the one a certificate would carry)
+        shown = socket.gethostname() if self.host in ("0.0.0.0", "::") else self.host
+        return f"{'https' if tls else 'http'}://{shown}:{self.port}{self.route}"
 
 
 def service_info(bundle, use_audio: bool) -> dict:
@@ -128,12 +133,33 @@ def score_batch(bundle, requests: list[WindowRequest], use_audio: bool = True) -
     return [WindowReply(r.emotions, r.sentiment, r.modalities, r.agreement, ms, len(requests)) for r in results]
 
 
+def _access_log() -> logging.Logger:
+    """The replica's log of refused requests, on the worker's own stderr: Ray Serve sends a replica's
+    ``sys.stderr`` and loggers to its log files, while Ray forwards the worker's stderr to `merclip serve`'s
+    console (``log_to_driver``), where the operator is."""
+    logger = logging.getLogger("merclip.access")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.__stderr__)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        logger.addHandler(handler)
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+    return logger
+
+
+UNAUTHORIZED = Response("merclip service: a valid token is needed (Authorization: Bearer TOKEN)\n", status_code=401,
+                        headers={"WWW-Authenticate": 'Bearer realm="merclip"'})  # fmt: skip
+
+
 @serve.deployment(name="MonitorModel")
 class MonitorModel:
     """A replica: one loaded bundle, windows scored in batches."""
 
+    token: bytes | None = None  # the token's digest; None: no token asked for
+    refusals: RefusalLog | None = None
+
     def __init__(self, bundle_dir: str, providers: str, threads: int, labels: dict, max_batch: int,
-                 batch_wait_s: float):  # fmt: skip
+                 batch_wait_s: float, token: bytes | None = None):  # fmt: skip
         from merclip.export.runtime import Bundle
 
         self.bundle = Bundle.load(bundle_dir, providers=providers, threads=threads)
@@ -144,6 +170,9 @@ class MonitorModel:
         self.info = service_info(self.bundle, self.use_audio)
         self._batch.set_max_batch_size(max_batch)
         self._batch.set_batch_wait_timeout_s(batch_wait_s)
+        self.token = token
+        self.refusals = RefusalLog()
+        self._flush_at: float | None = None
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)  # replaced in __init__ by the configured values
     async def _batch(self, requests: list[WindowRequest]) -> list[WindowReply]:
@@ -151,6 +180,9 @@ class MonitorModel:
         return await asyncio.to_thread(score_batch, self.bundle, requests, self.use_audio)
 
     async def __call__(self, request: Request) -> Response:
+        # the token first, from the headers alone: a stranger's body is never read, let alone parsed
+        if self.token is not None and not bearer_matches(request.headers.get("authorization"), self.token):
+            return self._refuse(request)
         path = request.url.path.rstrip("/")
         if request.method == "GET" and path.endswith("/info"):
             return JSONResponse(self.info)
@@ -167,13 +199,40 @@ class MonitorModel:
             return Response(encode_reply(reply, b.emotion_labels, b.sentiment_labels), media_type="application/json")
         return Response("merclip service: GET info, POST window", status_code=404)
 
+    def _refuse(self, request: Request) -> Response:
+        """401, counted per client address and said at most once a minute per address (never the token)."""
+        line = self.refusals.refuse(request.client.host if request.client else "an unknown address", time.monotonic())
+        if line:
+            _access_log().warning(line)
+        self._schedule_flush()
+        return UNAUTHORIZED
+
+    def _schedule_flush(self) -> None:
+        """Say the refusals counted since an address's last line once it is a minute old, even when that
+        address sends nothing more."""
+        due = self.refusals.next_due()
+        if due is None or (self._flush_at is not None and self._flush_at <= due):
+            return
+        self._flush_at = due
+        asyncio.get_running_loop().call_later(max(0.0, due - time.monotonic()), self._flush)
+
+    def _flush(self) -> None:
+        self._flush_at = None
+        for line in self.refusals.due(time.monotonic()):
+            _access_log().warning(line)
+        self._schedule_flush()
+
 
 def _quiet_ray() -> dict:
-    """Ray prints a lot by default; the service's own lines are what a user needs."""
+    """Ray prints a lot by default; the service's own lines are what a user needs. Workers' stderr still
+    reaches this console (``log_to_driver``): Serve keeps its own logs in its files, and what a replica
+    writes there is the refused-requests log (``_access_log``) or a crash."""
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_SERVE_LOG_TO_STDERR", "0")
+    if not sys.stderr.isatty():
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # no colour codes in a log file
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # "Started Serve", "Application ... ready"
-    return {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR,
+    return {"include_dashboard": False, "log_to_driver": True, "logging_level": logging.ERROR,
             "configure_logging": True}  # fmt: skip
 
 
@@ -199,18 +258,33 @@ def check_port_free(host: str, port: int) -> None:
             raise MerClipError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
 
 
-def start_service(bundle_dir: str | Path, opts: ServeOptions, providers: str = "auto", threads: int = 0,
-                  labels: dict | None = None, num_cpus: int | None = None) -> str:  # fmt: skip
-    """Start (or join, ``opts.address``) a Ray cluster and deploy the monitor; returns its URL.
-    ``num_cpus``: CPUs of a local cluster (None: the machine's)."""
+def connect_cluster(opts: ServeOptions, security: ServerSecurity = NO_SECURITY, num_cpus: int | None = None) -> None:
+    """Start a local Ray cluster (or join ``opts.address``). ``num_cpus``: a local cluster's CPUs (None: all)."""
     import ray
 
-    if not ray.is_initialized():
-        if opts.address:
-            ray.init(address=opts.address, **_quiet_ray())
-        else:  # "local": a cluster of our own, even where `ray start` left one running (that is --address)
-            ray.init(address="local", num_cpus=num_cpus, **_quiet_ray())
-    serve.start(http_options={"host": opts.host, "port": opts.port})
+    if ray.is_initialized():
+        return
+    options = _quiet_ray()
+    if security.tls_client_ca:  # see access.require_client_certificates: Ray alone would not ask for them
+        options["runtime_env"] = {"worker_process_setup_hook": "merclip.stream.access.require_client_certificates"}
+    if opts.address:
+        ray.init(address=opts.address, **options)
+    else:  # "local": a cluster of our own, even where `ray start` left one running (that is --address)
+        ray.init(address="local", num_cpus=num_cpus, **options)
+
+
+def start_service(bundle_dir: str | Path, opts: ServeOptions, providers: str = "auto", threads: int = 0,
+                  labels: dict | None = None, num_cpus: int | None = None,
+                  security: ServerSecurity = NO_SECURITY) -> str:  # fmt: skip
+    """Start (or join, ``opts.address``) a Ray cluster and deploy the monitor; returns its URL."""
+    connect_cluster(opts, security, num_cpus)
+    http = {"host": opts.host, "port": opts.port}
+    if security.tls:  # Ray Serve's own HTTPS: its proxy's uvicorn with Python's ssl
+        http.update(ssl_certfile=security.tls_cert, ssl_keyfile=security.tls_key,
+                    ssl_ca_certs=security.tls_client_ca or None)  # fmt: skip
+    serve.start(http_options=http)
+    if opts.address:
+        _check_proxy_settings(http)
     # onnxruntime takes every core by default: a replica keeps to the CPUs it was given
     threads = threads or max(1, int(opts.num_cpus))
     app = MonitorModel.options(
@@ -218,15 +292,32 @@ def start_service(bundle_dir: str | Path, opts: ServeOptions, providers: str = "
         max_ongoing_requests=QUEUE_BATCHES * opts.max_batch,
         ray_actor_options={"num_cpus": opts.num_cpus, "num_gpus": opts.num_gpus},
     ).bind(str(Path(bundle_dir).resolve()), providers, threads, labels or {}, opts.max_batch,
-           opts.batch_wait_ms / 1000)  # fmt: skip
+           opts.batch_wait_ms / 1000, token_digest(security.token) if security.token else None)  # fmt: skip
     serve.run(app, name=APP_NAME, route_prefix=opts.route)
-    return opts.url()
+    return opts.url(security.tls)
+
+
+def _check_proxy_settings(http: dict) -> None:
+    """On a joined cluster where Serve already runs, its proxies keep the HTTP settings they started with
+    (Ray only logs that ours are ignored): refuse rather than say https:// where plain HTTP is served."""
+    try:
+        from ray.serve.context import _get_global_client
+
+        running = _get_global_client().http_config
+    except (ImportError, AttributeError):  # a Ray without this accessor: nothing to compare
+        return
+    differs = [k for k, v in http.items() if getattr(running, k, v) != v]
+    if differs:
+        raise MerClipError(f"Ray Serve already runs on this cluster with other HTTP settings ({', '.join(differs)}), "
+                           "which its proxies keep: stop it (`serve shutdown`) or use the same settings")  # fmt: skip
 
 
 def stop_service(joined: bool) -> None:
-    """Take the monitor down: the whole local cluster, or only our application on a joined one."""
+    """Take the monitor down: the whole local cluster, or only our application on a joined one. A local
+    cluster's processes are gone when this returns."""
     import ray
 
+    workers = [] if joined else _processes_under(os.getpid())
     try:
         if joined:
             serve.delete(APP_NAME)
@@ -234,61 +325,66 @@ def stop_service(joined: bool) -> None:
         # print a retry warning on stdout for its controller)
     finally:
         ray.shutdown()
+        _reap(workers)
 
 
-def apply_serve_flags(args, cfg: Config) -> Config:
-    from merclip.config import override
-
-    from .cli import model_flags
-
-    return override(
-        cfg,
-        model=model_flags(args),
-        runtime={"bundle": args.bundle, "providers": args.providers},
-        serve={"address": args.address, "host": args.host, "port": args.port, "replicas": args.replicas,
-               "num_cpus": args.num_cpus, "num_gpus": args.num_gpus, "max_batch": args.max_batch,
-               "batch_wait_ms": args.batch_wait_ms},
-    )  # fmt: skip
+# ---- the local cluster's processes -------------------------------------------------------------------------
+# ray.shutdown() ends the processes this driver started (raylet, GCS, ...); the workers (Serve's controller,
+# proxy, replicas) are the raylet's children and end on their own once it is gone, measured within ~2 s.
+WORKERS_EXIT_S = 8.0
 
 
-def cmd_serve(args) -> int:
-    from rich.console import Console
-
-    from merclip.config import load_config
-
-    from .cli import apply_label_config, check_flag_conflicts, resolve_bundle
-
-    check_flag_conflicts(args)
-    cfg = apply_serve_flags(args, load_config(args.config))
-    console = Console(stderr=True, soft_wrap=True)
-    opts = ServeOptions.from_config(cfg)
-    if not opts.address:  # a local cluster's proxy listens here; a joined cluster's may be elsewhere, or ours
-        check_port_free(opts.host, opts.port)  # before the bundle: an export would be wasted
-    bundle = resolve_bundle(cfg, console)  # the bundle the live CLI would run: --bundle, or --model exported
-    apply_label_config(bundle, cfg)
-    labels = {"emotion": bundle.emotion_labels, "sentiment": bundle.sentiment_labels}
-    if bundle.manifest["labels"]["fixed"]:
-        labels = {}
-    console.print(f"starting {'a local Ray cluster' if not opts.address else 'on Ray cluster ' + opts.address}: "
-                  f"{opts.replicas} replica(s) of {bundle.describe()}, {opts.num_cpus:g} CPU / {opts.num_gpus:g} GPU "
-                  f"each, batches of up to {opts.max_batch} windows within {opts.batch_wait_ms:g} ms",
-                  markup=False, highlight=False)  # fmt: skip
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (state, ppid, ... starttime at index 19)."""
     try:
-        try:
-            url = start_service(bundle.folder, opts, cfg.runtime.providers, cfg.runtime.threads, labels)
-        except (ConnectionError, RuntimeError, ValueError) as err:  # Ray's own errors for a bad address/port
-            raise MerClipError(f"cannot start the service: {str(err).splitlines()[0][:200]}") from None
-        console.print(f"serving at {url}  —  clients: merclip-live --camera 0 --server {opts.url()}"
-                      "   (Ctrl-C stops)", markup=False, highlight=False)  # fmt: skip
-        stop.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        try:
-            stop_service(joined=bool(opts.address))
-        except Exception as err:  # nothing left to stop (the start failed): say it, do not hide the real error
-            log.info("stopping the service: %s", err)
-    console.print("service stopped", markup=False)
-    return 0
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _is_ray(pid: int) -> bool:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return False
+    return b"ray::" in command or b"/ray/" in command  # workers (ray::Name), raylet, GCS, Ray's Python daemons
+
+
+def _processes_under(pid: int) -> list[tuple[int, str]]:
+    """(pid, start time) of every Ray process descended from ``pid`` (Linux; [] where there is no /proc);
+    other children of the caller (a test runner's, a bench's) are none of this function's business."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        fields = _stat(int(entry.name))
+        if fields:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            fields = _stat(child)
+            if fields:
+                if _is_ray(child):
+                    found.append((child, fields[19]))
+                todo.append(child)
+    return found
+
+
+def _reap(processes: list[tuple[int, str]], grace_s: float = WORKERS_EXIT_S) -> None:
+    """Wait until these processes have ended; kill any still there after ``grace_s`` (checked to be the same
+    process by its start time), so that a stopped service leaves nothing running."""
+
+    def running(pid: int, started: str) -> bool:
+        fields = _stat(pid)
+        return fields is not None and fields[19] == started and fields[0] != "Z"
+
+    deadline = time.monotonic() + grace_s
+    left = list(processes)
+    while left:
+        left = [(p, t) for p, t in left if running(p, t)]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    for pid, _ in left:
+        log.warning("a Ray process (pid %d) outlived the cluster: killed", pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

@@ -66,7 +66,8 @@ def test_doctor_here_no_devices_no_gpu_offline_exits_1_with_fixes(home, monkeypa
     assert time.monotonic() - started < 5
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line[:1] in "✓✗"]
-    assert len(lines) == 9
+    assert len(lines) == 10
+    assert "✓ serve         [serve] 127.0.0.1:8000: plain HTTP, no token" in out  # loopback: fine as it is
     assert "✗ cameras" in out and "✗ microphones" in out and "✗ model" in out
     assert "apt-get install libportaudio2" in out  # PortAudio missing is named with its system package
     assert "would run on CPU" in out
@@ -95,6 +96,43 @@ def test_doctor_with_devices_and_a_gpu_exits_0(home, monkeypatch, capsys, tmp_pa
     assert "✗" not in out.split("ready")[0].replace("✗ speech", "")
     assert "camera 0: 1280x720 @ 30 fps" in out and "USB mic" in out
     assert "would run on cuda on NVIDIA H100 80GB HBM3" in out
+
+
+def test_doctor_says_when_serve_would_listen_open_or_is_insecure(home, monkeypatch, capsys, tmp_path):
+    no_devices(monkeypatch)
+    monkeypatch.delenv("MERCLIP_TOKEN", raising=False)
+    config = tmp_path / "c.toml"
+    config.write_text('[serve]\nhost = "0.0.0.0"\n')
+    main(["doctor", "--config", str(config), "--json"])
+    serve = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}["serve"]
+    assert not serve["ok"] and not serve["blocking"] and "`merclip serve` refuses this" in serve["detail"]
+    assert "serve.tls_cert, serve.tls_key and serve.token_file" in serve["fix"]
+    config.write_text('[serve]\nhost = "0.0.0.0"\ninsecure = true\n')
+    main(["doctor", "--config", str(config), "--json"])
+    serve = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}["serve"]
+    assert (
+        not serve["ok"]
+        and "insecure = true: the faces and voices sent would cross the network in clear" in (serve["detail"])
+    )
+
+
+def test_doctor_names_a_service_running_here_with_insecure(home, monkeypatch, capsys):
+    from merclip.stream.access import ServerSecurity, announce, running_services
+
+    from merclip.config import cache_path
+
+    no_devices(monkeypatch)
+    folder = cache_path(None, "serve")  # ~/.cache/merclip/serve in the test's home
+    path = announce(folder, "http://vm:8000/merclip", "0.0.0.0", ServerSecurity(insecure=True), exposed=True)
+    (folder / "999999999.json").write_text(json.dumps({"pid": 999999999, "insecure": True, "url": "gone"}))
+    main(["doctor", "--json"])
+    serve = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}["serve"]
+    assert not serve["ok"] and f"(pid {os.getpid()}) runs with --insecure at http://vm:8000/merclip" in serve["detail"]
+    assert "without TLS and a token" in serve["detail"]
+    assert [s["pid"] for s in running_services(folder)] == [os.getpid()]  # a stopped one's file is gone
+    path.unlink()
+    main(["doctor", "--json"])
+    assert {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}["serve"]["ok"]
 
 
 def test_doctor_reports_a_broken_config(home, monkeypatch, capsys, tmp_path):

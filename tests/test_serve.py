@@ -376,5 +376,18 @@ def test_serve_help_tells_how_to_point_cameras_at_it():
     run = subprocess.run([sys.executable, "-m", "merclip.cli", "serve", "--help"], capture_output=True, text=True,
                          timeout=60)  # fmt: skip
     assert run.returncode == 0
-    for flag in ("--address", "--replicas", "--num-gpus", "--max-batch", "--batch-wait-ms", "--server http://"):
+    for flag in (
+        "--address",
+        "--replicas",
+        "--num-gpus",
+        "--max-batch",
+        "--batch-wait-ms",
+        "--server https://",
+        "--tls-cert",
+        "--tls-key",
+        "--tls-client-ca",
+        "--token-file",
+        "--insecure",
+        "MERCLIP_TOKEN",
+    ):
         assert flag in run.stdout

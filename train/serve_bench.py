@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from merclip.stream.pipeline import LiveSession
-from merclip.stream.remote import RemoteEngine, mean_batch
+from merclip.stream.remote import ClientAuth, RemoteEngine, mean_batch
 from merclip.stream.sources import SyntheticSource
 from merclip.stream.speech import TranscriptUpdate, WindowText
 from merclip.stream.windowing import Windower
@@ -45,9 +45,9 @@ class FixedWords:
         return TranscriptUpdate(None)
 
 
-def drive(url: str, streams: int, windows: int, frames: int) -> dict:
+def drive(url: str, streams: int, windows: int, frames: int, auth: ClientAuth = ClientAuth()) -> dict:
     """``streams`` sessions at once, ``windows`` each, as fast as the service answers."""
-    engines = [RemoteEngine.connect(url) for _ in range(streams)]
+    engines = [RemoteEngine.connect(url, auth) for _ in range(streams)]
     sessions = [
         LiveSession(SyntheticSource(duration_s=2.0 * windows, realtime=False), Windower(frames_per_window=frames),
                     engine, FixedWords(), backpressure=True)
@@ -102,6 +102,8 @@ def cmd_serve_bench(args, cfg: Config) -> int:
                         cache_dir=str(Path(cfg.runtime.cache_dir).expanduser() / "bench"))  # fmt: skip
     serve_opts = replace(ServeOptions.from_config(cfg), address="", host="127.0.0.1", port=_free_port())
     url, started = args.server, False
+    # a service of our own listens on loopback only; another one is reached as merclip-live would ([runtime])
+    auth = ClientAuth() if url == "local" else ClientAuth.from_config(cfg.runtime)
     try:
         if url == "local":
             torch.manual_seed(0)
@@ -116,7 +118,7 @@ def cmd_serve_bench(args, cfg: Config) -> int:
         runs = []
         for n in args.streams:
             err.print(f"[dim]{n} stream(s) x {args.windows} windows…[/dim]")
-            runs.append(drive(url, n, args.windows, frames))
+            runs.append(drive(url, n, args.windows, frames, auth))
     finally:
         if started:
             stop_service(joined=False)
