@@ -9,11 +9,20 @@ from rich.console import Console
 from merclip.config import Config, load_config, model_config, override, weights_flag
 from merclip.errors import MerClipError
 
+from .agreement import InputSource
+
 
 def export_from_config(
-    cfg: Config, out: Path, checkpoint: str | None = None, zero_shot: bool = False, console: Console | None = None
+    cfg: Config,
+    out: Path,
+    checkpoint: str | None = None,
+    zero_shot: bool = False,
+    console: Console | None = None,
+    reference: InputSource | None = None,
 ) -> dict:
-    """Build or load the model ``cfg`` describes, export it to ``out``, check parity; return the manifest."""
+    """Build or load the model ``cfg`` describes, export it to ``out``, check parity; return the manifest.
+    ``reference``: real windows on which every precision the bundle can run at is compared with fp32 (the
+    result goes into the manifest, ``export/agreement.py``); None: not measured (a first load measures bf16)."""
     import torch
     from merclip.model import build_model, load_checkpoint
 
@@ -57,6 +66,8 @@ def export_from_config(
     console.print(parity.line(opts.precision))
     if opts.precision == "fp32" and parity.max_abs_diff > 1e-4:
         raise MerClipError(f"export parity failed: max |dp| {parity.max_abs_diff:.2e} > 1e-4 (bundle left in {out})")
+    if reference is not None:
+        manifest["agreement"] = measure_at_export(model, out, bundle, reference, console)
     sizes = ", ".join(
         f"{e['path']} {(out / e['path']).stat().st_size / 1e6:.1f} MB" for e in manifest["parts"].values()
     )
@@ -67,7 +78,36 @@ def export_from_config(
     return manifest
 
 
-def cmd_export(args) -> int:
+def measure_at_export(model, out: Path, bundle, reference: InputSource, console: Console) -> dict:
+    """Each precision the bundle can run at, against fp32 on ``reference``'s windows; into the manifest."""
+    import onnxruntime
+
+    from .agreement import Agreement, bundle_readings, compare, measure_bf16, write_into_manifest
+    from .backends import openvino_version
+    from .cpu import this_cpu
+    from .parity import torch_readings
+
+    cpu = this_cpu()
+    use_audio = bundle.mode != "zero-shot"  # zero-shot CLIP never reads audio (as the live engine)
+    stats = compare(torch_readings(model, bundle), bundle_readings(bundle, use_audio), reference.windows(bundle))
+    precision = bundle.manifest["precision"]
+    records = {precision: Agreement(precision, f"onnxruntime {onnxruntime.__version__} {precision}", "torch fp32",
+                                    reference.name, measured_on=cpu.describe(), **stats)}  # fmt: skip
+    if precision == "fp32" and cpu.bf16 and openvino_version() is not None:
+        measured = measure_bf16(out, reference)
+        if measured is not None:
+            records["bf16"] = measured
+    elif precision == "fp32":
+        why = "OpenVINO is not installed" if cpu.bf16 else "this CPU has no bf16 units (AMX, AVX-512-BF16)"
+        console.print(f"bf16: not measured here ({why}); a first load on a CPU with them measures it")
+    for record in records.values():
+        console.print(record.line(), markup=False, highlight=False)
+    as_json = {k: v.to_json() for k, v in records.items()}
+    write_into_manifest(out, as_json)
+    return as_json
+
+
+def cmd_export(args, reference: InputSource | None = None) -> int:
     cfg = load_config(args.config)
     cfg = override(
         cfg,
@@ -84,5 +124,5 @@ def cmd_export(args) -> int:
     from .onnx_export import check_export_target
 
     out = check_export_target(cfg.export.out)  # before minutes of building and tracing
-    export_from_config(cfg, out, args.checkpoint, args.zero_shot)
+    export_from_config(cfg, out, args.checkpoint, args.zero_shot, reference=reference)
     return 0

@@ -253,6 +253,11 @@ def _check(m: dict) -> None:
     else:
         _int(labels, "prompt_context", "labels.", lo=0, hi=256)
 
+    if "agreement" in m:  # precision -> its measured agreement with fp32 (export/agreement.py judges the numbers)
+        for precision, record in _obj(m, "agreement").items():
+            if not isinstance(record, dict):
+                raise _Bad(f"agreement.{precision}", f"must be an object, got {_kind(record)}")
+
     thresholds = _obj(m, "thresholds")
     _num(_get(thresholds, "emotion", "thresholds."), "thresholds.emotion", lo=0.0, hi=1.0)
 

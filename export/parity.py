@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from merclip.model.merclip import MerClip
 
+from .agreement import Readings, modality_sets
 from .runtime import Bundle
 
 WORDS = (
@@ -86,6 +87,38 @@ def check_parity(model: MerClip, bundle: Bundle, count: int = 32, frames: int = 
         top_s.append(got.sentiment.argmax() == want_s.argmax())
     d = np.concatenate(diffs)
     return Parity(count, float(d.max()), float(d.mean()), float(np.mean(top_e)), float(np.mean(top_s)))
+
+
+def torch_readings(model: MerClip, bundle: Bundle) -> Readings:
+    """The torch model's fp32 readings of a window, per set of its modalities (``export/agreement.py``): the
+    reference an int8 bundle is compared with, as ``check_parity`` compares on random windows."""
+    model = model.eval()
+    prompts = _prompts(model, bundle)
+
+    @torch.no_grad()
+    def read(window) -> list:
+        frames, audio, text = window
+        present = "".join(m for m, x in zip("LVA", (text, frames, audio), strict=True) if x is not None and len(x))
+        out = []
+        for mods in modality_sets(present):
+            images = frames if "V" in mods else None
+            words = text if "L" in mods else None
+            if bundle.mode == "zero-shot":
+                e, s = _zero_shot_torch(model, bundle, images, words)
+            else:
+                flags = np.array([[float(m in mods) for m in "LVA"]], np.float32)
+                result = model(
+                    frames=torch.from_numpy(bundle.preprocess_frames(images))[None] if images is not None else None,
+                    audio=torch.from_numpy(audio)[None] if "A" in mods else None,
+                    text=torch.from_numpy(bundle.tokenizer([words])) if words else None,
+                    prompts=prompts,
+                    present=torch.from_numpy(flags),
+                )
+                e, s = result.emotion_probs.numpy(), result.sentiment_probs.numpy()
+            out.append((mods, e[0], s[0]))
+        return out
+
+    return read
 
 
 def _prompts(model: MerClip, bundle: Bundle):

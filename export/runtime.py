@@ -1,14 +1,17 @@
-"""Run an exported bundle with onnxruntime: no torch, no open_clip.
+"""Run an exported bundle: no torch, no open_clip.
 
-``Bundle.load(path, providers="auto")`` tries TensorRT -> CUDA -> CPU per part and says in one line which
-provider runs each part and why a better one was not used.
+``Bundle.load(path, providers="auto", precision="auto")`` chooses the runtime once (``export/backends.py``:
+onnxruntime on TensorRT -> CUDA, else OpenVINO at bf16 on CPUs with AMX / AVX-512-BF16 where the bundle's
+bf16 readings were measured to agree with fp32, else onnxruntime's CPU provider) and says in one line what
+runs each part and why nothing faster was used. A graph OpenVINO cannot compile runs on onnxruntime at fp32
+instead (one notice; the session goes on).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +22,12 @@ from merclip.model.tokenizer import ClipTokenizer, prompt_text
 
 from merclip.errors import MerClipError
 
+from .agreement import read_records
+from .backends import ORT_EPS, Plan, choose_plan, openvino_version, ort_chain
+from .cpu import CpuInfo, this_cpu
 from .manifest import read_manifest
 
 log = logging.getLogger(__name__)
-
-_PROVIDERS = {
-    "tensorrt": "TensorrtExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "cpu": "CPUExecutionProvider",
-}
-_ORDER = ("tensorrt", "cuda", "cpu")
 
 
 _FUSE_INPUTS = (
@@ -56,52 +55,24 @@ class Prediction:
 
 
 def choose_providers(requested: str, precision: str, cache_dir: str | Path | None) -> tuple[list, str]:
-    """Return (onnxruntime providers list, a one-line reason for the choice)."""
-    if requested not in ("auto", *_ORDER):
+    """onnxruntime's providers alone (no OpenVINO): (providers list, a one-line note of those skipped)."""
+    if requested not in ("auto", "tensorrt", "cuda", "cpu"):
         raise MerClipError(f"providers must be auto, tensorrt, cuda or cpu, got {requested!r}")
-    available = set(ort.get_available_providers())
-    wanted = _ORDER if requested == "auto" else _ORDER[_ORDER.index(requested) :]
-    chosen, skipped = [], []
-    for name in wanted:
-        ep = _PROVIDERS[name]
-        if ep not in available:
-            skipped.append(f"{name}: not in this onnxruntime build")
-            continue
-        if name == "tensorrt":
-            cache = Path(cache_dir or "~/.cache/merclip").expanduser() / "tensorrt"
-            try:
-                cache.mkdir(parents=True, exist_ok=True)
-            except OSError as err:
-                raise MerClipError(f"runtime.cache_dir: cannot create {cache}: {err.strerror}") from None
-            chosen.append(
-                (
-                    ep,
-                    {
-                        "trt_engine_cache_enable": True,
-                        "trt_engine_cache_path": str(cache),
-                        "trt_fp16_enable": precision == "fp16",
-                    },
-                )
-            )
-        else:
-            chosen.append(ep)
-    if requested != "auto" and _PROVIDERS[requested] not in available:
-        raise MerClipError(
-            f"provider {requested} is not available in this onnxruntime build "
-            f"(available: {', '.join(sorted(available))}); for GPUs install onnxruntime-gpu"
-        )
-    return chosen, "; ".join(skipped)
+    return ort_chain(requested, precision, set(ort.get_available_providers()), cache_dir)
 
 
 class Bundle:
     """An exported MER-CLIP bundle, ready to encode frames, audio and text and to fuse them."""
 
-    def __init__(self, folder: Path, manifest: dict, sessions: dict, tokenizer: ClipTokenizer, report: list[str]):
+    def __init__(self, folder: Path, manifest: dict, sessions: dict, tokenizer: ClipTokenizer, report: list[str],
+                 plan: Plan | None = None, notices: Sequence[str] = ()):  # fmt: skip
         self.folder = folder
         self.manifest = manifest
         self.sessions = sessions
         self.tokenizer = tokenizer
-        self.provider_report = report
+        self.provider_report = report  # one line per part: what runs it
+        self.plan = plan or Plan("onnxruntime", manifest["precision"], (ORT_EPS["cpu"],))
+        self.notices = list(notices)  # fallbacks the user should hear about once (printed as notice: lines)
         pre = manifest["preprocess"]
         self.image_size = int(pre["image_size"])
         self.image_mean, self.image_std = pre["image_mean"], pre["image_std"]
@@ -135,32 +106,19 @@ class Bundle:
         threads: int = 0,
         cache_dir: str | Path | None = None,
         verify: bool = True,
+        precision: str = "auto",
+        cpu: CpuInfo | None = None,
     ) -> Bundle:
+        """``providers``: auto, tensorrt, cuda, openvino or cpu (onnxruntime's CPU provider); ``precision``:
+        auto, fp32, bf16 or int8; ``cpu``: this CPU's capabilities (tests pass a faked one)."""
         folder = Path(folder).expanduser()
         manifest = read_manifest(folder, verify=verify)
-        chosen, skipped = choose_providers(providers, manifest["precision"], cache_dir)
-        opts = ort.SessionOptions()
-        on_cpu_only = all((p[0] if isinstance(p, tuple) else p) == "CPUExecutionProvider" for p in chosen)
-        # onnxruntime's CPU fusions crash (segfault, seen with 1.32) on fp16 graphs: basic level there.
-        level = "ORT_ENABLE_BASIC" if manifest["precision"] == "fp16" and on_cpu_only else "ORT_ENABLE_ALL"
-        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
-        if threads:
-            opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
-        sessions, report = {}, []
-        for name, entry in manifest["parts"].items():
-            path = folder / entry["path"]
-            try:
-                sess = ort.InferenceSession(str(path), sess_options=opts, providers=chosen)
-            except Exception as err:
-                raise MerClipError(
-                    f"bundle file {path} cannot be loaded by onnxruntime: {str(err).splitlines()[0][:200]}"
-                ) from None
-            sessions[name] = sess
-            used = sess.get_providers()[0].replace("ExecutionProvider", "")
-            report.append(f"{name}: {used}" + (f" ({skipped})" if skipped and used == "CPU" else ""))
+        records = read_records(manifest, cache_dir)
+        plan = choose_plan(providers, precision, manifest["precision"], cpu or this_cpu(),
+                           set(ort.get_available_providers()), openvino_version(), records, cache_dir)  # fmt: skip
+        sessions, report, plan, notices = _open_sessions(folder, manifest, plan, threads)
         tokenizer = _load_tokenizer(folder / manifest["tokenizer_file"]["path"], manifest["preprocess"])
-        bundle = cls(folder, manifest, sessions, tokenizer, report)
+        bundle = cls(folder, manifest, sessions, tokenizer, report, plan, notices)
         bundle._check_shapes()
         return bundle
 
@@ -236,6 +194,18 @@ class Bundle:
         m = self.manifest
         tags = [m["mode"], m["precision"]] + (["random weights"] if self.random_weights else [])
         return f"{m['arch']} ({', '.join(tags)})"
+
+    def runtime_line(self) -> str:
+        """What runs the model here, at which precision, on which instruction sets, and why nothing faster."""
+        plan, cpu = self.plan, this_cpu()
+        version = ov_version if plan.backend == "openvino" and (ov_version := openvino_version()) else ort.__version__
+        line = f"{plan.name} {version}, {plan.precision}"
+        if plan.backend == "openvino" or plan.name.endswith("CPU"):
+            line += f" on {cpu.describe()}"
+        others = [r for r in self.provider_report if not r.endswith(f": {plan.name} {plan.precision}")]
+        if others:  # parts that run elsewhere (a GPU provider missing an op, a graph OpenVINO cannot compile)
+            line += f"; {', '.join(others)}"
+        return line + (f" ({plan.why})" if plan.why else "")
 
     # ---- the parts ------------------------------------------------------------------------------------
     def preprocess_frames(self, frames_rgb: Sequence[np.ndarray]) -> np.ndarray:
@@ -328,3 +298,63 @@ class Bundle:
         audio_feats = self.encode_audio(audio) if audio is not None else None
         text_feats = self.encode_text([text]) if text else None
         return self.fuse(vision, audio_feats, text_feats)
+
+
+def _ort_options(precision: str, providers: Sequence, threads: int) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    on_cpu_only = all((p[0] if isinstance(p, tuple) else p) == ORT_EPS["cpu"] for p in providers)
+    # onnxruntime's CPU fusions crash (segfault, seen with 1.32) on fp16 graphs: basic level there.
+    level = "ORT_ENABLE_BASIC" if precision == "fp16" and on_cpu_only else "ORT_ENABLE_ALL"
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    return opts
+
+
+def _ort_session(path: Path, opts: ort.SessionOptions, providers: Sequence):
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
+    except Exception as err:
+        raise MerClipError(
+            f"bundle file {path} cannot be loaded by onnxruntime: {str(err).splitlines()[0][:200]}"
+        ) from None
+
+
+def _open_sessions(folder: Path, manifest: dict, plan: Plan, threads: int) -> tuple:
+    """(sessions by part, one report line per part, the plan as carried out, notices). OpenVINO that cannot
+    be imported, or a graph it cannot compile, falls back to onnxruntime's CPU provider at fp32."""
+    from .ov_session import OpenVinoCompiler, OpenVinoError
+
+    notices: list[str] = []
+    compiler = None
+    if plan.backend == "openvino":
+        try:
+            compiler = OpenVinoCompiler(plan.precision, threads)
+        except OpenVinoError as err:
+            notices.append(f"notice: OpenVINO is not usable here ({err}): the model runs on onnxruntime fp32")
+            plan = replace(plan, backend="onnxruntime", precision="fp32", providers=(ORT_EPS["cpu"],))
+    fallback = plan.providers if plan.backend == "onnxruntime" else (ORT_EPS["cpu"],)
+    opts = _ort_options(manifest["precision"], fallback, threads)
+    sessions, report, failed = {}, [], []
+    for name, entry in manifest["parts"].items():
+        path = folder / entry["path"]
+        if compiler is not None:
+            try:
+                sessions[name] = compiler.compile(path)
+                report.append(f"{name}: OpenVINO {plan.precision}")
+                continue
+            except OpenVinoError as err:
+                failed.append(f"{name} ({err})")
+        sess = _ort_session(path, opts, fallback)
+        sessions[name] = sess
+        used = sess.get_providers()[0].replace("ExecutionProvider", "")
+        report.append(f"{name}: onnxruntime {used} {'fp32' if compiler is not None else manifest['precision']}")
+    if failed:
+        notices.append(f"notice: OpenVINO could not compile {'; '.join(failed)}: "
+                       "that part runs on onnxruntime fp32, the rest on OpenVINO")  # fmt: skip
+    if plan.skipped:
+        log.info("onnxruntime providers skipped: %s", plan.skipped)
+    for line in notices:
+        log.warning("%s", line.removeprefix("notice: "))
+    return sessions, report, plan, notices

@@ -136,6 +136,15 @@ POSITIVE = _int_at_least(1)
 FRAMES = _int_at_least(1, 64)
 
 
+PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "openvino", "cpu")
+PROVIDERS_HELP = ("what runs the model: auto (a GPU through onnxruntime, else OpenVINO bf16 on CPUs with AMX or "
+                  "AVX-512-BF16 once it agrees with fp32, else onnxruntime's CPU provider), tensorrt, cuda, "
+                  "openvino, or cpu (onnxruntime's CPU provider); default: runtime.providers")  # fmt: skip
+PRECISION_HELP = ("what the model computes in: auto (the fastest this CPU and bundle allow that agrees with fp32), "
+                  "fp32, bf16 (OpenVINO, AMX / AVX-512-BF16), int8 (a bundle exported at int8; with --model it is "
+                  "exported so); default: runtime.precision")  # fmt: skip
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
@@ -172,7 +181,11 @@ def _bundle_flags(parser: argparse.ArgumentParser, bundle_help: str = "run this 
     parser.add_argument(
         "--weights", metavar="W", type=TEXT, help="with --model: pretrained tag, local file, or 'random'"
     )
-    parser.add_argument("--providers", choices=("auto", "tensorrt", "cuda", "cpu"), help="ONNX Runtime providers")
+    parser.add_argument("--providers", choices=PROVIDER_CHOICES, help=PROVIDERS_HELP)
+
+
+def _precision_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), help=PRECISION_HELP)
 
 
 def _asr_flags(parser: argparse.ArgumentParser) -> None:
@@ -348,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N[,N...]",
         help="streams batched together for the throughput line (default 4); with --server, each count is a run",
     )
-    p.add_argument("--providers", choices=("auto", "tensorrt", "cuda", "cpu"), help="ONNX Runtime providers")
+    p.add_argument("--providers", choices=PROVIDER_CHOICES, help=PROVIDERS_HELP)
+    _precision_flag(p)
     p.add_argument(
         "--text-context", type=_int_at_least(8, 77), default=77, help="transcript token context (8..77, default 77)"
     )
@@ -438,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("recording", metavar="FILE.mkv", type=TEXT, help="a recording written by merclip-live --record")
     _bundle_flags(p)
+    _precision_flag(p)
     p.add_argument("--labels", metavar="A,B,...", type=TEXT, help="emotion labels, comma-separated (zero-shot)")
     p.add_argument("--sentiment-labels", metavar="A,B,...", type=TEXT, help="sentiment labels, comma-separated")
     _asr_flags(p)
@@ -473,6 +488,7 @@ def build_live_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--mic", metavar="DEV", help="microphone name or index (default: system default)")
     _bundle_flags(parser)
+    _precision_flag(parser)
     parser.add_argument("--frames", type=_int_at_least(1, 32), help="frames per window (default 4)")
     _asr_flags(parser)
     parser.add_argument(
@@ -545,6 +561,14 @@ def cmd_config(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    """`merclip export`, its bundle's precisions compared with fp32 on the sample clip's windows (stream/)."""
+    from merclip.export.cli import cmd_export as export
+    from merclip.stream.precision import SAMPLE
+
+    return export(args, reference=SAMPLE)
+
+
 def _not_built(name: str) -> Callable:
     def run(args) -> int:
         raise MerClipError(f"`merclip {name}` is not built yet in this version")
@@ -563,7 +587,7 @@ def _dispatch(name: str) -> Callable:
         "eval": lambda: import_module("merclip.train.cli").cmd_eval,
         "calibrate": lambda: import_module("merclip.train.cli").cmd_calibrate,
         "ablate": lambda: import_module("merclip.train.ablate").cmd_ablate,
-        "export": lambda: import_module("merclip.export.cli").cmd_export,
+        "export": lambda: cmd_export,
         "bench": lambda: import_module("merclip.train.bench").cmd_bench,
         "report": lambda: import_module("merclip.stream.report").cmd_report,
         "cache": lambda: import_module("merclip.stream.cache").cmd_cache,

@@ -99,7 +99,9 @@ class AsrSection:
 @dataclass(frozen=True)
 class RuntimeSection:
     bundle: str = ""
-    providers: str = field(default="auto", metadata=_check(("auto", "tensorrt", "cuda", "cpu")))
+    providers: str = field(default="auto", metadata=_check(("auto", "tensorrt", "cuda", "openvino", "cpu")))
+    # what the model computes in (export/backends.py): auto = the fastest that agrees with fp32 here
+    precision: str = field(default="auto", metadata=_check(("auto", "fp32", "bf16", "int8")))
     threads: int = field(default=0, metadata=_check(lo=0, hi=256))
     cache_dir: str = field(default="~/.cache/merclip", metadata=_TEXT)
     queue_windows: int = field(default=2, metadata=_check(lo=1, hi=64))

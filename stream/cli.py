@@ -65,6 +65,7 @@ def apply_flags(args, cfg: Config) -> Config:
             "token_file": getattr(args, "token_file", None),
             "client_cert": getattr(args, "client_cert", None),
             "client_key": getattr(args, "client_key", None),
+            "precision": getattr(args, "precision", None),
         },  # fmt: skip
         ui={"enabled": False if args.no_ui else None, "baseline_s": getattr(args, "baseline", None)},
         log={"path": args.log},
@@ -84,11 +85,12 @@ def bundle_cache_dir(cfg: Config) -> Path:
 
 
 def resolve_bundle(cfg: Config, console: Console):
-    from merclip.export.runtime import Bundle
-
-    load = {"providers": cfg.runtime.providers, "threads": cfg.runtime.threads, "cache_dir": cfg.runtime.cache_dir}
+    if cfg.runtime.precision == "int8" and cfg.export.precision == "fp32":
+        cfg = override(cfg, export={"precision": "int8"})  # int8 runs int8 graphs: the cached bundle is exported so
+    rt = cfg.runtime
+    load = {"providers": rt.providers, "threads": rt.threads, "cache_dir": rt.cache_dir, "precision": rt.precision}
     if cfg.runtime.bundle:
-        return Bundle.load(cfg.runtime.bundle, **load)
+        return _load_bundle(cfg.runtime.bundle, load, console)
     folder = bundle_cache_dir(cfg)
     if notice := discard_damaged(folder):  # the monitor's own copy: rebuilt, not "re-export" for the user
         console.print(notice)
@@ -109,7 +111,24 @@ def resolve_bundle(cfg: Config, console: Console):
         for gone in prune_cached_bundles(cfg.runtime.cache_dir, protect=(folder,)):
             log.info("bundle cache: removed %s (least recently used)", gone.name)
     touch_bundle(folder)
-    return Bundle.load(folder, verify=False, **load)  # checked by discard_damaged, or just exported
+    return _load_bundle(folder, load, console, verify=False)  # checked by discard_damaged, or just exported
+
+
+def _load_bundle(folder: str | Path, load: dict, console: Console, verify: bool = True):
+    """Load with the runtime chosen for this CPU; a bundle never measured at bf16 is measured first where bf16
+    could be chosen (once, cached: stream/precision.py). Its notices (fallbacks) are printed once."""
+    from merclip.export.runtime import Bundle
+
+    from .precision import check_at_first_load
+
+    def say(text: str) -> None:
+        console.print(text, style="yellow" if text.startswith("notice:") else "dim", markup=False, highlight=False)
+
+    check_at_first_load(folder, load["providers"], load["precision"], load["threads"], load["cache_dir"], say)
+    bundle = Bundle.load(folder, verify=verify, **load)
+    for notice in bundle.notices:
+        say(notice)
+    return bundle
 
 
 def weights_error(cfg: Config) -> MerClipError:
@@ -448,6 +467,7 @@ def _run_live(args, cfg: Config, console: Console, record: Path | None) -> int:
         bundle, engine = open_engine(cfg, console, getattr(args, "explicit_labels", False))
     for line in bundle.provider_report:
         log.info("provider %s", line)
+    log.info("model runs on %s", bundle.runtime_line())
     bundle_window_s = bundle.window_samples / bundle.sample_rate
     if abs(cfg.capture.window_s - bundle_window_s) > 0.5 / bundle.sample_rate:
         raise MerClipError(
@@ -479,7 +499,8 @@ def _run_live(args, cfg: Config, console: Console, record: Path | None) -> int:
                              adjusted=cfg.ui.baseline_s > 0)  # fmt: skip
     json_out = JsonLines()
     title = "MER-CLIP Live  ● REC" if recorder is not None else "MER-CLIP Live"  # recording is always visible
-    state = UiState(title, bundle.describe(), source_name, bundle.emotion_labels, bundle.sentiment_labels,
+    shown = f"{bundle.describe()} · {bundle.plan.name} {bundle.plan.precision}"  # what runs it, said at the top
+    state = UiState(title, shown, source_name, bundle.emotion_labels, bundle.sentiment_labels,
                     bundle.emotion_threshold, banner_for(bundle), cfg.ui.smoothing_s)  # fmt: skip
     rule = ReadoutRule(bundle.multi_label, bundle.emotion_threshold, cfg.labels.neutral, cfg.ui.uncertain_below)
     baseline = Baseline(cfg.ui.baseline_s) if cfg.ui.baseline_s > 0 else None
@@ -634,7 +655,8 @@ def cmd_rescore(args) -> int:
     live_args = SimpleNamespace(
         model=args.model, weights=args.weights, source=str(path), camera=None, mic=None, frames=None,
         allow_missing=False, asr_model=args.asr_model, no_asr=args.no_asr, bundle=args.bundle,
-        providers=args.providers, no_ui=True, log=args.log, duration=None, fast=True, record=None,
-        list_devices=False, exact=True, quiet_json=not args.json, explicit_labels=bool(emotion or sentiment),
+        providers=args.providers, precision=args.precision, no_ui=True, log=args.log, duration=None, fast=True,
+        record=None, list_devices=False, exact=True, quiet_json=not args.json,
+        explicit_labels=bool(emotion or sentiment),
     )  # fmt: skip
     return cmd_live(live_args, cfg)

@@ -21,8 +21,9 @@ from merclip.errors import MerClipError
 
 from . import devices, weights
 from .cache import human_size
+from .precision import bf16_candidate
 
-_PACKAGES = ("merclip-live", "onnxruntime", "onnxruntime-gpu", "numpy", "av", "opencv-python-headless",
+_PACKAGES = ("merclip-live", "onnxruntime", "onnxruntime-gpu", "openvino", "numpy", "av", "opencv-python-headless",
              "opencv-python", "sounddevice", "faster-whisper", "rich", "torch", "open_clip_torch")  # fmt: skip
 # Below this much free space where logs (and recordings) go, a long session may fail to write.
 MIN_FREE_BYTES = 200 * 2**20
@@ -77,26 +78,73 @@ def check_config(path: str | None) -> tuple[Config, Check]:
         return Config(), Check("config", False, str(err), "fix the file, or run without --config to use the defaults")
 
 
+def cpu_info():
+    """This CPU's model and instruction sets (a function, so tests can fake a CPU)."""
+    from merclip.export.cpu import this_cpu
+
+    return this_cpu()
+
+
+def openvino_installed() -> str | None:
+    from merclip.export.backends import openvino_version
+
+    return openvino_version()
+
+
+def _bundle_manifest(cfg: Config) -> dict | None:
+    """The manifest of the bundle a session would load (--bundle, or the --model cache's), if it is there."""
+    from merclip.export.manifest import read_manifest
+
+    from .cli import bundle_cache_dir
+
+    folder = Path(cfg.runtime.bundle).expanduser() if cfg.runtime.bundle else bundle_cache_dir(cfg)
+    try:
+        return read_manifest(folder, verify=False)
+    except MerClipError:
+        return None
+
+
 def check_providers(cfg: Config) -> Check:
+    """Which runtime, precision and instruction sets a session would use (export/backends.py's choice)."""
+    from merclip.export.agreement import read_records
+    from merclip.export.backends import OPENVINO_INSTALL, choose_plan
+
     available = available_providers()
     if not available:
-        return Check("onnxruntime", False, "not installed", "pip install onnxruntime (or onnxruntime-gpu)")
-    order = [
-        ("tensorrt", "TensorrtExecutionProvider"),
-        ("cuda", "CUDAExecutionProvider"),
-        ("cpu", "CPUExecutionProvider"),
-    ]
-    names = [n for n, _ in order]
-    wanted = order if cfg.runtime.providers == "auto" else order[names.index(cfg.runtime.providers) :]
-    used = next((n for n, ep in wanted if ep in available), "")
+        return Check("runtime", False, "onnxruntime is not installed", "pip install onnxruntime (or onnxruntime-gpu)")
+    cpu, openvino = cpu_info(), openvino_installed()
+    manifest = _bundle_manifest(cfg)
+    asked = "int8" if cfg.runtime.precision == "int8" else cfg.export.precision  # what --model would export
+    stored = manifest["precision"] if manifest else asked
+    records = read_records(manifest, cfg.runtime.cache_dir) if manifest else {}
     short = ", ".join(p.replace("ExecutionProvider", "") for p in available)
-    if not used:
-        return Check("onnxruntime", False, f"providers {short}; none of those asked for ({cfg.runtime.providers})",
-                     "set runtime.providers = \"auto\"")  # fmt: skip
-    gpu = gpu_name() if used in ("tensorrt", "cuda") else ""
-    where = f"{used.upper() if used == 'cpu' else used}" + (f" on {gpu}" if gpu else "")
-    fix = "" if used != "cpu" else "CPU works (about real time for ViT-B-32); a GPU needs onnxruntime-gpu and CUDA"
-    return Check("onnxruntime", True, f"providers {short}; the bundle would run on {where}", fix)
+    have = f"onnxruntime ({short})" + (f", OpenVINO {openvino}" if openvino else "") + f"; CPU {cpu.describe()}"
+    try:
+        plan = choose_plan(cfg.runtime.providers, cfg.runtime.precision, stored, cpu, set(available), openvino,
+                           records)  # fmt: skip
+    except MerClipError as err:
+        return Check("runtime", False, f"{have}; {err}", 'set runtime.providers and runtime.precision to "auto"')
+    first = plan.providers[0] if plan.providers else ""
+    first = (first[0] if isinstance(first, tuple) else first).replace("ExecutionProvider", "").lower()
+    if plan.backend == "onnxruntime" and first in ("tensorrt", "cuda"):
+        gpu = gpu_name()
+        where = f"{first}" + (f" on {gpu}" if gpu else "")
+    else:
+        unit = f" ({cpu.bf16_unit})" if plan.precision == "bf16" else ""
+        where = f"CPU, {'OpenVINO' if plan.backend == 'openvino' else 'onnxruntime'} {plan.precision}{unit}"
+    detail = f"{have}; the bundle would run on {where}"
+    if bf16_candidate({"precision": stored}, cfg.runtime.providers, cfg.runtime.precision) and "bf16" not in records:
+        detail += f"; bf16 ({cpu.bf16_unit}) once its check against fp32 passes (run at the first start, once)"
+    elif plan.why:
+        detail += f" ({plan.why})"
+    if plan.skipped:
+        detail += f"; {plan.skipped}"
+    fix = ""
+    if plan.backend == "onnxruntime" and first == "cpu":
+        fix = (f"{OPENVINO_INSTALL}: bf16 on this CPU's {cpu.bf16_unit} runs ViT-B-32 about 3x faster"
+               if cpu.bf16 and not openvino else
+               "CPU works (about real time for ViT-B-32); a GPU needs onnxruntime-gpu and CUDA")  # fmt: skip
+    return Check("runtime", True, detail, fix)
 
 
 def check_cameras(cfg: Config) -> Check:

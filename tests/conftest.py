@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# The suite runs as on a plain AVX2 CPU, whatever CI's CPU is, so no run measures or picks bf16 behind a test's
+# back; tests/test_backends.py fakes the CPUs it needs (and runs OpenVINO where it is installed).
+os.environ["MERCLIP_CPU_FLAGS"] = "avx2 fma"
 
 
 @pytest.fixture(scope="session")

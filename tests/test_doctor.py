@@ -153,7 +153,7 @@ def test_doctor_on_this_machine_parses_and_is_quick(tmp_path):
     assert time.monotonic() - started < 20
     report = json.loads(run.stdout)
     assert run.returncode == (0 if report["ready"] else 1)
-    assert {c["name"] for c in report["checks"]} >= {"cameras", "microphones", "onnxruntime", "model", "speech"}
+    assert {c["name"] for c in report["checks"]} >= {"cameras", "microphones", "runtime", "model", "speech"}
 
 
 # ---- devices before models -------------------------------------------------------------------------------------

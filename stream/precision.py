@@ -1,0 +1,105 @@
+"""The real windows a bundle's precisions are compared on, and the check at a bundle's first load.
+
+The windows are the packaged sample clip (a face and JFK's speech) cut as the live monitor cuts it: the
+windower with the bundle's frame count and face crop, at four offsets (0, 0.5, 1 and 1.5 s) so the frames
+and audio differ from window to window; each carries the words spoken in it (the known transcript spread
+over the clip in proportion). ``export/agreement.py`` reads each window with every set of its modalities.
+
+At first load (``merclip-live``, ``serve``, ``rescore``): where the runtime could choose bf16 (auto, a CPU
+with AMX / AVX-512-BF16, OpenVINO installed) but the bundle carries no bf16 measurement (exported before
+this check, or on a CPU without bf16), the check runs once and is cached under ``runtime.cache_dir``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from merclip.export.agreement import InputSource
+
+from merclip.errors import MerClipError
+
+from .records import AudioBlock, Frame
+from .sources import FileSource, sample_path
+from .windowing import Windower
+
+log = logging.getLogger(__name__)
+
+# What is said in the packaged sample clip (JFK, from the openai/whisper repository's test clip).
+SAMPLE_TRANSCRIPT = (
+    "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+)
+OFFSETS_S = (0.0, 0.5, 1.0, 1.5)
+INPUTS = f"the sample clip's windows at {len(OFFSETS_S)} offsets"
+
+
+def sample_inputs(frames_per_window: int, face=None, with_audio: bool = True) -> list[tuple]:
+    """(frames, audio, words) of every window of the sample clip at each offset in ``OFFSETS_S``;
+    ``face``: the bundle's ``FaceSetting`` (None or off: whole frames)."""
+    from merclip.model.face import FaceTracker
+
+    items = [i for i in FileSource(sample_path(), realtime=False) if isinstance(i, Frame | AudioBlock)]
+    ends = [i.t_s + (len(i.samples) / 16000 if isinstance(i, AudioBlock) else 0.0) for i in items]
+    duration = max(ends)
+    words = SAMPLE_TRANSCRIPT.split()
+    out = []
+    for offset in OFFSETS_S:
+        windower = Windower(frames_per_window=frames_per_window,
+                            face=FaceTracker(face) if face is not None and face.on else None)  # fmt: skip
+        windows = []
+        for item, end in zip(items, ends, strict=True):
+            if end - offset <= 0 or (isinstance(item, Frame) and item.t_s < offset):
+                continue
+            windows.extend(windower.push(replace(item, t_s=item.t_s - offset)))
+        windows.extend(windower.flush())
+        for w in windows:
+            lo, hi = (w.t_start_s + offset) / duration, (w.t_end_s + offset) / duration
+            said = " ".join(x for k, x in enumerate(words) if lo <= (k + 0.5) / len(words) < hi)
+            audio = w.audio if with_audio and w.has_audio else None
+            out.append((list(w.frames) or None, audio, said or None))
+    return out
+
+
+def bundle_inputs(bundle) -> list[tuple]:
+    """The sample windows as ``bundle`` reads them (its frame count, face crop; no audio for zero-shot)."""
+    return sample_inputs(bundle.frames_per_window, bundle.face, with_audio=bundle.mode != "zero-shot")
+
+
+SAMPLE = InputSource(INPUTS, bundle_inputs)
+
+
+def bf16_candidate(manifest: dict, providers: str, precision: str) -> bool:
+    """Whether bf16 could be chosen automatically here, were its agreement known."""
+    from merclip.export.backends import openvino_version
+    from merclip.export.cpu import this_cpu
+
+    return (providers in ("auto", "openvino") and precision == "auto" and manifest.get("precision") == "fp32"
+            and this_cpu().bf16 and openvino_version() is not None)  # fmt: skip
+
+
+def check_at_first_load(folder: str | Path, providers: str, precision: str, threads: int, cache_dir: str,
+                        say=print) -> None:  # fmt: skip
+    """Measure bf16 against fp32 on the sample clip when the runtime could choose bf16 but the bundle has no
+    measurement (manifest or cache); the result goes to the cache. Any failure leaves fp32 in use."""
+    from merclip.export.agreement import measure_bf16, read_records, write_cached
+    from merclip.export.manifest import read_manifest
+
+    manifest = read_manifest(folder, verify=False)
+    if not bf16_candidate(manifest, providers, precision) or "bf16" in read_records(manifest, cache_dir):
+        return
+    say(f"checking bf16 against fp32 on the sample clip, once for this bundle (cached in {cache_dir})…")
+    start = time.perf_counter()
+    try:
+        agreement = measure_bf16(folder, SAMPLE, threads)
+    except (MerClipError, OSError, RuntimeError, ValueError) as err:
+        say(f"notice: the bf16 check failed ({str(err).splitlines()[0][:160]}): the model runs at fp32")
+        return
+    if agreement is None:  # OpenVINO could not run the bundle: Bundle.load says so itself
+        return
+    try:
+        write_cached(manifest, cache_dir, {"bf16": agreement.to_json()})
+    except OSError as err:
+        say(f"notice: cannot cache the bf16 check in {cache_dir} ({err.strerror}): it runs again next start")
+    say(f"{agreement.line()} ({time.perf_counter() - start:.0f} s)")
