@@ -91,31 +91,50 @@ def check_parity(model: MerClip, bundle: Bundle, count: int = 32, frames: int = 
 
 def torch_readings(model: MerClip, bundle: Bundle) -> Readings:
     """The torch model's fp32 readings of a window, per set of its modalities (``export/agreement.py``): the
-    reference an int8 bundle is compared with, as ``check_parity`` compares on random windows."""
+    reference a bundle's precisions are compared with. Each modality is encoded once and the labels embedded
+    once; absent modalities are zero-filled for the fusion exactly as ``Bundle.fuse`` does."""
+    from merclip.model.merclip import Features
+
+    from .graphs import ZeroShotFuseGraph, ZeroShotLabelGraph
+
     model = model.eval()
-    prompts = _prompts(model, bundle)
+    dim, length = bundle.embed_dim, bundle.context_length
+    zero_shot = bundle.mode == "zero-shot"
+    with torch.no_grad():
+        if zero_shot:
+            labels = ZeroShotLabelGraph(model)
+            queries = torch.zeros(2, dim)
+            emotions = labels(torch.from_numpy(bundle.tokenizer(bundle._prompts(bundle.emotion_labels, "emotion"))))
+            sentiments = labels(
+                torch.from_numpy(bundle.tokenizer(bundle._prompts(bundle.sentiment_labels, "sentiment")))
+            )
+        else:
+            queries, emotions, sentiments = model.label_embeddings(_prompts(model, bundle))
 
     @torch.no_grad()
     def read(window) -> list:
         frames, audio, text = window
-        present = "".join(m for m, x in zip("LVA", (text, frames, audio), strict=True) if x is not None and len(x))
+        encoded = {}
+        if text:
+            encoded["L"] = model.encode_text(torch.from_numpy(bundle.tokenizer([text])))
+        if frames is not None and len(frames):
+            encoded["V"] = model.encode_frames(torch.from_numpy(bundle.preprocess_frames(frames)))[None]
+        if audio is not None:
+            encoded["A"] = model.encode_audio(torch.from_numpy(audio)[None])
         out = []
-        for mods in modality_sets(present):
-            images = frames if "V" in mods else None
-            words = text if "L" in mods else None
-            if bundle.mode == "zero-shot":
-                e, s = _zero_shot_torch(model, bundle, images, words)
+        for mods in modality_sets("".join(m for m in "LVA" if m in encoded)):
+            tokens, valid, pooled = encoded["L"] if "L" in mods else (
+                torch.zeros(1, length, dim), torch.ones(1, length, dtype=torch.bool), torch.zeros(1, dim))  # fmt: skip
+            vision = encoded["V"] if "V" in mods else torch.zeros(1, 1, dim)
+            sound = encoded["A"] if "A" in mods else torch.zeros(1, 1, dim)
+            present = torch.tensor([[float(m in mods) for m in "LVA"]])
+            if zero_shot:
+                e, s = ZeroShotFuseGraph(model)(vision, sound, tokens, valid, pooled, present, queries, emotions,
+                                                 sentiments)  # fmt: skip
             else:
-                flags = np.array([[float(m in mods) for m in "LVA"]], np.float32)
-                result = model(
-                    frames=torch.from_numpy(bundle.preprocess_frames(images))[None] if images is not None else None,
-                    audio=torch.from_numpy(audio)[None] if "A" in mods else None,
-                    text=torch.from_numpy(bundle.tokenizer([words])) if words else None,
-                    prompts=prompts,
-                    present=torch.from_numpy(flags),
-                )
-                e, s = result.emotion_probs.numpy(), result.sentiment_probs.numpy()
-            out.append((mods, e[0], s[0]))
+                feats = Features(vision, sound, tokens, valid, pooled, present)
+                e, s = model.probabilities(*model.fuse(feats, queries, emotions, sentiments))
+            out.append((mods, e[0].numpy(), s[0].numpy()))
         return out
 
     return read

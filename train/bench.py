@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from merclip.export.backends import openvino_version
+from merclip.export.cpu import this_cpu
 from merclip.stream.cache import discard_damaged
 from merclip.stream.engine import BundleEngine
 from merclip.stream.pipeline import LiveSession
@@ -44,6 +46,7 @@ class BenchOptions:
     windows: int = 5
     streams: int = 4
     providers: str = "auto"
+    precision: str = "auto"  # the default runtime's (runtime.precision); fp32, bf16 and int8 are timed beside it
     asr_model: str = "tiny.en"  # size name or local CTranslate2 folder (tiny.en: the bundled real model)
     asr_mode: str = "stream"
     text_context: int = 77
@@ -76,9 +79,14 @@ def timed(fn: Callable, repeats: int, warmup: int = 1) -> list[float]:
     return out
 
 
-def _bundle(opts: BenchOptions, precision: str, model):
+def _export(opts: BenchOptions, precision: str, model) -> Path:
+    """The bench's own bundle of ``model`` at ``precision`` (exported once, cached), its precisions compared
+    with fp32 on the sample clip's windows into its manifest, as `merclip export` does."""
+    from merclip.export.cli import measure_at_export
     from merclip.export.onnx_export import ExportOptions, export_bundle
     from merclip.export.runtime import Bundle
+    from merclip.stream.precision import SAMPLE
+    from rich.console import Console
 
     face = "-face" if model.cfg.face != "off" else ""
     folder = Path(opts.cache_dir).expanduser() / f"{opts.model}-ctx{opts.text_context}-{precision}{face}"
@@ -87,7 +95,16 @@ def _bundle(opts: BenchOptions, precision: str, model):
     if not (folder / "manifest.json").is_file():
         folder.parent.mkdir(parents=True, exist_ok=True)
         export_bundle(model, ExportOptions(out=folder, precision=precision, frames_per_window=opts.frames))
-    return Bundle.load(folder, providers=opts.providers, verify=False)  # checked just above, or just exported
+        bundle = Bundle.load(folder, providers="cpu", verify=False)
+        measure_at_export(model, folder, bundle, SAMPLE, Console(stderr=True, quiet=True))
+    return folder
+
+
+def _bundle(opts: BenchOptions, precision: str, model, providers: str | None = None, run_at: str = "auto"):
+    from merclip.export.runtime import Bundle
+
+    folder = _export(opts, precision, model)
+    return Bundle.load(folder, providers=providers or opts.providers, precision=run_at, verify=False)
 
 
 # What is said in the packaged sample clip (JFK, from the openai/whisper repository's test clip).
@@ -310,7 +327,7 @@ def _throughput(bundle, windows, texts, streams: int, repeats: int) -> float:
     return streams / statistics.median(timed(step, repeats))
 
 
-def _e2e(bundle_dir: Path, opts: BenchOptions, overlap: bool = True) -> dict:
+def _e2e(bundle_dir: Path, opts: BenchOptions, overlap: bool = True, precision: str | None = None) -> dict:
     """`merclip-live` on the sample clip at real-time pace, in a fresh process (as users run it; the bench
     process itself has torch's spinning worker threads from the eager timings)."""
     import subprocess
@@ -320,7 +337,8 @@ def _e2e(bundle_dir: Path, opts: BenchOptions, overlap: bool = True) -> dict:
         config = Path(tmp) / "bench.toml"
         config.write_text(
             f'[asr]\nmodel = "{opts.asr_model}"\nmode = "{opts.asr_mode}"\n'
-            f"[runtime]\noverlap = {str(overlap).lower()}\n"
+            f'[runtime]\noverlap = {str(overlap).lower()}\nproviders = "{opts.providers}"\n'
+            f'precision = "{precision or opts.precision}"\n'
         )
         cmd = [sys.executable, "-c", "import sys; from merclip.cli import live_main; sys.exit(live_main())",
                "--source", "sample", "--bundle", str(bundle_dir), "--config", str(config), "--no-ui",
@@ -438,31 +456,47 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] = lambda s: No
     progress(f"building {opts.model} (random weights) and its bundles")
     # the bench times what a user runs: a bundle that crops the face (model/face.py)
     model = build_model(MerClipConfig(arch=opts.model, text_context_length=opts.text_context, face="haar"))
-    fp32 = _bundle(opts, "fp32", model)
-    windows, decode_s, face_s = sample_windows(opts.frames, fp32.face)
+    default = _bundle(opts, "fp32", model, run_at=opts.precision)  # what merclip-live runs for this bundle
+    runs_fp32 = (default.plan.backend, default.plan.precision) == ("onnxruntime", "fp32")
+    reference = default if runs_fp32 else _bundle(opts, "fp32", model, _ort(opts.providers), "fp32")
+    windows, decode_s, face_s = sample_windows(opts.frames, default.face)
     progress(f"timing speech recognition ({opts.asr_model}: streaming vs each window unpadded)")
     asr, texts, asr_wer = _asr_times(opts, windows, opts.windows)
-    progress("timing onnxruntime stages")
-    stages = {"decode": [decode_s], "face": face_s} | asr | _stage_times(fp32, windows, texts, opts.windows)
+    progress(f"timing the default runtime's stages ({default.plan.name} {default.plan.precision})")
+    stages = {"decode": [decode_s], "face": face_s} | asr | _stage_times(default, windows, texts, opts.windows)
     # per frame, as measured; the share of each window of it is frames x median
     result_face = {"windows_with_face": sum(w.face == "found" for w in windows), "windows": len(windows)}
-    result: dict = {"machine": machine(), "options": opts.__dict__, "providers": fp32.provider_report,
+    result: dict = {"machine": machine(), "options": opts.__dict__, "providers": default.provider_report,
+                    "runtime": _runtime(default), "agreement": default.manifest.get("agreement", {}),
                     "asr_wer": asr_wer, "face": result_face}  # fmt: skip
     ratios: dict = {}
+    fp32_stages = stages
+    if not runs_fp32:
+        progress("timing onnxruntime fp32 stages (the reference)")
+        fp32_stages = _stage_times(reference, windows, texts, opts.windows)
+        _compare(stages, ratios, fp32_stages, "ort_fp32", "default_speedup", reference=True)
+        if default.plan.precision == "bf16":
+            ratios |= {k.replace("default_", "bf16_"): v for k, v in ratios.items() if k.startswith("default_")}
     if opts.torch_compare:
         progress("timing torch eager stages")
-        eager = _torch_times(model, fp32, windows, texts, opts.windows)
+        eager = _torch_times(model, reference, windows, texts, opts.windows)
         for key, samples in eager.items():
             stages[f"torch_{key}"] = samples
-            ratios[f"onnx_vs_torch_{key}"] = statistics.median(samples) / statistics.median(stages[key])
+            ratios[f"onnx_vs_torch_{key}"] = statistics.median(samples) / statistics.median(fp32_stages[key])
+    bf16 = None
+    if default.plan.precision != "bf16" and this_cpu().bf16 and openvino_version() is not None:
+        progress("timing OpenVINO bf16 stages (AMX / AVX-512-BF16)")
+        bf16 = _bundle(opts, "fp32", model, "openvino", "bf16")
+        _compare(stages, ratios, _stage_times(bf16, windows, texts, opts.windows), "bf16", "bf16_speedup",
+                 fp32_stages)  # fmt: skip
+        result["bf16_agreement"] = agreement(reference, bf16, windows, texts)
     if opts.int8:
         progress("timing int8 stages")
-        int8 = _bundle(opts, "int8", model)
-        result["int8_agreement"] = agreement(fp32, int8, windows, texts)
-        for key, samples in _stage_times(int8, windows, texts, opts.windows).items():
-            if key != "preprocess":
-                stages[f"int8_{key}"] = samples
-                ratios[f"int8_speedup_{key}"] = statistics.median(stages[key]) / statistics.median(samples)
+        int8 = _bundle(opts, "int8", model, _ort(opts.providers))
+        result["int8_agreement"] = agreement(reference, int8, windows, texts)
+        result["agreement"] = result["agreement"] | int8.manifest.get("agreement", {})
+        _compare(stages, ratios, _stage_times(int8, windows, texts, opts.windows), "int8", "int8_speedup",
+                 fp32_stages)  # fmt: skip
     ratios["asr_stream_cost_vs_unpadded"] = statistics.median(stages["asr"]) / statistics.median(
         stages["asr_window_unpadded"]
     )
@@ -485,28 +519,50 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] = lambda s: No
     # batching gain is only model-vs-model; pipeline-vs-batched-model would read as a 100x gain that isn't.
     result["pipeline_windows_per_s"] = 1 / total
     result["model_windows_per_s"] = {
-        str(n): _throughput(fp32, windows, texts, n, opts.windows) for n in sorted({1, opts.streams})
+        str(n): _throughput(default, windows, texts, n, opts.windows) for n in sorted({1, opts.streams})
     }
     if opts.e2e:
         progress("end to end on the sample clip at real-time pace")
-        result["end_to_end"] = _e2e(fp32.folder, opts)
+        result["end_to_end"] = _e2e(default.folder, opts)
         progress("end to end again, encoders after ASR instead of beside it (before/after)")
-        result["end_to_end_serial"] = _e2e(fp32.folder, opts, overlap=False)
-        ratios["e2e_p95_serial_vs_overlapped"] = (
-            result["end_to_end_serial"]["latency"]["p95"] / result["end_to_end"]["latency"]["p95"]
-        )
-        if opts.int8:
-            progress("end to end with the int8 bundle")
-            result["end_to_end_int8"] = _e2e(_bundle(opts, "int8", model).folder, opts)
-            ratios["e2e_p95_fp32_vs_int8"] = (
-                result["end_to_end"]["latency"]["p95"] / result["end_to_end_int8"]["latency"]["p95"]
-            )
+        result["end_to_end_serial"] = _e2e(default.folder, opts, overlap=False)
+        p95 = result["end_to_end"]["latency"]["p95"]
+        ratios["e2e_p95_serial_vs_overlapped"] = result["end_to_end_serial"]["latency"]["p95"] / p95
+        others = [("bf16", default.folder, "bf16")] if bf16 is not None else []
+        others += [("int8", _export(opts, "int8", model), "auto")] if opts.int8 else []
+        for name, folder, run_at in others:
+            progress(f"end to end with {name}")
+            result[f"end_to_end_{name}"] = _e2e(folder, opts, precision=run_at)
+            ratios[f"e2e_p95_default_vs_{name}"] = p95 / result[f"end_to_end_{name}"]["latency"]["p95"]
     result["ratios"] = ratios
     if opts.soak_s:
         progress(f"soak: {opts.soak_s:.0f} s of synthetic stream, as fast as possible")
-        result["soak"] = soak(fp32, opts.asr_model, opts.soak_s, opts.frames, progress, speech)
+        result["soak"] = soak(default, opts.asr_model, opts.soak_s, opts.frames, progress, speech)
     result["peak_rss_mb"] = peak_rss_mb()
     return result
+
+
+def _ort(providers: str) -> str:
+    """The onnxruntime providers nearest to ``providers`` (the reference and int8 run on onnxruntime)."""
+    return "cpu" if providers == "openvino" else providers
+
+
+def _runtime(bundle) -> dict:
+    plan = bundle.plan
+    return {"line": bundle.runtime_line(), "backend": plan.backend, "precision": plan.precision, "why": plan.why,
+            "cpu": this_cpu().describe()}  # fmt: skip
+
+
+def _compare(stages: dict, ratios: dict, other: dict, prefix: str, ratio: str, base: dict | None = None,
+             reference: bool = False) -> None:  # fmt: skip
+    """Add ``other``'s stage times under ``prefix`` and the speed-up of the one against the other: fp32 over
+    ``other`` (``base`` = the fp32 stages), or, ``reference`` = True, ``other`` is fp32 over the default."""
+    for key, samples in other.items():
+        if key == "preprocess":
+            continue
+        stages[f"{prefix}_{key}"] = samples
+        fp32, faster = (samples, stages[key]) if reference else (base[key], samples)
+        ratios[f"{ratio}_{key}"] = statistics.median(fp32) / statistics.median(faster)
 
 
 def agreement(reference, other, windows, texts) -> dict:
@@ -567,6 +623,7 @@ def print_report(result: dict) -> None:
 
     console = Console()
     console.print(f"[bold]merclip bench[/bold] — {result['machine']}; providers: {', '.join(result['providers'])}")
+    console.print(f"default runtime: {result['runtime']['line']}", markup=False, highlight=False)
     ratios = Table(title="ratios (same run)")
     ratios.add_column("ratio")
     ratios.add_column("x", justify="right")
@@ -585,8 +642,10 @@ def print_report(result: dict) -> None:
     for line in throughput_lines(result):
         console.print(line)
     console.print(f"peak RSS {result['peak_rss_mb']:.0f} MB")
-    for key, what in (("end_to_end", "fp32, encoders beside ASR (default)"), ("end_to_end_serial", "fp32, serial"),
-                      ("end_to_end_int8", "int8, encoders beside ASR")):  # fmt: skip
+    default = f"default runtime ({result['runtime']['backend']} {result['runtime']['precision']})"
+    for key, what in (("end_to_end", f"{default}, encoders beside ASR"), ("end_to_end_serial", f"{default}, serial"),
+                      ("end_to_end_bf16", "OpenVINO bf16, encoders beside ASR"),
+                      ("end_to_end_int8", "int8 bundle, encoders beside ASR")):  # fmt: skip
         if key not in result:
             continue
         e2e = result[key]
@@ -604,8 +663,15 @@ def print_report(result: dict) -> None:
             f" a face in {f['windows_with_face']} of {f['windows']} sample windows"
         )
     console.print(f"speech paths on the sample clip, WER: {result['asr_wer']}")
-    if "int8_agreement" in result:
-        console.print(f"int8 vs fp32 readings: {result['int8_agreement']}")
+    for name in ("bf16", "int8"):
+        if f"{name}_agreement" in result:
+            console.print(f"{name} vs fp32 readings (the 6 sample windows): {result[f'{name}_agreement']}")
+    for precision, record in result.get("agreement", {}).items():
+        gate = "passes" if record.get("passed") else "fails"
+        console.print(
+            f"{precision} vs {record['reference']} ({record['readings']} readings): top emotion "
+            f"{record['top_emotion_agreement']:.1%}, mean |dp| {record['mean_abs_dp']:.4f}: {gate} the gate"
+        )
     if "soak" in result:
         s = result["soak"]
         console.print(
@@ -626,6 +692,7 @@ def cmd_bench(args) -> int:
     opts = BenchOptions(
         model=args.model, frames=args.frames or cfg.capture.frames_per_window, windows=args.windows,
         streams=max(args.streams), providers=args.providers or cfg.runtime.providers,
+        precision=args.precision or cfg.runtime.precision,
         asr_model=args.asr_model or cfg.asr.model, asr_mode=args.asr_mode or cfg.asr.mode,
         text_context=args.text_context, torch_compare=not args.no_torch,
         int8=not args.no_int8, e2e=not args.no_e2e, soak_s=args.soak, soak_speech=args.speech if args.soak else None,
