@@ -623,7 +623,9 @@ def print_report(result: dict) -> None:
 
     console = Console()
     console.print(f"[bold]merclip bench[/bold] — {result['machine']}; providers: {', '.join(result['providers'])}")
-    console.print(f"default runtime: {result['runtime']['line']}", markup=False, highlight=False)
+    runtime = result.get("runtime") or {"line": "", "backend": "onnxruntime", "precision": "fp32"}
+    if runtime["line"]:
+        console.print(f"default runtime: {runtime['line']}", markup=False, highlight=False)
     ratios = Table(title="ratios (same run)")
     ratios.add_column("ratio")
     ratios.add_column("x", justify="right")
@@ -642,7 +644,7 @@ def print_report(result: dict) -> None:
     for line in throughput_lines(result):
         console.print(line)
     console.print(f"peak RSS {result['peak_rss_mb']:.0f} MB")
-    default = f"default runtime ({result['runtime']['backend']} {result['runtime']['precision']})"
+    default = f"default runtime ({runtime['backend']} {runtime['precision']})"
     for key, what in (("end_to_end", f"{default}, encoders beside ASR"), ("end_to_end_serial", f"{default}, serial"),
                       ("end_to_end_bf16", "OpenVINO bf16, encoders beside ASR"),
                       ("end_to_end_int8", "int8 bundle, encoders beside ASR")):  # fmt: skip
