@@ -467,7 +467,9 @@ def _run_live(args, cfg: Config, console: Console, record: Path | None) -> int:
         bundle, engine = open_engine(cfg, console, getattr(args, "explicit_labels", False))
     for line in bundle.provider_report:
         log.info("provider %s", line)
-    log.info("model runs on %s", bundle.runtime_line())
+    plan = getattr(bundle, "plan", None)  # None: the model runs at a `merclip serve` service (its own choice)
+    if plan is not None:
+        log.info("model runs on %s", bundle.runtime_line())
     bundle_window_s = bundle.window_samples / bundle.sample_rate
     if abs(cfg.capture.window_s - bundle_window_s) > 0.5 / bundle.sample_rate:
         raise MerClipError(
@@ -499,7 +501,7 @@ def _run_live(args, cfg: Config, console: Console, record: Path | None) -> int:
                              adjusted=cfg.ui.baseline_s > 0)  # fmt: skip
     json_out = JsonLines()
     title = "MER-CLIP Live  ● REC" if recorder is not None else "MER-CLIP Live"  # recording is always visible
-    shown = f"{bundle.describe()} · {bundle.plan.name} {bundle.plan.precision}"  # what runs it, said at the top
+    shown = bundle.describe() + (f" · {plan.name} {plan.precision}" if plan is not None else "")  # what runs it
     state = UiState(title, shown, source_name, bundle.emotion_labels, bundle.sentiment_labels,
                     bundle.emotion_threshold, banner_for(bundle), cfg.ui.smoothing_s)  # fmt: skip
     rule = ReadoutRule(bundle.multi_label, bundle.emotion_threshold, cfg.labels.neutral, cfg.ui.uncertain_below)
