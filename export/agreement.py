@@ -7,8 +7,8 @@ the packaged sample clip's windows (``stream/precision.py`` cuts them) and write
 (``agreement``); a bundle without it is measured at its first load where that precision could be chosen,
 and the result cached under ``runtime.cache_dir`` (a bundle folder is never written at load).
 
-Each window is read with every non-empty set of the modalities it has (LVA, LV, ..., A: the sets the live
-engine fuses for a reading and its agreement), so a 6-window clip gives up to 42 readings per offset.
+Each window is read with every non-empty set of the modalities it has and the model uses (LVA, LV, ..., A:
+the sets the live engine fuses for a reading and its agreement), so a window gives up to 7 readings.
 Torch-free: a reading function is anything that maps a window to its probabilities per modality set.
 """
 
@@ -92,13 +92,23 @@ def gate(record: dict | None) -> tuple[bool, str]:
     return True, ""
 
 
-def modality_sets(present: str) -> list[str]:
-    """Every non-empty set of the modalities present, largest first, in L, V, A order."""
-    return ["".join(c) for n in range(len(present), 0, -1) for c in combinations(present, n)]
+def modality_sets(present: str, used: str = "LVA") -> list[str]:
+    """Every non-empty set of the modalities present that the model uses (a text-only model reads a window
+    with frames and voice as its words alone: counting LV, LA... too would count one reading four times),
+    largest first, in L, V, A order."""
+    have = "".join(m for m in "LVA" if m in present and m in used)
+    return ["".join(c) for n in range(len(have), 0, -1) for c in combinations(have, n)]
+
+
+def model_modalities(bundle) -> str:
+    """The modalities the bundle's model was trained with (all three for a bundle that does not say)."""
+    return str((bundle.manifest.get("model_config") or {}).get("modalities") or "LVA").upper()
 
 
 def bundle_readings(bundle, use_audio: bool = True) -> Readings:
     """A bundle's readings of a window: each modality encoded once, then fused for every set of them."""
+
+    used = model_modalities(bundle)
 
     def read(window: AgreementWindow) -> list[tuple[str, np.ndarray, np.ndarray]]:
         frames, audio, text = window
@@ -110,7 +120,7 @@ def bundle_readings(bundle, use_audio: bool = True) -> Readings:
         if audio is not None and use_audio:
             encoded["A"] = bundle.encode_audio(audio)
         out = []
-        for mods in modality_sets("".join(m for m in "LVA" if m in encoded)):
+        for mods in modality_sets("".join(encoded), used):
             pred = bundle.fuse(encoded.get("V") if "V" in mods else None, encoded.get("A") if "A" in mods else None,
                                encoded.get("L") if "L" in mods else None)  # fmt: skip
             out.append((mods, pred.emotion[0], pred.sentiment[0]))
@@ -121,12 +131,16 @@ def bundle_readings(bundle, use_audio: bool = True) -> Readings:
 
 def compare(reference: Readings, other: Readings, windows: Iterable[AgreementWindow]) -> dict:
     """Top-emotion/sentiment agreement and |Δp| of ``other`` against ``reference`` over every reading."""
-    diffs, same_emotion, same_sentiment = [], [], []
+    diffs, same_emotion, same_sentiment, seen = [], [], [], set()
     for window in windows:
         want, got = reference(window), other(window)
         if [m for m, _, _ in want] != [m for m, _, _ in got]:
             raise ValueError("the two readers read different modality sets")
         for (_, e_ref, s_ref), (_, e, s) in zip(want, got, strict=True):
+            key = (e_ref.tobytes(), s_ref.tobytes())
+            if key in seen:  # the same input twice (two cuts with the same words): one reading, counted once
+                continue
+            seen.add(key)
             diffs.append(np.abs(np.concatenate([e - e_ref, s - s_ref])))
             same_emotion.append(int(np.argmax(e)) == int(np.argmax(e_ref)))
             same_sentiment.append(int(np.argmax(s)) == int(np.argmax(s_ref)))

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from merclip.model.merclip import MerClip
 
-from .agreement import Readings, modality_sets
+from .agreement import Readings, modality_sets, model_modalities
 from .runtime import Bundle
 
 WORDS = (
@@ -100,6 +100,7 @@ def torch_readings(model: MerClip, bundle: Bundle) -> Readings:
     model = model.eval()
     dim, length = bundle.embed_dim, bundle.context_length
     zero_shot = bundle.mode == "zero-shot"
+    used = model_modalities(bundle)
     with torch.no_grad():
         if zero_shot:
             labels = ZeroShotLabelGraph(model)
@@ -122,7 +123,7 @@ def torch_readings(model: MerClip, bundle: Bundle) -> Readings:
         if audio is not None:
             encoded["A"] = model.encode_audio(torch.from_numpy(audio)[None])
         out = []
-        for mods in modality_sets("".join(m for m in "LVA" if m in encoded)):
+        for mods in modality_sets("".join(encoded), used):
             tokens, valid, pooled = encoded["L"] if "L" in mods else (
                 torch.zeros(1, length, dim), torch.ones(1, length, dtype=torch.bool), torch.zeros(1, dim))  # fmt: skip
             vision = encoded["V"] if "V" in mods else torch.zeros(1, 1, dim)
