@@ -81,6 +81,7 @@ def drive(url: str, streams: int, windows: int, frames: int, auth: ClientAuth = 
         "windows_per_s": sum(finals) / wall,
         "latency_ms": {"p50": float(np.percentile(latencies, 50)), "p95": float(np.percentile(latencies, 95))},
         "mean_batch": mean_batch(sizes),
+        "service_runtime": engines[0].info.provider_report,  # what runs each part there ("vision: OpenVINO bf16")
     }
 
 
