@@ -3,6 +3,7 @@ lists), the agreement gate that keeps a precision from being chosen unmeasured o
 fallbacks when OpenVINO is absent, cannot be imported, or cannot compile a graph."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -17,9 +18,8 @@ from merclip.export.runtime import Bundle
 from merclip.cli import main
 from merclip.errors import MerClipError
 
-SAPPHIRE_RAPIDS = CpuInfo(
-    "Intel Xeon (AMX)", frozenset("avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_int8".split())
-)
+AMX_FLAGS = "avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_int8"
+SAPPHIRE_RAPIDS = CpuInfo("Intel Xeon (AMX)", frozenset(AMX_FLAGS.split()))
 ZEN4 = CpuInfo("AMD EPYC (Zen 4)", frozenset("avx2 avx512f avx512_vnni avx512_bf16".split()))
 CASCADE_LAKE = CpuInfo("Intel Xeon (VNNI)", frozenset("avx2 avx512f avx512_vnni".split()))
 HASWELL = CpuInfo("Intel Xeon (AVX2)", frozenset("avx2 fma".split()))
@@ -189,7 +189,7 @@ def test_the_first_load_measures_bf16_once_and_caches_it(tiny_bundle, monkeypatc
     from merclip.export.manifest import read_manifest
     from merclip.stream.precision import check_at_first_load
 
-    monkeypatch.setenv("MERCLIP_CPU_FLAGS", "avx2 avx512_bf16 amx_bf16")
+    monkeypatch.setenv("MERCLIP_CPU_FLAGS", AMX_FLAGS)
     said: list[str] = []
     check_at_first_load(tiny_bundle, "auto", "auto", 0, str(tmp_path), said.append)
     assert said[0].startswith("checking bf16 against fp32 on the sample clip") and "agreement bf16" in said[1]
@@ -219,7 +219,7 @@ def test_cached_records_are_per_bundle_and_a_damaged_one_is_ignored(tiny_bundle,
 
 # ---- export: every precision against fp32 on the sample clip, in the manifest -----------------------------------
 def test_export_writes_each_precisions_agreement_into_the_manifest(tmp_path):
-    env = {**__import__("os").environ, "MERCLIP_CPU_FLAGS": "avx2"}
+    env = {**os.environ, "MERCLIP_CPU_FLAGS": "avx2"}
     run = subprocess.run([sys.executable, "-m", "merclip.cli", "export", "--onnx", "--model", "tiny", "--weights",
                           "random", "--out", str(tmp_path / "b")], capture_output=True, text=True, env=env)  # fmt: skip
     assert run.returncode == 0, run.stderr
@@ -305,3 +305,21 @@ def test_doctor_names_backend_precision_and_instruction_sets(quiet_doctor, monke
     check = _runtime_check(capsys, config)
     assert "(avx2)" in check["detail"] and "would run on CPU, onnxruntime fp32" in check["detail"]
     assert "openvino" not in check["fix"]
+
+
+def test_the_openvino_path_and_the_first_load_check_never_import_torch(tiny_bundle, tmp_path):
+    pytest.importorskip("openvino")
+    code = (
+        "import sys, numpy as np\n"
+        "from merclip.export.runtime import Bundle\n"
+        "from merclip.stream.precision import check_at_first_load\n"
+        f"check_at_first_load({str(tiny_bundle)!r}, 'auto', 'auto', 0, {str(tmp_path)!r}, lambda s: None)\n"
+        f"b = Bundle.load({str(tiny_bundle)!r}, providers='openvino', precision='bf16')\n"
+        "assert b.plan.backend == 'openvino'\n"
+        "b.predict(np.zeros((2, 64, 64, 3), np.uint8), np.zeros(b.window_samples, np.float32), 'hi there')\n"
+        "print('torch' in sys.modules, 'open_clip' in sys.modules)\n"
+    )
+    env = {**os.environ, "MERCLIP_CPU_FLAGS": AMX_FLAGS}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "False False"
+    assert list((tmp_path / "agreement").glob("*.json"))  # the check ran (and was cached), torch-free
