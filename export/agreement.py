@@ -86,7 +86,7 @@ def gate(record: dict | None) -> tuple[bool, str]:
     if not (math.isfinite(top) and math.isfinite(mean)):
         return False, "its recorded agreement with fp32 is not a number"
     if top < MIN_TOP_EMOTION_AGREEMENT:
-        return False, f"top-emotion agreement with fp32 {top:.3f} < {MIN_TOP_EMOTION_AGREEMENT}"
+        return False, f"top-emotion agreement with fp32 {top:.4f} < {MIN_TOP_EMOTION_AGREEMENT}"
     if mean > MAX_MEAN_ABS_DP:
         return False, f"mean |dp| against fp32 {mean:.4f} > {MAX_MEAN_ABS_DP}"
     return True, ""

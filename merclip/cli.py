@@ -341,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model", metavar="ARCH", type=TEXT, default="tiny", help="architecture with random weights (default tiny)"
     )
+    p.add_argument("--checkpoint", metavar="FILE", type=TEXT,
+                   help="time this trained checkpoint instead (its architecture; its bf16 agreement decides the "
+                        "default runtime, as for merclip-live)")  # fmt: skip
     p.add_argument(
         "--asr-model",
         metavar="M",

@@ -55,7 +55,7 @@ def test_the_gate_keeps_bf16_off_unmeasured_or_below_the_thresholds():
     unmeasured = plan(SAPPHIRE_RAPIDS)
     assert unmeasured.precision == "fp32" and "not measured" in unmeasured.why
     failing = plan(SAPPHIRE_RAPIDS, records={"bf16": BAD})
-    assert failing.precision == "fp32" and "top-emotion agreement with fp32 0.900 < 0.98" in failing.why
+    assert failing.precision == "fp32" and "top-emotion agreement with fp32 0.9000 < 0.98" in failing.why
     drifting = plan(SAPPHIRE_RAPIDS, records={"bf16": {"top_emotion_agreement": 1.0, "mean_abs_dp": 0.02}})
     assert drifting.precision == "fp32" and "mean |dp|" in drifting.why
     assert gate({"top_emotion_agreement": 0.98, "mean_abs_dp": 0.01}) == (True, "")  # the thresholds themselves pass
@@ -261,7 +261,7 @@ def test_a_manifest_with_a_malformed_agreement_is_refused(tiny_bundle, tmp_path)
 def test_agreement_lines_name_the_numbers_and_the_verdict():
     record = Agreement("bf16", "openvino 2026.4.1 bf16", "onnxruntime fp32", "the sample clip", 147, 0.966, 1.0,
                        0.0043, 0.1, "Intel Xeon (amx_bf16)")  # fmt: skip
-    assert "FAILS (top-emotion agreement with fp32 0.966 < 0.98)" in record.line()
+    assert "FAILS (top-emotion agreement with fp32 0.9660 < 0.98)" in record.line()
     assert record.to_json()["passed"] is False and record.to_json()["min_top_emotion_agreement"] == 0.98
 
 

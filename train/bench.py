@@ -11,6 +11,7 @@ stays torch-free.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class BenchOptions:
     model: str = "tiny"
+    checkpoint: str = ""  # a trained checkpoint instead of random weights (its arch, face setting, its bf16 gate)
     frames: int = 4
     windows: int = 5
     streams: int = 4
@@ -89,7 +91,12 @@ def _export(opts: BenchOptions, precision: str, model) -> Path:
     from rich.console import Console
 
     face = "-face" if model.cfg.face != "off" else ""
-    folder = Path(opts.cache_dir).expanduser() / f"{opts.model}-ctx{opts.text_context}-{precision}{face}"
+    name = f"{opts.model}-ctx{opts.text_context}"
+    if opts.checkpoint:  # a bundle per checkpoint file (its path, size and time say which weights)
+        stat = Path(opts.checkpoint).stat()
+        key = f"{Path(opts.checkpoint).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        name = f"{Path(opts.checkpoint).stem}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+    folder = Path(opts.cache_dir).expanduser() / f"{name}-{precision}{face}"
     if notice := discard_damaged(folder):  # the bench's own cache: rebuilt, as merclip-live does
         print(notice, file=sys.stderr)
     if not (folder / "manifest.json").is_file():
@@ -453,9 +460,16 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] = lambda s: No
 
     speech = read_speech(opts.soak_speech) if opts.soak_s and opts.soak_speech else None  # bad file: said first
     torch.manual_seed(0)
-    progress(f"building {opts.model} (random weights) and its bundles")
-    # the bench times what a user runs: a bundle that crops the face (model/face.py)
-    model = build_model(MerClipConfig(arch=opts.model, text_context_length=opts.text_context, face="haar"))
+    if opts.checkpoint:
+        from merclip.model import load_checkpoint
+
+        progress(f"loading {opts.checkpoint} and exporting its bundles")
+        model, _ = load_checkpoint(opts.checkpoint)  # its own arch and face setting
+        model = model.eval()
+    else:
+        progress(f"building {opts.model} (random weights) and its bundles")
+        # the bench times what a user runs: a bundle that crops the face (model/face.py)
+        model = build_model(MerClipConfig(arch=opts.model, text_context_length=opts.text_context, face="haar"))
     default = _bundle(opts, "fp32", model, run_at=opts.precision)  # what merclip-live runs for this bundle
     runs_fp32 = (default.plan.backend, default.plan.precision) == ("onnxruntime", "fp32")
     reference = default if runs_fp32 else _bundle(opts, "fp32", model, _ort(opts.providers), "fp32")
@@ -691,8 +705,13 @@ def cmd_bench(args) -> int:
         from .serve_bench import cmd_serve_bench
 
         return cmd_serve_bench(args, cfg)
+    if args.checkpoint and not Path(args.checkpoint).is_file():
+        from merclip.errors import MerClipError
+
+        raise MerClipError(f"checkpoint not found: {args.checkpoint}")
     opts = BenchOptions(
-        model=args.model, frames=args.frames or cfg.capture.frames_per_window, windows=args.windows,
+        model=args.model, checkpoint=args.checkpoint or "", frames=args.frames or cfg.capture.frames_per_window,
+        windows=args.windows,
         streams=max(args.streams), providers=args.providers or cfg.runtime.providers,
         precision=args.precision or cfg.runtime.precision,
         asr_model=args.asr_model or cfg.asr.model, asr_mode=args.asr_mode or cfg.asr.mode,
