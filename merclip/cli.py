@@ -180,6 +180,22 @@ def _asr_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-asr", action="store_true", help="do not transcribe (no language modality)")
 
 
+def _protocol_flags(parser: argparse.ArgumentParser, verb: str) -> None:
+    """What eval scores and calibrate fits on: the monitor's windows or whole clips (eval, calibrate)."""
+    parser.add_argument(
+        "--protocol",
+        choices=("windows", "clips"),
+        help=f"{verb} the readings the monitor shows: each clip cut into its windows as merclip-live cuts a stream "
+        "(default for a model trained for windows; DESIGN §7), or whole clips (default for other models)",
+    )
+    parser.add_argument(
+        "--context",
+        choices=("window", "utterance"),
+        help="with --protocol windows: read each window with this reading context instead of the checkpoint's "
+        "(to measure the choice; the monitor always uses the model's)",
+    )
+
+
 def _training_flags(parser: argparse.ArgumentParser, synthetic: dict) -> None:
     """Optimisation flags shared by `train` and `ablate` (each ablation row is one training run); ``synthetic``:
     the epochs and frames that command uses on the synthetic set."""
@@ -221,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="synthetic: modalities that carry the label (others are noise), default LVA",
     )
     p.add_argument("--frames", type=FRAMES, help="frames sampled per clip (default: train.frames)")
+    p.add_argument(
+        "--seconds",
+        type=_number(1.0, hi=60.0),
+        default=2.0,
+        help="synthetic: seconds per clip (default 2; longer clips make several of the monitor's windows)",
+    )
 
     p = sub.add_parser(
         "train",
@@ -276,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=(1, 2),
         help="score only alternate clips of the split (1st, 3rd, ... or 2nd, 4th, ...)",
     )
+    _protocol_flags(p, "score")
 
     p = sub.add_parser("calibrate", help="fit temperature / Platt scaling on a split and store it in the checkpoint")
     _common(p)
@@ -290,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the calibrated checkpoint here (default: in place); an existing file is replaced "
                         "only when it is a MER-CLIP checkpoint")  # fmt: skip
     p.add_argument("--allow-partial", action="store_true", help="use an incomplete MOSI/MOSEI split")
+    _protocol_flags(p, "fit on")
 
     p = sub.add_parser(
         "ablate",

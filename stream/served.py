@@ -103,6 +103,7 @@ def service_info(bundle, use_audio: bool) -> dict:
         "image_size": bundle.image_size,
         "window_samples": bundle.window_samples,
         "sample_rate": bundle.sample_rate,
+        "reading": bundle.reading.to_json(),
         "use_audio": use_audio,
         "providers": bundle.provider_report,
     }

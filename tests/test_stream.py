@@ -60,7 +60,7 @@ def test_frames_and_audio_of_a_window_share_its_time_span():
 
 def test_window_count_overlap_and_flat_buffers():
     windows, w = _windows(SyntheticSource(duration_s=20), window_s=2.0, hop_s=1.0)
-    assert len(windows) == 20  # 19 full overlapping windows + the last half window flushed
+    assert len(windows) == 20  # 19 full overlapping windows + the last one (1 s of the stream left) flushed
     assert all(len(win.audio) == 32000 for win in windows)
     assert [win.t_start_s for win in windows[:3]] == [0.0, 1.0, 2.0]
     assert w.buffered[0] <= 20 and w.buffered[1] <= 20

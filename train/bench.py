@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from merclip.model.reading import ReadingSetting
 from merclip.stream.cache import discard_damaged
 from merclip.stream.engine import BundleEngine
 from merclip.stream.pipeline import LiveSession
@@ -86,7 +87,8 @@ def _bundle(opts: BenchOptions, precision: str, model):
         print(notice, file=sys.stderr)
     if not (folder / "manifest.json").is_file():
         folder.parent.mkdir(parents=True, exist_ok=True)
-        export_bundle(model, ExportOptions(out=folder, precision=precision, frames_per_window=opts.frames))
+        reading = ReadingSetting(frames_per_window=opts.frames)
+        export_bundle(model, ExportOptions(out=folder, precision=precision, reading=reading))
     return Bundle.load(folder, providers=opts.providers, verify=False)  # checked just above, or just exported
 
 
@@ -386,6 +388,7 @@ def soak(
         BundleEngine(bundle),
         asr,
         backpressure=True,
+        reading=bundle.reading,
     )
     rows: list[tuple[float, float, float]] = []  # (t_end_s, latency_ms, rss_mb)
     words: dict[int, int] = {}  # window -> words in its final transcript
