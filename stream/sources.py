@@ -359,9 +359,9 @@ class SyntheticSource:
 DEVICE_SILENT_S = 1.0
 # The start-up allowance: how long a device may take to deliver its first item, in the session (the watchdog)
 # and in the check before it (devices.check_devices). Measured on PulseAudio (issue #23, BENCHMARKS.md): a
-# microphone on a virtual source whose sink is idle calls back for the first time 1.2-2.3 s after its stream
-# starts (PulseAudio renders an idle sink in 2-s blocks), whatever input latency is asked; a hardware source
-# or PipeWire answers in ~0.1-0.3 s; a USB webcam's first frame takes up to ~1.5 s (exposure).
+# microphone on a virtual source whose sink is idle calls back for the first time 0.3-2.3 s after its stream
+# starts (PulseAudio renders an idle sink in 2-s blocks), whatever input latency is asked; 0.15-0.4 s when
+# something plays. (The check before #23 allowed 1 s and called such a microphone dead.)
 DEVICE_START_S = 3.0
 # How often the watchdog looks.
 WATCH_S = 0.1

@@ -209,6 +209,11 @@ def white_jpeg(like: bytes) -> bytes:
     return cv2.imencode(".jpg", np.full(shape, 255, np.uint8))[1].tobytes()
 
 
+class _Server(ThreadingHTTPServer):
+    allow_reuse_address = True  # restarted on the same port at once, as a camera that comes back
+    daemon_threads = True
+
+
 class MjpegServer:
     """An HTTP MJPEG camera at ``url``: every client gets the frame of the moment, ``fps`` times a second,
     the frames looping. ``stop()`` closes the listening socket and every stream (as a camera that is
@@ -274,9 +279,7 @@ class MjpegServer:
                     with server._lock:
                         server._conns.discard(self.connection)
 
-        ThreadingHTTPServer.allow_reuse_address = True
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _Server(("127.0.0.1", self.port), Handler)
         self._serving.set()
         threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
