@@ -34,6 +34,15 @@ SOURCE = "merclip_mic"
 REQUIRED_ENV = "MERCLIP_REAL_DEVICES"
 
 
+def _die_with_parent() -> None:
+    """In the daemon's child process: killed when the test process dies, even by SIGKILL (a CI timeout), so
+    no sound server outlives its tests."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def required() -> bool:
     return os.environ.get(REQUIRED_ENV, "") == "required"
 
@@ -66,7 +75,8 @@ class PulseServer:
                      "source_properties=device.description=merclip-virtual-mic"]  # fmt: skip
         # its own runtime folder and home: no desktop session's files are read or written
         daemon_env = {**self.env, "XDG_RUNTIME_DIR": str(self.folder), "HOME": str(self.folder)}
-        self.proc = subprocess.Popen(cmd, env=daemon_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(cmd, env=daemon_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     preexec_fn=_die_with_parent)  # fmt: skip
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
