@@ -22,6 +22,7 @@ examples:
   merclip-live --source sample --model tiny     built-in clip, a random tiny model, no camera needed
   merclip-live --camera 0                       webcam + default microphone, configured model
   merclip-live --camera 0 --log sessions/       ... and a CSV row per window
+  merclip-live --camera http://PHONE:8080/video a phone-as-webcam app or IP camera (MJPEG or rtsp://)
   merclip-live --source talk.mp4 --fast --no-ui --log out.csv
 keys: q or Ctrl-C ends the session and prints a summary.
 exit codes: 0 readings made · 1 the session ran but made no reading · 2 an error you can fix (one line) ·
@@ -493,7 +494,11 @@ def build_live_parser() -> argparse.ArgumentParser:
     _common(parser)
     parser.add_argument("--source", metavar="SRC", type=TEXT, help="camera | sample | synthetic | path to a video file")
     parser.add_argument(
-        "--camera", metavar="N", type=TEXT, help="camera index or device path (implies --source camera)"
+        "--camera",
+        metavar="N",
+        type=TEXT,
+        help="camera index, device path (/dev/video2) or network camera URL (http://PHONE:8080/video, an MJPEG "
+        "stream; rtsp://...) (implies --source camera)",
     )
     parser.add_argument("--mic", metavar="DEV", help="microphone name or index (default: system default)")
     _bundle_flags(parser)
@@ -556,7 +561,11 @@ def build_live_parser() -> argparse.ArgumentParser:
         help="with --server: this client's certificate, for a service that requires one",
     )
     parser.add_argument("--client-key", metavar="FILE", type=TEXT, help="the key of --client-cert")  # fmt: skip
-    parser.add_argument("--list-devices", action="store_true", help="list the cameras and microphones found, then exit")
+    parser.add_argument(
+        "--list-devices",
+        action="store_true",
+        help="list the cameras and microphones found, measure the microphone (and a --camera URL or path), then exit",
+    )
     return parser
 
 

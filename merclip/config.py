@@ -71,6 +71,8 @@ class CaptureSection:
     height: int = field(default=480, metadata=_check(lo=16, hi=8192))
     fps: float = field(default=15.0, metadata=_check(lo=1.0, hi=120.0))
     microphone: str = ""
+    # input latency asked of PortAudio (0: the host's default); see stream/capture.py
+    mic_latency_s: float = field(default=0.05, metadata=_check(lo=0.0, hi=1.0))
     window_s: float = field(default=2.0, metadata=_check(lo=0.5, hi=30.0))
     hop_s: float = field(default=2.0, metadata=_check(lo=0.25, hi=30.0))
     frames_per_window: int = field(default=4, metadata=_check(lo=1, hi=32))

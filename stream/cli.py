@@ -24,6 +24,7 @@ from merclip.config import Config, override, weights_flag
 from merclip.errors import MerClipError
 
 from .cache import discard_damaged, partial_dir, prune_cached_bundles, remove_bundle, sweep_leftovers, touch_bundle
+from .capture import camera_name
 from .csvlog import SessionLog, check_log_target
 from .engine import BundleEngine
 from .pipeline import LiveSession
@@ -253,8 +254,9 @@ def open_source(cfg: Config, fast: bool, duration: float | None, exact: bool = F
             height=cfg.capture.height,
             fps=cfg.capture.fps,
             allow_missing=cfg.capture.allow_missing,
+            mic_latency_s=cfg.capture.mic_latency_s,
         )  # not started here: cmd_live starts it last (start_capture)
-        return src, f"camera {cfg.capture.camera}"
+        return src, camera_name(cfg.capture.camera)
     # a still image given as the source is held for one window (one vision-only reading)
     return (FileSource(spec, realtime=not fast, max_fps=cfg.capture.fps, still_s=cfg.capture.window_s, exact=exact),
             Path(spec).name)  # fmt: skip
@@ -425,7 +427,8 @@ def cmd_live(args, cfg: Config) -> int:
     if getattr(args, "list_devices", False):
         from .devices import format_listing
 
-        print(format_listing())
+        asked = cfg.capture.camera if args.camera is not None else None
+        print(format_listing(asked, cfg.capture.microphone, cfg.capture.mic_latency_s))
         return 0
     check_flag_conflicts(args, cfg.capture.source)
     for flag in ("server_ca", "token_file", "client_cert", "client_key"):
@@ -461,7 +464,8 @@ def _run_live(args, cfg: Config, console: Console, record: Path | None) -> int:
         from .devices import check_devices
 
         cap = cfg.capture
-        check_devices(cap.camera, cap.microphone, cap.width, cap.height, cap.fps, cap.allow_missing)
+        check_devices(cap.camera, cap.microphone, cap.width, cap.height, cap.fps, cap.allow_missing,
+                      cap.mic_latency_s)  # fmt: skip
     if not served:
         bundle, engine = open_engine(cfg, console, getattr(args, "explicit_labels", False))
     for line in bundle.provider_report:
@@ -604,9 +608,11 @@ def recording_note(recorder: Recorder) -> str:
 
 
 def session_notes(source, csv_log) -> list[str]:
-    """What the session went without, for the summary: missing devices or tracks, skipped damaged
-    packets, a log that stopped."""
+    """What the session went without, for the summary: missing devices or tracks, devices that stopped
+    mid-session, skipped damaged packets, a log that stopped."""
     notes = [f"missing: {text}" for text in getattr(source, "missing", ())]
+    outages = getattr(source, "outage_notes", None)
+    notes += outages() if outages is not None else []
     skipped = getattr(source, "skipped_packets", 0)
     if skipped:
         notes.append(f"{skipped} damaged packet{'s' if skipped != 1 else ''} skipped")
