@@ -293,6 +293,9 @@ class LiveSession:
         try:
             while True:
                 window, update, current_final = self._to_engine.get()
+                # earlier windows whose words this pass made final come first: a window heard without audio
+                # makes the transcriber final all that is pending, and its own row must not overtake theirs
+                self._finalize(done=False)
                 self._provisional(window, update, current_final)
                 self._finalize(done=False)
         except Closed:

@@ -15,6 +15,8 @@ from .cache import SAMPLE_RATE, read_clip, read_index, read_window
 from .datasets import MELD_EMOTIONS, Clip
 
 IGNORE = -100
+import os
+CLIP_SHARE = float(os.environ.get("MERCLIP_CLIP_SHARE", "0.5"))
 
 
 def clip_entries(clips: list[Clip]) -> list[dict]:
@@ -40,7 +42,7 @@ class ClipDataset(Dataset):
         self.emotion_labels, self.sentiment_labels = list(emotion_labels), list(sentiment_labels)
         self.emotion_mode = emotion_mode
         self.frames_per_sample: int | None = None  # set when windows and clips train together (same shape)
-        self.seed, self.epoch = 0, 0
+        self.seed, self.epoch, self.epochs = 0, 0, 3
 
     @classmethod
     def from_cache(cls, cache_dir, split, **kw) -> ClipDataset:
@@ -85,9 +87,11 @@ class ClipDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         entry = self.entries[i]
-        if entry.get("views"):  # one of the clip's views, drawn anew each epoch (repeatably: seed, epoch, i)
+        if "views" in entry:  # one of the clip's views, drawn anew each epoch (repeatably: seed, epoch, i)
             rng = np.random.default_rng([self.seed, self.epoch, i])
-            entry = entry["views"][int(rng.integers(len(entry["views"])))]
+            share = CLIP_SHARE if CLIP_SHARE >= 0 else 1.0 - 0.75 * self.epoch / max(1, self.epochs - 1)
+            if entry["views"] and not (entry["whole"] and rng.random() < share):
+                entry = entry["views"][int(rng.integers(len(entry["views"])))]
         frames = audio = None
         if self.cache_dir is not None and ("V" in self.modalities or "A" in self.modalities):
             if "window" in entry and "windows" in entry:  # one of the monitor's windows (train/windows.py)

@@ -92,9 +92,15 @@ def lr_factor(step: int, total: int) -> float:
 
 def selection_metric(task: str, metrics: dict) -> str:
     """The validation metric that picks ``best.safetensors``: ACC2 for sentiment runs (3-class accuracy
-    where sentiment has a neutral class), the emotion accuracy (Table 1's first column) otherwise."""
+    where sentiment has a neutral class); for single-label emotion (MELD), the weighted F1 that dataset is
+    reported in, of both heads when both train (accuracy rewards the majority class: on MELD's windows it
+    picked epochs that read 70 % of them as neutral); the emotion accuracy (Table 1's first column) otherwise."""
     if task == "sentiment":
         return "acc2" if "acc2" in metrics else "sentiment_accuracy"
+    if "mean_weighted_f1" in metrics and task == "both":
+        return "mean_weighted_f1"
+    if "weighted_f1" in metrics:
+        return "weighted_f1"
     return "emotion_accuracy"
 
 
@@ -178,6 +184,8 @@ def evaluate(
         metrics.update({"acc2": sent["acc2"], "f1": sent["f1"]})
     if task == "sentiment":
         metrics["accuracy"] = metrics.get("acc2", metrics.get("sentiment_accuracy", 0.0))
+    if "weighted_f1" in metrics and "sentiment_weighted_f1" in metrics:
+        metrics["mean_weighted_f1"] = 0.5 * (metrics["weighted_f1"] + metrics["sentiment_weighted_f1"])
     sent_keep = s_targets != IGNORE
     metrics.update(_calibration_metrics(emo_logits[emo_keep], targets[emo_keep], multi, sent_logits[sent_keep],
                                         s_targets[sent_keep], cal))  # fmt: skip

@@ -191,7 +191,7 @@ def training_entries(entries: list[dict], samples: str, setting: ReadingSetting)
         per_clip.setdefault(w["clip_id"], []).append(w)
     same = {c for c, ws in per_clip.items() if len(ws) == 1 and ws[0]["text"].split() == ws[0]["clip_text"].split()}
     if samples == "views":  # one sample per clip and epoch: the clip itself or one of its windows, drawn anew
-        return [e | {"views": [e] * (e["clip_id"] not in same) + per_clip.get(e["clip_id"], [])} for e in entries]
+        return [e | {"views": per_clip.get(e["clip_id"], []), "whole": e["clip_id"] not in same} for e in entries]
     return windows + [e for e in entries if e["clip_id"] not in same]
 
 
