@@ -44,14 +44,14 @@ def export_from_config(
         model = build_model(model_config(cfg), weights=weights)
         # Without a checkpoint the decoder is untrained: pretrained CLIP is only meaningful zero-shot.
         mode = "zero-shot" if zero_shot or weights != "random" else "trained"
+    reading = bundle_reading(cfg, model.cfg.reading, console)
     opts = ExportOptions(
         out=out,
         mode=mode,
         weights=weights,
         precision=cfg.export.precision,
         opset=cfg.export.opset,
-        frames_per_window=cfg.capture.frames_per_window,
-        window_s=cfg.capture.window_s,
+        reading=reading,
         emotion_template=cfg.export.emotion_template,
         sentiment_template=cfg.export.sentiment_template,
         emotion_threshold=cfg.labels.emotion_threshold,
@@ -62,7 +62,7 @@ def export_from_config(
     bundle = Bundle.load(out, providers="cpu")
     # fp32 must match exactly (32 windows show it); lower precisions report agreement over a few hundred.
     count = opts.parity_samples if opts.precision == "fp32" else max(opts.parity_samples, 200)
-    parity = check_parity(model, bundle, count=count, frames=opts.frames_per_window)
+    parity = check_parity(model, bundle, count=count, frames=reading.frames_per_window)
     console.print(parity.line(opts.precision))
     if opts.precision == "fp32" and parity.max_abs_diff > 1e-4:
         raise MerClipError(f"export parity failed: max |dp| {parity.max_abs_diff:.2e} > 1e-4 (bundle left in {out})")
@@ -76,6 +76,28 @@ def export_from_config(
         f"{' (random weights)' if manifest['random_weights'] else ''}; {sizes}"
     )
     return manifest
+
+
+def bundle_reading(cfg: Config, trained, console: Console):
+    """How the bundle will be read live: as its checkpoint was trained to be read (a config asking otherwise
+    gets a notice and is ignored), else (zero-shot, random weights, a checkpoint from before the setting was
+    recorded) as the config says, the utterance so far unless it names a context."""
+    from dataclasses import replace
+
+    from merclip.model.reading import ReadingSetting
+
+    cap = cfg.capture
+    if trained is None:
+        return ReadingSetting(cap.context if cap.context != "auto" else "utterance", cap.window_s, cap.hop_s,
+                              cap.frames_per_window)  # fmt: skip
+    asked = {"context": cap.context, "window_s": cap.window_s, "hop_s": cap.hop_s,
+             "frames_per_window": cap.frames_per_window}  # fmt: skip
+    default = type(cap)()
+    for key, value in asked.items():
+        if value not in ("auto", getattr(default, key), getattr(trained, key)):
+            console.print(f"notice: capture.{key} = {value!r} ignored: the checkpoint was trained to be read with "
+                          f"{key} = {getattr(trained, key)!r}, and the bundle keeps that")  # fmt: skip
+    return replace(trained)
 
 
 def measure_at_export(model, out: Path, bundle, reference: InputSource, console: Console) -> dict:

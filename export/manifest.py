@@ -13,6 +13,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from merclip.model.reading import CONTEXTS
+
 from merclip.errors import MerClipError
 
 FORMAT = "merclip-bundle/1"
@@ -230,6 +232,15 @@ def _check(m: dict) -> None:
     if "window_s" in pre and abs(_num(pre["window_s"], p + "window_s", positive=True) * rate - samples) > 1:
         raise _Bad(p + "window_samples", f"({samples}) must equal window_s x sample_rate")
     _int(pre, "context_length", p, hi=4096)
+    if pre.get("reading") is not None:  # absent: a bundle from before the setting (each window's own words)
+        reading = _obj(pre, "reading", p)
+        _str(reading, "context", p + "reading.", choices=CONTEXTS)
+        window_s = _num(_get(reading, "window_s", p + "reading."), p + "reading.window_s", positive=True)
+        _num(_get(reading, "hop_s", p + "reading."), p + "reading.hop_s", positive=True)
+        if abs(window_s * rate - samples) > 1:
+            raise _Bad(p + "reading.window_s", f"({window_s}) must equal window_samples / sample_rate")
+        if _int(reading, "frames_per_window", p + "reading.", hi=256) != pre["frames_per_window"]:
+            raise _Bad(p + "reading.frames_per_window", "must equal preprocess.frames_per_window")
     if pre.get("face") is not None:  # absent: a bundle from before face cropping (whole frames)
         face = _obj(pre, "face", p)
         _str(face, "mode", p + "face.", choices=("haar", "off"))

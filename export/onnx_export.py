@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from merclip.model.face import FaceSetting
 from merclip.model.merclip import MerClip
+from merclip.model.reading import ReadingSetting
 from merclip.model.tokenizer import ClipTokenizer, prompt_text
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -36,8 +37,7 @@ class ExportOptions:
     weights: str = "random"  # what the CLIP towers were initialised from (for the manifest and UI)
     precision: str = "fp32"
     opset: int = 17
-    frames_per_window: int = 4
-    window_s: float = 2.0
+    reading: ReadingSetting = ReadingSetting()  # how the bundle is read live (model/reading.py)
     emotion_template: str = "a photo of a person feeling {label}."
     sentiment_template: str = "a {label} statement."
     emotion_threshold: float = 0.6
@@ -168,8 +168,9 @@ def export_bundle(model: MerClip, opts: ExportOptions, tokenizer: ClipTokenizer 
     """Write the bundle folder; return the manifest. The folder is replaced only when all went well."""
     if opts.mode not in ("trained", "zero-shot"):
         raise MerClipError(f"export mode must be trained or zero-shot, got {opts.mode!r}")
-    if abs(opts.window_s - model.cfg.mel.segment_s) > 1e-9:
-        raise MerClipError(f"window_s {opts.window_s} must equal the audio segment length {model.cfg.mel.segment_s} s")
+    window_s = opts.reading.window_s
+    if abs(window_s - model.cfg.mel.segment_s) > 1e-9:
+        raise MerClipError(f"window_s {window_s} must equal the audio segment length {model.cfg.mel.segment_s} s")
     model = model.eval().float()
     tokenizer = tokenizer or ClipTokenizer.default()
     label_len = model.cfg.text_context_length if opts.mode == "zero-shot" else LABEL_CONTEXT
@@ -239,9 +240,11 @@ def _manifest(model: MerClip, opts: ExportOptions, files: dict, label_len: int) 
             "image_size": model.arch.image_size,
             "image_mean": list(model.arch.image_mean),
             "image_std": list(model.arch.image_std),
-            "frames_per_window": opts.frames_per_window,
+            "frames_per_window": opts.reading.frames_per_window,
             "sample_rate": cfg.mel.sample_rate,
-            "window_s": opts.window_s,
+            "window_s": opts.reading.window_s,
+            # how the monitor reads with this model: window, hop, frames and which words (model/reading.py)
+            "reading": opts.reading.to_json(),
             "window_samples": cfg.mel.segment_samples,
             "mel": asdict(cfg.mel),
             "context_length": cfg.text_context_length,

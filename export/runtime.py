@@ -18,6 +18,7 @@ import numpy as np
 import onnxruntime as ort
 from merclip.model.face import FaceSetting
 from merclip.model.preprocess import normalize_frames, resize_center_crop
+from merclip.model.reading import ReadingSetting
 from merclip.model.tokenizer import ClipTokenizer, prompt_text
 
 from merclip.errors import MerClipError
@@ -82,6 +83,12 @@ class Bundle:
         self.context_length = int(pre["context_length"])
         # the pictures the model was trained on: the live monitor crops the face when this is on
         self.face: FaceSetting = FaceSetting.from_json(pre.get("face"))
+        # how the monitor reads with it (window, hop, frames, which words); a bundle from before the setting
+        # read each window's own words
+        self.reading: ReadingSetting = ReadingSetting.from_json(
+            pre.get("reading"), window_s=self.window_samples / self.sample_rate,
+            frames_per_window=self.frames_per_window,
+        )  # fmt: skip
         self.embed_dim = int(manifest["embed_dim"])
         emb = manifest["embeddings"]
         labels = manifest["labels"]

@@ -22,6 +22,7 @@ examples:
   merclip-live --source sample --model tiny     built-in clip, a random tiny model, no camera needed
   merclip-live --camera 0                       webcam + default microphone, configured model
   merclip-live --camera 0 --log sessions/       ... and a CSV row per window
+  merclip-live --camera http://PHONE:8080/video a phone-as-webcam app or IP camera (MJPEG or rtsp://)
   merclip-live --source talk.mp4 --fast --no-ui --log out.csv
 keys: q or Ctrl-C ends the session and prints a summary.
 exit codes: 0 readings made · 1 the session ran but made no reading · 2 an error you can fix (one line) ·
@@ -193,6 +194,22 @@ def _asr_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-asr", action="store_true", help="do not transcribe (no language modality)")
 
 
+def _protocol_flags(parser: argparse.ArgumentParser, verb: str) -> None:
+    """What eval scores and calibrate fits on: the monitor's windows or whole clips (eval, calibrate)."""
+    parser.add_argument(
+        "--protocol",
+        choices=("windows", "clips"),
+        help=f"{verb} the readings the monitor shows: each clip cut into its windows as merclip-live cuts a stream "
+        "(default for a model trained for windows; DESIGN §7), or whole clips (default for other models)",
+    )
+    parser.add_argument(
+        "--context",
+        choices=("window", "utterance"),
+        help="with --protocol windows: read each window with this reading context instead of the checkpoint's "
+        "(to measure the choice; the monitor always uses the model's)",
+    )
+
+
 def _training_flags(parser: argparse.ArgumentParser, synthetic: dict) -> None:
     """Optimisation flags shared by `train` and `ablate` (each ablation row is one training run); ``synthetic``:
     the epochs and frames that command uses on the synthetic set."""
@@ -234,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="synthetic: modalities that carry the label (others are noise), default LVA",
     )
     p.add_argument("--frames", type=FRAMES, help="frames sampled per clip (default: train.frames)")
+    p.add_argument(
+        "--seconds",
+        type=_number(1.0, hi=60.0),
+        default=2.0,
+        help="synthetic: seconds per clip (default 2; longer clips make several of the monitor's windows)",
+    )
 
     p = sub.add_parser(
         "train",
@@ -289,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=(1, 2),
         help="score only alternate clips of the split (1st, 3rd, ... or 2nd, 4th, ...)",
     )
+    _protocol_flags(p, "score")
 
     p = sub.add_parser("calibrate", help="fit temperature / Platt scaling on a split and store it in the checkpoint")
     _common(p)
@@ -303,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the calibrated checkpoint here (default: in place); an existing file is replaced "
                         "only when it is a MER-CLIP checkpoint")  # fmt: skip
     p.add_argument("--allow-partial", action="store_true", help="use an incomplete MOSI/MOSEI split")
+    _protocol_flags(p, "fit on")
 
     p = sub.add_parser(
         "ablate",
@@ -487,7 +512,11 @@ def build_live_parser() -> argparse.ArgumentParser:
     _common(parser)
     parser.add_argument("--source", metavar="SRC", type=TEXT, help="camera | sample | synthetic | path to a video file")
     parser.add_argument(
-        "--camera", metavar="N", type=TEXT, help="camera index or device path (implies --source camera)"
+        "--camera",
+        metavar="N",
+        type=TEXT,
+        help="camera index, device path (/dev/video2) or network camera URL (http://PHONE:8080/video, an MJPEG "
+        "stream; rtsp://...) (implies --source camera)",
     )
     parser.add_argument("--mic", metavar="DEV", help="microphone name or index (default: system default)")
     _bundle_flags(parser)
@@ -551,7 +580,11 @@ def build_live_parser() -> argparse.ArgumentParser:
         help="with --server: this client's certificate, for a service that requires one",
     )
     parser.add_argument("--client-key", metavar="FILE", type=TEXT, help="the key of --client-cert")  # fmt: skip
-    parser.add_argument("--list-devices", action="store_true", help="list the cameras and microphones found, then exit")
+    parser.add_argument(
+        "--list-devices",
+        action="store_true",
+        help="list the cameras and microphones found, measure the microphone (and a --camera URL or path), then exit",
+    )
     return parser
 
 

@@ -71,6 +71,8 @@ class CaptureSection:
     height: int = field(default=480, metadata=_check(lo=16, hi=8192))
     fps: float = field(default=15.0, metadata=_check(lo=1.0, hi=120.0))
     microphone: str = ""
+    # input latency asked of PortAudio (0: the host's default); see stream/capture.py
+    mic_latency_s: float = field(default=0.05, metadata=_check(lo=0.0, hi=1.0))
     window_s: float = field(default=2.0, metadata=_check(lo=0.5, hi=30.0))
     hop_s: float = field(default=2.0, metadata=_check(lo=0.25, hi=30.0))
     frames_per_window: int = field(default=4, metadata=_check(lo=1, hi=32))
@@ -78,6 +80,9 @@ class CaptureSection:
     # auto: preparing/exporting crops the face (haar; synthetic sets: off), live follows the bundle
     face: str = field(default="auto", metadata=_check(("auto", "haar", "off")))
     face_margin: float = field(default=0.3, metadata=_check(lo=0.0, hi=2.0))
+    # Which words a reading reads (model/reading.py): auto = what the model was trained for (training: the
+    # recipe's choice); live follows the bundle's (a different value here gets a notice)
+    context: str = field(default="auto", metadata=_check(("auto", "window", "utterance")))
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,9 @@ class TrainSection:
     lr: float = field(default=8e-6, metadata=_check(above=0.0, hi=1.0))
     weight_decay: float = field(default=1e-3, metadata=_check(lo=0.0, hi=10.0))
     frames: int = field(default=12, metadata=_check(lo=1, hi=64))
+    # What a training sample is: auto = the recipe's (merclip: the monitor's windows and whole clips, paper:
+    # whole clips); windows = each clip cut into the monitor's windows (train/windows.py); clips; both
+    samples: str = field(default="auto", metadata=_check(("auto", "windows", "clips", "both", "views")))
     grad_clip: float = field(default=1.0, metadata=_check(lo=0.0, hi=1e6))
     amp: bool = True
     seed: int = field(default=0, metadata=_check(lo=0, hi=2**32 - 1))

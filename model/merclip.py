@@ -27,6 +27,7 @@ from .decoder import CrossModalDecoder
 from .encoders import ImageEncoder, TextEncoder
 from .factory import ClipArch
 from .labels import LabelEncoder, LabelPrompts
+from .reading import ReadingSetting
 
 MODALITIES = "LVA"  # column order of the ``present`` mask, whatever the fusion order
 VARIANTS = ("full", "no_cmd", "no_le", "concat_fc")
@@ -57,6 +58,10 @@ class MerClipConfig:
     # square with ``face_margin``; "off" = whole frames (and every checkpoint from before face cropping).
     face: str = "off"
     face_margin: float = 0.3
+    # How the monitor reads with this model (model/reading.py): window length, frames per window and the
+    # reading context it was trained for. None: a checkpoint from before the setting was recorded (it read
+    # each window's own words; its frame count is not known, so export takes capture.frames_per_window).
+    reading: ReadingSetting | None = None
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -96,11 +101,13 @@ class MerClipConfig:
         data = {key: _check_field(key, value) for key, value in data.items()}
         if "mel" in data:
             data["mel"] = _mel_from_dict(data["mel"])
+        if data.get("reading") is not None:
+            data["reading"] = ReadingSetting.from_json(data["reading"])
         return cls(**data)
 
 
 # Stored-config schema: key -> kind, or (kind, bound) for numbers
-_STR, _INT, _NUM, _LABELS, _BOOL_OR_NONE, _TRIPLE_OR_NONE, _DICT = range(7)
+_STR, _INT, _NUM, _LABELS, _BOOL_OR_NONE, _TRIPLE_OR_NONE, _DICT, _DICT_OR_NONE = range(8)
 _CONFIG_KINDS = {
     "arch": _STR,
     "variant": _STR,
@@ -120,6 +127,7 @@ _CONFIG_KINDS = {
     "image_std": _TRIPLE_OR_NONE,
     "face": _STR,
     "face_margin": (_NUM, None),
+    "reading": _DICT_OR_NONE,
 }
 _MEL_KINDS = {
     "sample_rate": (_INT, 1),
@@ -133,7 +141,7 @@ _MEL_KINDS = {
     "amin": (_NUM, 0),
 }
 # Keys every stored config has had since the first checkpoint format; the others were added later.
-CONFIG_KEYS_ADDED_LATER = ("quick_gelu", "image_mean", "image_std", "face", "face_margin")
+CONFIG_KEYS_ADDED_LATER = ("quick_gelu", "image_mean", "image_std", "face", "face_margin", "reading")
 
 
 def _json_type(value) -> str:
@@ -172,6 +180,9 @@ def _check_field(key: str, value, kinds: dict = _CONFIG_KINDS, where: str = ""):
         ok = value is None or (isinstance(value, list | tuple) and len(value) == 3 and all(map(_is_number, value)))
         value = tuple(float(v) for v in value) if ok and value is not None else value
         want = "null or a list of 3 numbers"
+    elif kind == _DICT_OR_NONE:
+        ok = value is None or isinstance(value, dict)
+        want = "null or an object"
     else:
         ok = isinstance(value, dict)
         want = "an object"

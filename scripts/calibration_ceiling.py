@@ -34,9 +34,9 @@ from sklearn.isotonic import IsotonicRegression
 MIN_PER_CLASS = 30  # fewer predictions of a class than this: that class keeps the shared temperature
 
 
-def _logits(model, root: str, split: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _logits(model, root: str, split: str, protocol=None, context=None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     args = types.SimpleNamespace(config=None, dataset="meld", data_root=root, allow_partial=False, split=split,
-                                 half=None)  # fmt: skip
+                                 half=None, protocol=protocol, context=context)  # fmt: skip
     _, out, _ = _score_checkpoint(args, model)
     return {task: (out[f"{task}_logits"], out[f"{task}_targets"]) for task in ("emotion", "sentiment")}
 
@@ -91,9 +91,12 @@ def main() -> None:
     parser.add_argument("--fit-split", default="valid", help="train | valid | test (default valid)")
     parser.add_argument("--test-root", required=True, help="folder holding the test split's CSV")
     parser.add_argument("--test-split", default="test")
+    parser.add_argument("--protocol", choices=("windows", "clips"), help="as merclip eval (default: the model's)")
+    parser.add_argument("--context", choices=("window", "utterance"), help="as merclip eval --context")
     args = parser.parse_args()
     model, _ = load_checkpoint(args.checkpoint)
-    fit, test = _logits(model, args.fit_root, args.fit_split), _logits(model, args.test_root, args.test_split)
+    fit = _logits(model, args.fit_root, args.fit_split, args.protocol, args.context)
+    test = _logits(model, args.test_root, args.test_split, args.protocol, args.context)
     print("| task | acc % | raw | T (fit) | TS (fit) | oracle T by NLL | oracle T by ECE | "
           "T per predicted class | isotonic top | floor |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -12,10 +12,11 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from merclip.model.face import FaceSetting, FaceTracker
+from merclip.model.reading import ReadingSetting
 from rich.console import Console
 from rich.live import Live
 
@@ -23,6 +24,7 @@ from merclip.config import Config, override, weights_flag
 from merclip.errors import MerClipError
 
 from .cache import discard_damaged, partial_dir, prune_cached_bundles, remove_bundle, sweep_leftovers, touch_bundle
+from .capture import camera_name
 from .csvlog import SessionLog, check_log_target
 from .engine import BundleEngine
 from .pipeline import LiveSession
@@ -78,7 +80,7 @@ def bundle_cache_dir(cfg: Config) -> Path:
 
     key = json.dumps([__version__, asdict(cfg.model), asdict(cfg.labels), asdict(cfg.export),
                       cfg.capture.frames_per_window, cfg.capture.window_s, cfg.capture.face,
-                      cfg.capture.face_margin], sort_keys=True)  # fmt: skip
+                      cfg.capture.face_margin, cfg.capture.hop_s, cfg.capture.context], sort_keys=True)  # fmt: skip
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     weights = Path(cfg.model.weights).stem if os.sep in cfg.model.weights else cfg.model.weights
     return Path(cfg.runtime.cache_dir).expanduser() / "bundles" / f"{cfg.model.arch}-{weights}-{digest}"
@@ -271,8 +273,9 @@ def open_source(cfg: Config, fast: bool, duration: float | None, exact: bool = F
             height=cfg.capture.height,
             fps=cfg.capture.fps,
             allow_missing=cfg.capture.allow_missing,
+            mic_latency_s=cfg.capture.mic_latency_s,
         )  # not started here: cmd_live starts it last (start_capture)
-        return src, f"camera {cfg.capture.camera}"
+        return src, camera_name(cfg.capture.camera)
     # a still image given as the source is held for one window (one vision-only reading)
     return (FileSource(spec, realtime=not fast, max_fps=cfg.capture.fps, still_s=cfg.capture.window_s, exact=exact),
             Path(spec).name)  # fmt: skip
@@ -294,9 +297,7 @@ def open_transcriber(cfg: Config, console: Console, explicit: bool):
     """The streaming transcriber (stream/speech.py over faster-whisper), or None when speech is off."""
     if not cfg.asr.enabled:
         return None
-    opts = WhisperOptions(model=cfg.asr.model, device=cfg.asr.device, compute_type=cfg.asr.compute_type,
-                          language=cfg.asr.language, vad=cfg.asr.vad, beam_size=cfg.asr.beam_size,
-                          window_s=cfg.capture.window_s, mode=cfg.asr.mode)  # fmt: skip
+    opts = WhisperOptions.from_config(cfg.asr, cfg.capture.window_s)
     try:
         transcriber, notice = open_speech(opts, cfg.asr.context_words)
     except MerClipError as err:
@@ -387,6 +388,25 @@ def face_notice(asked: str, face: FaceSetting) -> str:
             f"{face.describe()}, so that is what it is shown")  # fmt: skip
 
 
+def session_reading(capture, trained: ReadingSetting, frames_flag: int | None) -> tuple[ReadingSetting, list[str]]:
+    """How this session reads: as the bundle's model was trained to be read (window, hop, context, frames),
+    and one notice per ``capture`` value that asks otherwise and is ignored. Only the frame count may be
+    changed, on the command line (``--frames``: fewer frames to keep a slow CPU real-time), and that is said."""
+    default, notices = type(capture)(), []
+    for key in ("window_s", "hop_s", "context", "frames_per_window"):
+        asked = getattr(capture, key)
+        if key == "frames_per_window" and frames_flag is not None:
+            continue
+        if asked not in ("auto", getattr(default, key), getattr(trained, key)):
+            notices.append(f"notice: capture.{key} = {asked!r} ignored: this bundle's model was trained to be "
+                           f"read with {key} = {getattr(trained, key)!r}, so that is how it reads")  # fmt: skip
+    if frames_flag is not None and frames_flag != trained.frames_per_window:
+        notices.append(f"notice: reading {frames_flag} frames per window (--frames); this bundle's model was "
+                       f"trained on {trained.frames_per_window}")  # fmt: skip
+        trained = replace(trained, frames_per_window=frames_flag)
+    return trained, notices
+
+
 def check_flag_conflicts(args, source: str | None = None) -> None:
     """Refuse two flags that ask for different things, naming both: a silent winner would run a session the
     user did not ask for (merclip-live, rescore, serve). ``source``: the session's resolved source."""
@@ -426,7 +446,8 @@ def cmd_live(args, cfg: Config) -> int:
     if getattr(args, "list_devices", False):
         from .devices import format_listing
 
-        print(format_listing())
+        asked = cfg.capture.camera if args.camera is not None else None
+        print(format_listing(asked, cfg.capture.microphone, cfg.capture.mic_latency_s))
         return 0
     check_flag_conflicts(args, cfg.capture.source)
     for flag in ("server_ca", "token_file", "client_cert", "client_key"):
@@ -462,7 +483,8 @@ def _run_live(args, cfg: Config, console: Console, record: Path | None) -> int:
         from .devices import check_devices
 
         cap = cfg.capture
-        check_devices(cap.camera, cap.microphone, cap.width, cap.height, cap.fps, cap.allow_missing)
+        check_devices(cap.camera, cap.microphone, cap.width, cap.height, cap.fps, cap.allow_missing,
+                      cap.mic_latency_s)  # fmt: skip
     if not served:
         bundle, engine = open_engine(cfg, console, getattr(args, "explicit_labels", False))
     for line in bundle.provider_report:
@@ -470,12 +492,10 @@ def _run_live(args, cfg: Config, console: Console, record: Path | None) -> int:
     plan = getattr(bundle, "plan", None)  # None: the model runs at a `merclip serve` service (its own choice)
     if plan is not None:
         log.info("model runs on %s", bundle.runtime_line())
-    bundle_window_s = bundle.window_samples / bundle.sample_rate
-    if abs(cfg.capture.window_s - bundle_window_s) > 0.5 / bundle.sample_rate:
-        raise MerClipError(
-            f"this bundle was exported for {bundle_window_s:g}-s windows but capture.window_s is "
-            f"{cfg.capture.window_s:g}: set it to {bundle_window_s:g}, or export a bundle for that window"
-        )
+    reading, notices = session_reading(cfg.capture, bundle.reading, getattr(args, "frames", None))
+    for line in notices:
+        console.print(line, style="yellow", markup=False, highlight=False)
+    console.print(f"each reading: {reading.describe()}", style="dim", markup=False, highlight=False)
     source, source_name = open_source(cfg, args.fast, args.duration, exact=getattr(args, "exact", False))
     recorder = None
     if record:
@@ -489,11 +509,11 @@ def _run_live(args, cfg: Config, console: Console, record: Path | None) -> int:
     notice = face_notice(cfg.capture.face, bundle.face)
     if notice:
         console.print(notice, style="yellow", markup=False, highlight=False)
-    windower = Windower(cfg.capture.window_s, cfg.capture.hop_s, cfg.capture.frames_per_window,
-                        bundle.sample_rate, face=FaceTracker(bundle.face) if bundle.face.on else None)  # fmt: skip
+    windower = Windower(reading.window_s, reading.hop_s, reading.frames_per_window, bundle.sample_rate,
+                        face=FaceTracker(bundle.face) if bundle.face.on else None)  # fmt: skip
     session = LiveSession(source, windower, engine, transcriber, cfg.runtime.queue_windows,
                           cfg.asr.context_words, args.duration, backpressure=args.fast,
-                          overlap=cfg.runtime.overlap)  # fmt: skip
+                          overlap=cfg.runtime.overlap, reading=reading)  # fmt: skip
     csv_log = None
     if cfg.log.path:
         csv_log = SessionLog(cfg.log.path, bundle.emotion_labels, bundle.sentiment_labels,
@@ -611,9 +631,11 @@ def recording_note(recorder: Recorder) -> str:
 
 
 def session_notes(source, csv_log) -> list[str]:
-    """What the session went without, for the summary: missing devices or tracks, skipped damaged
-    packets, a log that stopped."""
+    """What the session went without, for the summary: missing devices or tracks, devices that stopped
+    mid-session, skipped damaged packets, a log that stopped."""
     notes = [f"missing: {text}" for text in getattr(source, "missing", ())]
+    outages = getattr(source, "outage_notes", None)
+    notes += outages() if outages is not None else []
     skipped = getattr(source, "skipped_packets", 0)
     if skipped:
         notes.append(f"{skipped} damaged packet{'s' if skipped != 1 else ''} skipped")

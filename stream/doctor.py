@@ -1,6 +1,7 @@
 """`merclip doctor`: one screen that says whether the monitor can run here, and what to do if not.
 
-Every check is fast offline (no model is loaded, nothing is downloaded, the network probe is bounded) and
+Every check is fast offline (no model is loaded, nothing is downloaded, the network probe is bounded; the
+camera and microphone a session would use are opened and watched for a second to measure them) and
 gives ✓ or ✗ with a one-line fix. Blocking checks decide the exit code (0: a session can start, 1: not);
 the others (speech recognition, cache contents) inform. No torch: open_clip is never imported.
 """
@@ -21,6 +22,7 @@ from merclip.errors import MerClipError
 
 from . import devices, weights
 from .cache import human_size
+from .capture import is_url
 from .precision import bf16_candidate
 
 _PACKAGES = ("merclip-live", "onnxruntime", "onnxruntime-gpu", "openvino", "numpy", "av", "opencv-python-headless",
@@ -153,11 +155,21 @@ def check_cameras(cfg: Config) -> Check:
     asked = cfg.capture.source == "camera"
     if not asked:
         return Check("cameras", True, f"{listing} (source is {cfg.capture.source}: not needed)", blocking=False)
-    if any(str(c.index) == cfg.capture.camera for c in cams) or (cams and not cfg.capture.camera.isdigit()):
-        return Check("cameras", True, f"{listing}; camera {cfg.capture.camera} is used")
+    want = cfg.capture.camera
+    if not want.isdigit():  # a device path or a network camera: opened and read as the session would
+        probe = devices.probe_camera(want, cfg.capture.width, cfg.capture.height, cfg.capture.fps, devices.MEASURE_S)
+        if probe.ok:
+            return Check("cameras", True, f"{probe.describe()} (used); here: {listing}")
+        fix = ("open the URL in a browser on this machine: it must show the video (an MJPEG or RTSP stream, "
+               "as phone-as-webcam apps and IP cameras serve)" if is_url(want) else
+               "check the path (ls /dev/video*) and that no other program holds the camera")  # fmt: skip
+        return Check("cameras", False, probe.describe(), fix, blocking=not cfg.capture.allow_missing)
+    if any(str(c.index) == want for c in cams):
+        return Check("cameras", True, f"{listing}; camera {want} is used")
     fix = ("connect a camera, or pick one of the above with --camera N" if cams else
-           "connect a camera (and check it is free), or run --source sample / a video file")  # fmt: skip
-    return Check("cameras", False, f"{listing}; camera {cfg.capture.camera} not found", fix,
+           "connect a camera (and check it is free), give a network camera's URL, or run --source sample / a "
+           "video file")  # fmt: skip
+    return Check("cameras", False, f"{listing}; camera {want} not found", fix,
                  blocking=not cfg.capture.allow_missing)  # fmt: skip
 
 
@@ -172,11 +184,17 @@ def check_microphones(cfg: Config) -> Check:
         return Check("microphones", True, f"{listing} (source is {cfg.capture.source}: not needed)", blocking=False)
     want = cfg.capture.microphone
     found = any(m.default for m in mics) if want == "" else any(want in (str(m.index), m.name) for m in mics)
-    if found:
-        return Check("microphones", True, f"{listing}; {'the default' if want == '' else want} is used")
-    return Check("microphones", False, f"{listing}; microphone {want or '(default)'} not found",
-                 "connect a microphone, pick one with --mic DEV, or --allow-missing to go on without voice",
-                 blocking=not cfg.capture.allow_missing)  # fmt: skip
+    if not found:
+        return Check("microphones", False, f"{listing}; microphone {want or '(default)'} not found",
+                     "connect a microphone, pick one with --mic DEV, or --allow-missing to go on without voice",
+                     blocking=not cfg.capture.allow_missing)  # fmt: skip
+    # heard as the session would hear it: start-up (within the allowance), block interval, age on arrival
+    probe = devices.probe_microphone(want, cfg.capture.mic_latency_s, devices.MEASURE_S)
+    if probe.ok:
+        return Check("microphones", True, f"{listing}; {probe.describe()} (used)")
+    return Check("microphones", False, f"{listing}; {probe.describe()}",
+                 "check the sound server (pactl info; is the source muted or suspended?), or pick another "
+                 "microphone with --mic DEV", blocking=not cfg.capture.allow_missing)  # fmt: skip
 
 
 def check_asr(cfg: Config) -> Check:

@@ -27,7 +27,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+from merclip.model.reading import ReadingSetting
 
+from .context import ReadingContext
 from .engine import Engine, EngineResult, WindowLost
 from .records import Reading, SourceEvent, Window
 from .speech import TranscriptUpdate, WindowText
@@ -128,7 +130,8 @@ class _Shown:
     """A provisional reading waiting for its window's final words."""
 
     window: Window
-    text: str
+    text: str  # the window's own words (the CSV's transcript cell)
+    read: str  # the words the reading read (its context: ReadingContext)
     result: EngineResult
     latency_ms: float
     asr_ms: float
@@ -146,9 +149,11 @@ class LiveSession:
         duration_s: float | None = None,
         backpressure: bool = False,
         overlap: bool = True,
+        reading: ReadingSetting | None = None,
     ):
         """``transcriber``: a streaming transcriber (``push``/``finish``, see ``stream/speech.py``), a
-        per-window one (``transcribe``), or None for no words."""
+        per-window one (``transcribe``), or None for no words. ``reading``: what each reading reads (the
+        bundle's setting); None = each window's own words."""
         self.source = source
         self.windower = windower
         self.engine = engine
@@ -156,6 +161,7 @@ class LiveSession:
             transcriber = PerWindow(transcriber, context_words)
         self.transcriber = transcriber
         self.duration_s = duration_s
+        self.context = ReadingContext(reading or ReadingSetting())
         self.stats = SessionStats()
         self.stop_event = threading.Event()
         self._dropped_windows: set[int] = set()
@@ -287,6 +293,9 @@ class LiveSession:
         try:
             while True:
                 window, update, current_final = self._to_engine.get()
+                # earlier windows whose words this pass made final come first: a window heard without audio
+                # makes the transcriber final all that is pending, and its own row must not overtake theirs
+                self._finalize(done=False)
                 self._provisional(window, update, current_final)
                 self._finalize(done=False)
         except Closed:
@@ -311,9 +320,10 @@ class LiveSession:
         self._count_dropped()
 
     def _provisional(self, window: Window, update: TranscriptUpdate, final: bool) -> None:
-        text = update.current.text if update.current is not None else ""
+        own = update.current if update.current is not None else WindowText(window.index, "")
+        text, read = own.text, self.context.text(window, own)
         try:
-            result = self.engine.run(window, text)
+            result = self.engine.run(window, read)
         except Exception as err:
             self._lose(window, err)
             return
@@ -325,7 +335,7 @@ class LiveSession:
             self.stats.status["V"] = "no face"
         self.stats.status["A"] = "ok" if "A" in result.modalities else self.stats.status["A"]
         self.stats.status["model"] = result.note or "ok"
-        shown = _Shown(window, text, result, latency, update.ms)
+        shown = _Shown(window, text, read, result, latency, update.ms)
         if not final:
             self._shown[window.index] = shown
         self._publish(shown, text, result, final)
@@ -341,9 +351,10 @@ class LiveSession:
                     waiting.append(words)  # its provisional reading is still on the way
                 continue
             result = shown.result
-            if words.text != shown.text:
+            read = self.context.text(shown.window, words)
+            if read != shown.read:  # the words it reads changed: text encoder and fusion again
                 try:
-                    result = self.engine.run(shown.window, words.text)
+                    result = self.engine.run(shown.window, read)
                 except Exception as err:  # no row with the shown numbers next to other words: dropped
                     self._lose(shown.window, err)
                     continue

@@ -1,9 +1,10 @@
 """The real windows a bundle's precisions are compared on, and the check at a bundle's first load.
 
 The windows are the packaged sample clip (a face and JFK's speech) cut as the live monitor cuts it: the
-windower with the bundle's frame count and face crop, at four offsets (0 to 1.5 s) so the frames and
-audio differ from window to window; each carries the words spoken in it (the known transcript spread
-over the clip in proportion, each word in every window it overlaps). ``export/agreement.py`` reads each
+windower with the bundle's reading setting (window, hop, frames) and face crop, at four offsets (0 to 1.5 s)
+so the frames and audio differ from window to window; each carries words of the known transcript spread over
+the clip in proportion to their length: the utterance so far where the bundle reads that, else each word in
+every window it overlaps. ``export/agreement.py`` reads each
 window with every set of its modalities.
 
 At first load (``merclip-live``, ``serve``, ``rescore``): where the runtime could choose bf16 (auto, a CPU
@@ -19,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from merclip.export.agreement import InputSource
+from merclip.model.reading import ReadingSetting, join_text, reading_words, spread_words
 
 from merclip.errors import MerClipError
 
@@ -39,18 +41,20 @@ OFFSETS_S = (0.0, 0.5, 1.0, 1.5)
 INPUTS = f"the sample clip's windows at {len(OFFSETS_S)} offsets"
 
 
-def sample_inputs(frames_per_window: int, face=None, with_audio: bool = True) -> list[tuple]:
-    """(frames, audio, words) of every window of the sample clip at each offset in ``OFFSETS_S``;
-    ``face``: the bundle's ``FaceSetting`` (None or off: whole frames)."""
+def sample_inputs(reading: ReadingSetting, face=None, with_audio: bool = True) -> list[tuple]:
+    """(frames, audio, words) of every window of the sample clip at each offset in ``OFFSETS_S``, cut as
+    ``reading`` says (window, hop, frame count); ``face``: the bundle's ``FaceSetting`` (None or off: whole
+    frames). Words: the utterance so far where ``reading`` reads that, else each word in every window it
+    overlaps (more distinct texts than each window's own words, same kind of input)."""
     from merclip.model.face import FaceTracker
 
     items = [i for i in FileSource(sample_path(), realtime=False) if isinstance(i, Frame | AudioBlock)]
     ends = [i.t_s + (len(i.samples) / 16000 if isinstance(i, AudioBlock) else 0.0) for i in items]
     duration = max(ends)
-    words = SAMPLE_TRANSCRIPT.split()
+    spoken = spread_words(SAMPLE_TRANSCRIPT, 0.0, duration)
     out = []
     for offset in OFFSETS_S:
-        windower = Windower(frames_per_window=frames_per_window,
+        windower = Windower(reading.window_s, reading.hop_s, reading.frames_per_window,
                             face=FaceTracker(face) if face is not None and face.on else None)  # fmt: skip
         windows = []
         for item, end in zip(items, ends, strict=True):
@@ -59,16 +63,19 @@ def sample_inputs(frames_per_window: int, face=None, with_audio: bool = True) ->
             windows.extend(windower.push(replace(item, t_s=item.t_s - offset)))
         windows.extend(windower.flush())
         for w in windows:
-            lo, hi = (w.t_start_s + offset) / duration, (w.t_end_s + offset) / duration
-            said = " ".join(x for k, x in enumerate(words) if k / len(words) < hi and lo < (k + 1) / len(words))
+            lo, hi = w.t_start_s + offset, w.t_end_s + offset
+            if reading.context == "utterance":
+                said = join_text(reading_words(spoken, hi, reading))
+            else:
+                said = " ".join(x.text for x in spoken if x.start_s < hi and lo < x.end_s)
             audio = w.audio if with_audio and w.has_audio else None
             out.append((list(w.frames) or None, audio, said or None))
     return out
 
 
 def bundle_inputs(bundle) -> list[tuple]:
-    """The sample windows as ``bundle`` reads them (its frame count, face crop; no audio for zero-shot)."""
-    return sample_inputs(bundle.frames_per_window, bundle.face, with_audio=bundle.mode != "zero-shot")
+    """The sample windows as ``bundle`` reads them (its reading setting, face crop; no audio for zero-shot)."""
+    return sample_inputs(bundle.reading, bundle.face, with_audio=bundle.mode != "zero-shot")
 
 
 SAMPLE = InputSource(INPUTS, bundle_inputs)

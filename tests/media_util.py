@@ -38,8 +38,12 @@ FILE_KINDS = {
 _SUFFIX = {"matroska": ".mkv", "webm": ".webm", "mov": ".mov", None: ".mp4"}
 
 
-def file_name(kind: str) -> str:
-    return kind + _SUFFIX[FILE_KINDS[kind][0].get("container")]
+_AUDIO_SUFFIX = {"matroska": ".mka", "webm": ".webm", "mov": ".mov", None: ".m4a"}
+
+
+def file_name(kind: str, audio_only: bool = False) -> str:
+    container = FILE_KINDS[kind][0].get("container")
+    return kind + ("-audio" + _AUDIO_SUFFIX[container] if audio_only else _SUFFIX[container])
 
 
 @functools.cache
@@ -183,3 +187,18 @@ def write_video(path: Path, seconds: float = 1.0, fps: int = 10, size: tuple[int
         for stream in (video, audio):
             for packet in stream.encode(None):
                 box.mux(packet)
+
+
+def audio_track_only(path: Path, out: Path) -> Path:
+    """The file's audio track alone, its packets copied unchanged (no re-encoding) into ``out``, a container
+    of the same kind (.m4a for an MP4, so the AAC priming trim stays): the audio-only run a muxed file's
+    session is compared with."""
+    with av.open(str(path)) as box, av.open(str(out), "w") as dest:
+        source = box.streams.audio[0]
+        stream = dest.add_stream_from_template(source)
+        for packet in box.demux(source):
+            if packet.dts is None:
+                continue
+            packet.stream = stream
+            dest.mux(packet)
+    return out

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -46,6 +47,26 @@ def _forbid_export(cfg, folder):
     raise AssertionError("no export may start")
 
 
+class _Mic:
+    """A microphone that calls back with 0.1-s blocks from its own thread, as PortAudio does."""
+
+    def __init__(self, device, rate, block_s, on_audio):
+        import threading
+
+        import numpy as np
+
+        self.stop = threading.Event()
+
+        def run():
+            while not self.stop.wait(block_s):
+                on_audio(np.zeros(int(rate * block_s), np.float32), 0.02)
+
+        threading.Thread(target=run, daemon=True).start()
+
+    def close(self):
+        self.stop.set()
+
+
 class _Camera:
     def read(self):
         import numpy as np
@@ -84,6 +105,7 @@ def test_doctor_here_no_devices_no_gpu_offline_exits_1_with_fixes(home, monkeypa
 def test_doctor_with_devices_and_a_gpu_exits_0(home, monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(devices, "list_cameras", lambda: [Camera(0, 1280, 720, 30.0)])
     monkeypatch.setattr(devices, "list_microphones", lambda: ([Microphone(3, "USB mic", 1, 48000.0, True)], ""))
+    monkeypatch.setattr(sources, "sounddevice_microphone", _Mic)
     monkeypatch.setattr(doctor, "available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     monkeypatch.setattr(doctor, "gpu_name", lambda: "NVIDIA H100 80GB HBM3")
     bundle = tmp_path / "bundle"
@@ -95,6 +117,8 @@ def test_doctor_with_devices_and_a_gpu_exits_0(home, monkeypatch, capsys, tmp_pa
     out = capsys.readouterr().out
     assert "✗" not in out.split("ready")[0].replace("✗ speech", "")
     assert "camera 0: 1280x720 @ 30 fps" in out and "USB mic" in out
+    # the microphone a session would use is heard and measured
+    assert re.search(r"first audio after 0\.\d\d s, a block every 0\.1\d s, 20 ms old on arrival", out), out
     assert "would run on cuda on NVIDIA H100 80GB HBM3" in out
 
 

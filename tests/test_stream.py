@@ -9,7 +9,7 @@ import pytest
 from merclip.stream.csvlog import SessionLog, escape_cell, new_session_path
 from merclip.stream.engine import BundleEngine, EngineResult
 from merclip.stream.pipeline import DropOldestQueue, LiveSession, window_age_ms
-from merclip.stream.records import Frame, Reading, Window
+from merclip.stream.records import AudioBlock, Frame, Reading, SourceEvent, Window
 from merclip.stream.sources import (
     REANCHOR_AHEAD_S,
     REANCHOR_S,
@@ -19,6 +19,7 @@ from merclip.stream.sources import (
     place_block,
     sample_path,
 )
+from merclip.stream.speech import TranscriptUpdate, WindowText
 from merclip.stream.transcriber import Transcript, UnpaddedWindowTranscriber, WhisperOptions
 from merclip.stream.ui import UiState, render
 from merclip.stream.windowing import Windower, cut_windows
@@ -60,7 +61,7 @@ def test_frames_and_audio_of_a_window_share_its_time_span():
 
 def test_window_count_overlap_and_flat_buffers():
     windows, w = _windows(SyntheticSource(duration_s=20), window_s=2.0, hop_s=1.0)
-    assert len(windows) == 20  # 19 full overlapping windows + the last half window flushed
+    assert len(windows) == 20  # 19 full overlapping windows + the last one (1 s of the stream left) flushed
     assert all(len(win.audio) == 32000 for win in windows)
     assert [win.t_start_s for win in windows[:3]] == [0.0, 1.0, 2.0]
     assert w.buffered[0] <= 20 and w.buffered[1] <= 20
@@ -549,3 +550,32 @@ def test_a_window_with_more_frames_than_the_cache_still_reads(tiny_bundle, monke
     assert early.modalities == "LVA"
     for key in plain.emotions:
         assert abs(early.emotions[key] - plain.emotions[key]) < 1e-5
+
+
+def test_a_window_without_audio_keeps_the_rows_in_window_order():
+    """The microphone stops: the window heard without audio makes the transcriber final all that is pending
+    (windows 1 and 2), and its own row comes after theirs (it used to come first: rows 0, 3, 1, 2)."""
+
+    class TwoLate:  # words final two windows after their window closed, or at finish()
+        def __init__(self):
+            self.pending = []
+
+        def push(self, index, t_start_s, t_end_s, audio):
+            self.pending.append(index)
+            due = [i for i in self.pending if i <= index - 2]
+            self.pending = [i for i in self.pending if i > index - 2]
+            return TranscriptUpdate(WindowText(index, f"w{index}"), tuple(WindowText(i, f"w{i}") for i in due))
+
+        def finish(self):
+            time.sleep(0.2)  # a last Whisper pass: the model thread has long finished window 2 meanwhile
+            done, self.pending = self.pending, []
+            return TranscriptUpdate(None, tuple(WindowText(i, f"w{i}") for i in done))
+
+    items = [Frame(t / 10, np.zeros((8, 8, 3), np.uint8)) for t in range(80)]
+    items += [AudioBlock(k / 10, np.full(1600, 0.1, np.float32)) for k in range(60)]  # the microphone stops at 6 s
+    items.sort(key=lambda item: item.t_s)
+    items.insert(next(i for i, it in enumerate(items) if it.t_s >= 6.5), SourceEvent(6.5, "A", "lost", "mic"))
+    session = LiveSession(items, Windower(), FakeEngine(), TwoLate(), backpressure=True)
+    finals = []
+    session.run(lambda r: finals.append(r.window) if r.final else None)
+    assert finals == [0, 1, 2, 3]

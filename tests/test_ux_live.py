@@ -164,7 +164,7 @@ def test_a_signal_ends_the_session_as_interrupted(sig, code, said, tiny_bundle, 
 def test_camera_hint_follows_the_cameras_found(cameras, hint, monkeypatch, capsys):
     monkeypatch.setattr(devices, "list_cameras", lambda: cameras)
     monkeypatch.setattr(devices, "list_microphones", lambda: ([], ""))
-    monkeypatch.setattr(devices, "_microphone_hears", lambda microphone: "")
+    monkeypatch.setattr(devices, "probe_microphone", lambda *a, **kw: devices.MicCheck("microphone (default)", "", 0.1))
     assert live_main(["--camera", "/dev/no-such-camera", "--model", "tiny", "--no-ui"]) == 2
     (line,) = _error_lines(capsys.readouterr().err)
     assert "cannot open camera /dev/no-such-camera" in line and hint in line

@@ -8,6 +8,7 @@ w/o CMD and LE. Both are sentiment runs (ACC2, F1 on the test split), as in the 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -41,14 +42,16 @@ def _run(args, out: Path, variant: str, modalities: str) -> dict:
     from .cli import _check_splits, _datasets, train_config
     from .data import Collate
     from .loop import RunOptions, evaluate, train
+    from .windows import use_samples, window_entries
 
     row = SimpleNamespace(**{**vars(args), "variant": variant, "modalities": modalities, "task": "sentiment",
                              "out": str(out), "emotion_labels": None, "seed": args.seed})  # fmt: skip
     cfg = train_config(row)
     train_ds, valid_ds, test_ds = _datasets(cfg, ("train", "valid", "test"))
     partial = _check_splits(cfg, (train_ds, valid_ds, test_ds), train_ds.info)
+    setting, _ = use_samples(cfg, train_ds, valid_ds)  # what the recipe trains on, as `merclip train` does
     torch.manual_seed(cfg.train.seed)
-    model = build_model(model_config(cfg), weights=cfg.model.weights)
+    model = build_model(replace(model_config(cfg), reading=setting), weights=cfg.model.weights)
     t = cfg.train
     train(model, train_ds, valid_ds, RunOptions(out=str(out), epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                                                 weight_decay=t.weight_decay, seed=t.seed, task="sentiment",
@@ -56,10 +59,15 @@ def _run(args, out: Path, variant: str, modalities: str) -> dict:
     best, _ = load_checkpoint(out / "best.safetensors")
     tok = ClipTokenizer.default(best.cfg.text_context_length)
     prompts = build_prompts(best.cfg, tok) if best.cfg.uses_label_encoder else None
-    loader = DataLoader(test_ds, batch_size=32, collate_fn=Collate(tok, best.arch.image_mean, best.arch.image_std,
-                                                                   False))  # fmt: skip
-    metrics = evaluate(best, loader, prompts, torch.device("cpu"), "sentiment", cfg.labels.emotion_threshold)
-    return metrics | {"partial": bool(partial), "n": len(test_ds)}
+    collate = Collate(tok, best.arch.image_mean, best.arch.image_std, False)
+    scores = {}
+    clips = list(test_ds.entries)
+    for protocol in ("clips", "windows"):  # whole clips (the paper's tables) and the monitor's readings
+        test_ds.entries = clips if protocol == "clips" else window_entries(clips, setting)
+        loader = DataLoader(test_ds, batch_size=32, collate_fn=collate)
+        scores[protocol] = evaluate(best, loader, prompts, torch.device("cpu"), "sentiment",
+                                    cfg.labels.emotion_threshold) | {"n": len(test_ds)}  # fmt: skip
+    return scores["clips"] | {"windows": scores["windows"], "partial": bool(partial)}
 
 
 def cmd_ablate(args) -> int:
@@ -76,7 +84,12 @@ def cmd_ablate(args) -> int:
         data = Path(args.data_root or out / "synthetic-L").expanduser()
         if not (data / "index.jsonl").is_file():
             s = SYNTHETIC_ABLATION
-            generate(data, s["clips"], informative=s["informative"], frames=s["frames"])
+            from merclip.config import load_config
+
+            from .cli import _cache_reading
+
+            generate(data, s["clips"], informative=s["informative"], frames=s["frames"],
+                     reading=_cache_reading(load_config(args.config)))  # fmt: skip
         # --recipe paper samples its own 12 frames (§4.3): the synthetic frame count is not passed as if asked
         frames = args.frames or (None if args.recipe == "paper" else SYNTHETIC_ABLATION["frames"])
         base |= {"data_root": str(data), "epochs": args.epochs or SYNTHETIC_ABLATION["epochs"], "frames": frames}
@@ -103,15 +116,19 @@ def cmd_ablate(args) -> int:
     for table, caption in (("t3", "Table 3 — decoder inputs (sentiment)"), ("t4", "Table 4 — CMD and LE")):
         t = Table(title=f"{caption} — {title}")
         for col in ("Modalities" if table == "t3" else "Combinations", "paper ACC2(%)", "paper F1(%)",
-                    "ours ACC2(%)", "ours F1(%)"):  # fmt: skip
+                    "clips ACC2(%)", "clips F1(%)", "windows ACC2(%)", "windows F1(%)"):  # fmt: skip
             t.add_column(col, justify="left" if col in ("Modalities", "Combinations") else "right")
         for tab, name, variant, mods, p_acc, p_f1 in rows:
             if tab == table:
-                m = results[(variant, mods)]
-                t.add_row(name, f"{p_acc:.1f}", f"{p_f1:.1f}", f"{100 * m['acc2']:.1f}", f"{100 * m['f1']:.1f}")
+                m, w = results[(variant, mods)], results[(variant, mods)]["windows"]
+                t.add_row(name, f"{p_acc:.1f}", f"{p_f1:.1f}", f"{100 * m['acc2']:.1f}", f"{100 * m['f1']:.1f}",
+                          f"{100 * w['acc2']:.1f}", f"{100 * w['f1']:.1f}")  # fmt: skip
         view.print(t)
+    view.print("clips: each test clip read whole (the paper's protocol); windows: each clip cut into the 2-s "
+               "windows merclip-live reads, read as the monitor reads them (RESULTS.md)")  # fmt: skip
     summary = [{"table": tab, "row": name, "variant": v, "modalities": mo, "paper_acc2": pa, "paper_f1": pf,
-                "acc2": results[(v, mo)]["acc2"], "f1": results[(v, mo)]["f1"]}
+                "acc2": results[(v, mo)]["acc2"], "f1": results[(v, mo)]["f1"],
+                "windows_acc2": results[(v, mo)]["windows"]["acc2"], "windows_f1": results[(v, mo)]["windows"]["f1"]}
                for tab, name, v, mo, pa, pf in rows]  # fmt: skip
     (out / "ablation.json").write_text(json.dumps({"recipe": recipe, "dataset": args.dataset, "partial": partial,
                                                    "rows": summary}, indent=2), encoding="utf-8")  # fmt: skip

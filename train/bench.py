@@ -21,12 +21,13 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from merclip.export.backends import openvino_version
 from merclip.export.cpu import this_cpu
+from merclip.model.reading import ReadingSetting
 from merclip.stream.cache import discard_damaged
 from merclip.stream.engine import BundleEngine
 from merclip.stream.pipeline import LiveSession
@@ -96,12 +97,14 @@ def _export(opts: BenchOptions, precision: str, model) -> Path:
         stat = Path(opts.checkpoint).stat()
         key = f"{Path(opts.checkpoint).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
         name = f"{Path(opts.checkpoint).stem}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
-    folder = Path(opts.cache_dir).expanduser() / f"{name}-{precision}{face}"
+    folder = Path(opts.cache_dir).expanduser() / f"{name}-f{opts.frames}-{precision}{face}"
     if notice := discard_damaged(folder):  # the bench's own cache: rebuilt, as merclip-live does
         print(notice, file=sys.stderr)
     if not (folder / "manifest.json").is_file():
         folder.parent.mkdir(parents=True, exist_ok=True)
-        export_bundle(model, ExportOptions(out=folder, precision=precision, frames_per_window=opts.frames))
+        # read as the checkpoint was trained to be read (random weights: each window's own words), at --frames
+        reading = replace(model.cfg.reading or ReadingSetting(), frames_per_window=opts.frames)
+        export_bundle(model, ExportOptions(out=folder, precision=precision, reading=reading))
         bundle = Bundle.load(folder, providers="cpu", verify=False)
         measure_at_export(model, folder, bundle, SAMPLE, Console(stderr=True, quiet=True))
     return folder
@@ -111,6 +114,7 @@ def _bundle(opts: BenchOptions, precision: str, model, providers: str | None = N
     from merclip.export.runtime import Bundle
 
     folder = _export(opts, precision, model)
+    # checked just above, or just exported
     return Bundle.load(folder, providers=providers or opts.providers, precision=run_at, verify=False)
 
 
@@ -411,6 +415,7 @@ def soak(
         BundleEngine(bundle),
         asr,
         backpressure=True,
+        reading=bundle.reading,
     )
     rows: list[tuple[float, float, float]] = []  # (t_end_s, latency_ms, rss_mb)
     words: dict[int, int] = {}  # window -> words in its final transcript

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 from merclip.model.face import FaceSetting, crop_sequence
 from merclip.model.preprocess import resize_center_crop
+from merclip.model.reading import ReadingSetting
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from merclip.errors import MerClipError
@@ -56,17 +57,69 @@ def decode_frames(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return np.stack(frames) if frames else np.zeros((0, 0, 0, 3), np.uint8)
 
 
-def write_clip(folder: Path, clip: Clip, frames: list[np.ndarray] | None, audio: np.ndarray | None) -> dict:
-    """Store one clip; return its index entry."""
+def _int16(audio: np.ndarray) -> np.ndarray:
+    return (np.clip(audio, -1, 1) * 32767).astype(np.int16)
+
+
+def write_clip(
+    folder: Path, clip: Clip, frames: list[np.ndarray] | None, audio: np.ndarray | None, windows=None, size: int = 224
+) -> dict:
+    """Store one clip (and, given ``windows``, the monitor's windows of it: ``windowed``); return its entry."""
     entry = clip.to_json() | {"has_video": bool(frames), "has_audio": audio is not None and len(audio) > 0}
     arrays = {}
     if frames:
         arrays["jpeg"], arrays["offsets"] = encode_frames(frames)
     if entry["has_audio"]:
-        arrays["audio"] = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
+        arrays["audio"] = _int16(audio)
+    if windows is not None:
+        entry["windows"], more = windowed(windows, size)
+        arrays |= more
     if arrays:
         np.savez(folder / "clips" / f"{clip.clip_id}.npz", **arrays)
     return entry
+
+
+def windowed(windows, size: int) -> tuple[list[dict], dict]:
+    """A clip's windows (``stream.records.Window``, as the live windower cut them) in cache form: per window
+    its bounds, face state and frame count; the frames resized as training frames are (JPEG), and the audio
+    as the windows heard it, on the stream clock from 0 (``window_audio``)."""
+    meta, pictures = [], []
+    for w in windows:
+        pictures += [resize_center_crop(f, size) for f in w.frames]
+        meta.append({"t_start_s": w.t_start_s, "t_end_s": w.t_end_s, "frames": len(w.frames), "face": w.face,
+                     "frame_times_s": list(w.frame_times_s), "has_audio": bool(w.has_audio)})  # fmt: skip
+    arrays = {"window_audio": _int16(stream_audio(windows))}
+    if pictures:
+        arrays["window_jpeg"], arrays["window_offsets"] = encode_frames(pictures)
+    return meta, arrays
+
+
+def stream_audio(windows) -> np.ndarray:
+    """The audio the windows heard, joined on the stream clock from 0 (overlapping windows agree)."""
+    audio = np.zeros(int(round(max((w.t_end_s for w in windows), default=0.0) * SAMPLE_RATE)), np.float32)
+    for w in windows:
+        at = int(round(w.t_start_s * SAMPLE_RATE))
+        audio[at : at + len(w.audio)] = w.audio[: len(audio) - at]
+    return audio
+
+
+def read_window(folder: Path, entry: dict, window_samples: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """One window of a prepared clip (an entry of ``train.windows.window_entries``): its frames (None: no face
+    or no video) and its audio (None: nothing heard)."""
+    k, meta = entry["window"], entry["windows"]
+    first = sum(w["frames"] for w in meta[:k])
+    with np.load(folder / "clips" / f"{entry['clip_id']}.npz", allow_pickle=False) as data:
+        frames = None
+        if meta[k]["frames"]:
+            offsets = data["window_offsets"][first : first + meta[k]["frames"] + 1]
+            frames = decode_frames(data["window_jpeg"], offsets)
+        audio = None
+        if meta[k]["has_audio"]:
+            at = int(round(meta[k]["t_start_s"] * SAMPLE_RATE))
+            audio = np.zeros(window_samples, np.float32)
+            heard = data["window_audio"][at : at + window_samples].astype(np.float32) / 32767
+            audio[: len(heard)] = heard
+    return frames, audio
 
 
 def read_clip(folder: Path, entry: dict) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -146,9 +199,13 @@ def prepare(
     image_size: int = 224,
     decode: Callable = decode_media,
     face: FaceSetting = FaceSetting(),
+    reading: ReadingSetting | None = None,
+    recognizer=None,
 ) -> PrepareReport:
     """``decode`` is called as ``decode(media, frames, image_size, start_s, end_s)``, plus ``face=`` when
-    the face crop is on."""
+    the face crop is on. With ``reading``, each clip with media is also cut into the monitor's windows (the
+    live file source, windower and face tracker: ``train.windows.media_windows``) and, with a ``recognizer``
+    (``stream.transcriber.WhisperRecognizer``), its words get the times Whisper hears them at."""
     folder = Path(cache_dir)
     (folder / "clips").mkdir(parents=True, exist_ok=True)
     write_face(folder, face)
@@ -167,7 +224,8 @@ def prepare(
                     picked, wave = decode(clip.media, frames, image_size, clip.start_s, clip.end_s, **extra)
                 else:
                     picked, wave = None, None
-                entries.append(write_clip(folder, clip, picked, wave))
+                windows, more = _windows_of(clip, reading, face, recognizer) if clip.media else (None, {})
+                entries.append(write_clip(folder, clip, picked, wave, windows, image_size) | more)
             except Exception as err:  # one bad file must not end an hours-long job
                 skipped.append((clip.clip_id, f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"))
             bar.advance(task)
@@ -178,6 +236,24 @@ def prepare(
         writer.writerow(["clip_id", "reason"])
         writer.writerows(skipped)
     return PrepareReport(len(entries), skipped, report)
+
+
+def _windows_of(clip: Clip, reading: ReadingSetting | None, face: FaceSetting, recognizer) -> tuple[list | None, dict]:
+    """(the monitor's windows of a clip's media, what the index entry learns: the media's length, the frame
+    count per window and the words' times)."""
+    if reading is None:
+        return None, {}
+    from merclip.model.face import FaceTracker
+
+    from .windows import align_words, media_windows
+
+    tracker = FaceTracker(face) if face.on else None
+    windows, stream_s = media_windows(clip.media, reading, tracker, clip.start_s, clip.end_s)
+    more = {"stream_s": stream_s, "window_frames": reading.frames_per_window, "words": None}
+    heard = [w for w in windows if w.has_audio]
+    if recognizer is not None and heard and clip.text.strip():
+        more["words"] = align_words(clip.text, recognizer.recognize(stream_audio(windows)).words)
+    return windows, more
 
 
 def write_index(folder: Path, entries: list[dict]) -> None:

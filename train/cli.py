@@ -112,8 +112,9 @@ def cmd_prepare(args) -> int:
     if args.synthetic:
         cache = Path(args.cache_dir or args.data_root or "synthetic-cache")
         face = face_setting(cfg, auto="off")  # "auto": the synthetic frames hold no face
-        n = generate(cache, args.synthetic, informative=args.informative, frames=args.frames or 2, face=face)
-        console.print(f"wrote {n} synthetic clips ({args.informative} informative) to {cache}")
+        n = generate(cache, args.synthetic, informative=args.informative, frames=args.frames or 2, face=face,
+                     seconds=args.seconds, reading=_cache_reading(cfg))  # fmt: skip
+        console.print(f"wrote {n} synthetic {args.seconds:g}-s clips ({args.informative} informative) to {cache}")
         return 0
     if cfg.train.dataset == "synthetic":
         raise MerClipError("use `merclip prepare --synthetic N --cache-dir DIR` for the synthetic set")
@@ -121,7 +122,9 @@ def cmd_prepare(args) -> int:
     if join is not None:
         console.print(join.summary())
     face = face_setting(cfg)
-    report = prepare(clips, _cache_dir(cfg), frames=cfg.train.frames, face=face)
+    reading, recognizer = _cut_for_windows(cfg, clips)
+    report = prepare(clips, _cache_dir(cfg), frames=cfg.train.frames, face=face, reading=reading,
+                     recognizer=recognizer)  # fmt: skip
     # what the label file had and what prepare lost, per split: train/eval check and report them
     lost = {c for c, _ in report.skipped}
     info = {
@@ -134,6 +137,30 @@ def cmd_prepare(args) -> int:
     console.print(f"prepared {report.written} clips ({face.describe()}) into {_cache_dir(cfg)}; "
                   f"{len(report.skipped)} skipped (listed in {report.report_path})")  # fmt: skip
     return 0
+
+
+def _cache_reading(cfg: Config):
+    """How `prepare` cuts clips with media into the monitor's windows: capture.window_s, hop_s and
+    frames_per_window (the context is chosen when training; the cache holds every word's time)."""
+    from merclip.model.reading import ReadingSetting
+
+    cap = cfg.capture
+    return ReadingSetting("window", cap.window_s, cap.hop_s, cap.frames_per_window)
+
+
+def _cut_for_windows(cfg: Config, clips):
+    """(how `prepare` cuts clips with media into windows, the Whisper that times their words: asr.model;
+    None with asr.enabled = false)."""
+    reading = _cache_reading(cfg)
+    if not cfg.asr.enabled or not any(c.media and c.text.strip() for c in clips):
+        return reading, None
+    from merclip.stream.transcriber import WhisperOptions, WhisperRecognizer
+
+    recognizer = WhisperRecognizer(WhisperOptions.from_config(cfg.asr, reading.window_s))
+    if recognizer.notice:
+        console.print(recognizer.notice)
+    console.print(f"word times: Whisper {recognizer.source}, on each clip's audio")
+    return reading, recognizer
 
 
 def _dataset_info(cfg: Config) -> dict:
@@ -187,7 +214,8 @@ def _datasets(cfg: Config, split_names: tuple[str, ...]):
         from .synthetic import generate
 
         console.print(f"generating the synthetic set ({SYNTHETIC_CLIPS} clips) in {cache}")
-        generate(cache, SYNTHETIC_CLIPS, frames=cfg.train.frames, face=face_setting(cfg, auto="off"))
+        generate(cache, SYNTHETIC_CLIPS, frames=cfg.train.frames, face=face_setting(cfg, auto="off"),
+                 reading=_cache_reading(cfg))  # fmt: skip
     if (cache / "index.jsonl").is_file():
         entries, cache_dir = read_index(cache), cache
         info = _dataset_info(cfg)
@@ -314,10 +342,13 @@ def _run_lock(out: Path):
 
 
 def _train(args, cfg: Config, out: Path) -> int:
+    from dataclasses import replace
+
     import torch
     from merclip.model import build_model
 
     from .loop import RunOptions, resolve_task, train
+    from .windows import use_samples
 
     task = resolve_task(cfg.train.task, cfg.train.dataset)
     train_ds, valid_ds = _datasets(cfg, ("train", "valid"))
@@ -325,8 +356,11 @@ def _train(args, cfg: Config, out: Path) -> int:
         raise MerClipError("the dataset has no validation split")
     _check_task_data(cfg, task, train_ds.info)
     _check_splits(cfg, (train_ds, valid_ds), train_ds.info)
+    clips = (len(train_ds), len(valid_ds))
+    setting, samples = use_samples(cfg, train_ds, valid_ds)
     torch.manual_seed(cfg.train.seed)
-    model = build_model(_trained_face(model_config(cfg), cfg), weights=cfg.model.weights)
+    mcfg = replace(_trained_face(model_config(cfg), cfg), reading=setting)
+    model = build_model(mcfg, weights=cfg.model.weights)
     t = cfg.train
     opts = RunOptions(out=t.out, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
                       grad_clip=t.grad_clip, amp=t.amp, seed=t.seed, task=task, recipe=t.recipe,
@@ -334,8 +368,8 @@ def _train(args, cfg: Config, out: Path) -> int:
                       threshold=cfg.labels.emotion_threshold, resume=args.resume)  # fmt: skip
     console.print(
         f"training {cfg.model.arch} ({cfg.model.variant}, {cfg.model.modalities}, task {task}, recipe {t.recipe}) "
-        f"on {t.dataset}: "
-        f"{len(train_ds)} train / {len(valid_ds)} valid clips, lr {t.lr}, {t.epochs} epochs -> {t.out}"
+        f"on {t.dataset}: {clips[0]} train / {clips[1]} valid clips as {samples} ({len(train_ds)} / "
+        f"{len(valid_ds)} samples), read as {setting.describe()}; lr {t.lr}, {t.epochs} epochs -> {t.out}"
     )
     summary = train(model, train_ds, valid_ds, opts)
     if summary:
@@ -366,7 +400,15 @@ def _score_checkpoint(args, model) -> tuple[dict, dict, str]:
     half = getattr(args, "half", None)
     if half:  # alternate clips in file order: half 1 = 1st, 3rd, ...; half 2 = 2nd, 4th, ...
         split.entries = split.entries[half - 1 :: 2]
-    console.print(f"scoring {len(split)} clips of the {args.split} split" + (f" (half {half})" if half else "")
+    clips = len(split)
+    protocol, setting = scoring_protocol(args, mcfg)
+    if protocol == "windows":
+        from .windows import window_entries
+
+        split.entries = window_entries(split.entries, setting)
+    counted = f"{len(split)} windows of {clips} clips" if protocol == "windows" else f"{clips} clips"
+    read = f" ({setting.describe()})" if protocol == "windows" else ""
+    console.print(f"scoring {counted}{read} of the {args.split} split" + (f" (half {half})" if half else "")
                   + (f"; {lost} lost in prepare" if lost is not None else ""))  # fmt: skip
     from merclip.model.tokenizer import ClipTokenizer
     from torch.utils.data import DataLoader
@@ -386,14 +428,35 @@ def _score_checkpoint(args, model) -> tuple[dict, dict, str]:
     outputs: dict = {}
     metrics = evaluate(model, loader, prompts, torch.device("cpu"), task, cfg.labels.emotion_threshold, outputs)
     metrics["n"] = len(split)
+    metrics["protocol"] = protocol
+    metrics["clips"] = clips
+    if protocol == "windows":
+        metrics["reading"] = setting.to_json()
     if half:
         metrics["half"] = half
     if lost is not None:
         metrics["lost_in_prepare"] = lost
     metrics["partial"] = bool(partial)
     where = f"half {half} of " if half else ""
-    title = f"{cfg.train.dataset} {where}{args.split} ({len(split)} clips{', partial' if partial else ''})"
+    title = f"{cfg.train.dataset} {where}{args.split} ({counted}{', partial' if partial else ''})"
     return metrics, outputs, title
+
+
+def scoring_protocol(args, mcfg):
+    """(protocol, reading setting) for eval and calibrate: the monitor's windows by default for a model that
+    records how it reads them (trained by this version), whole clips for older ones; ``--context`` reads the
+    windows another way, to measure the choice."""
+    from dataclasses import replace
+
+    from merclip.model.reading import ReadingSetting
+
+    protocol = getattr(args, "protocol", None) or ("windows" if mcfg.reading is not None else "clips")
+    setting = mcfg.reading or ReadingSetting()
+    if getattr(args, "context", None):
+        if protocol != "windows":
+            raise MerClipError("--context reads the monitor's windows: use it with --protocol windows")
+        setting = replace(setting, context=args.context)
+    return protocol, setting
 
 
 def reliability_path(json_path: str | Path) -> Path:

@@ -11,10 +11,12 @@ from merclip.model.preprocess import normalize_frames
 from merclip.model.tokenizer import trim_padding
 from torch.utils.data import Dataset
 
-from .cache import read_clip, read_index
+from .cache import SAMPLE_RATE, read_clip, read_index, read_window
 from .datasets import MELD_EMOTIONS, Clip
 
 IGNORE = -100
+import os
+CLIP_SHARE = float(os.environ.get("MERCLIP_CLIP_SHARE", "0.5"))
 
 
 def clip_entries(clips: list[Clip]) -> list[dict]:
@@ -39,6 +41,8 @@ class ClipDataset(Dataset):
         self.modalities = modalities
         self.emotion_labels, self.sentiment_labels = list(emotion_labels), list(sentiment_labels)
         self.emotion_mode = emotion_mode
+        self.frames_per_sample: int | None = None  # set when windows and clips train together (same shape)
+        self.seed, self.epoch, self.epochs = 0, 0, 3
 
     @classmethod
     def from_cache(cls, cache_dir, split, **kw) -> ClipDataset:
@@ -77,11 +81,27 @@ class ClipDataset(Dataset):
         key = "positive" if score > 0 else "negative"
         return names.index(key) if key in names else (0 if score > 0 else 1)
 
+    def set_epoch(self, epoch: int, seed: int = 0) -> None:
+        """Which view of each clip an epoch draws (entries with ``views``: train/windows.py)."""
+        self.epoch, self.seed = epoch, seed
+
     def __getitem__(self, i: int) -> dict:
         entry = self.entries[i]
+        if "views" in entry:  # one of the clip's views, drawn anew each epoch (repeatably: seed, epoch, i)
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            share = CLIP_SHARE if CLIP_SHARE >= 0 else 1.0 - 0.75 * self.epoch / max(1, self.epochs - 1)
+            if entry["views"] and not (entry["whole"] and rng.random() < share):
+                entry = entry["views"][int(rng.integers(len(entry["views"])))]
         frames = audio = None
         if self.cache_dir is not None and ("V" in self.modalities or "A" in self.modalities):
-            frames, audio = read_clip(self.cache_dir, entry)
+            if "window" in entry and "windows" in entry:  # one of the monitor's windows (train/windows.py)
+                samples = int(round((entry["t_end_s"] - entry["t_start_s"]) * SAMPLE_RATE))
+                frames, audio = read_window(self.cache_dir, entry, samples)
+            else:
+                frames, audio = read_clip(self.cache_dir, entry)
+            if frames is not None and self.frames_per_sample and len(frames) != self.frames_per_sample:
+                # whole clips trained beside windows: as many frames as a window, evenly over the clip
+                frames = frames[np.linspace(0, len(frames) - 1, self.frames_per_sample).round().astype(int)]
         return {
             "frames": frames if "V" in self.modalities else None,
             "audio": audio if "A" in self.modalities else None,

@@ -38,11 +38,15 @@ class Clip:
     sentiment: float = math.nan  # -3..3; 0 = neutral; nan = unknown
     emotions: dict[str, float] = field(default_factory=dict)  # intensity per label; present if > 0
     emotion_class: str = ""  # single-label datasets (MELD)
+    # how long the utterance lasted (MELD's EndTime - StartTime; a manifest's end_s - start_s): where only text
+    # exists, its words are spread over this span to cut the clip into the monitor's windows (train/windows.py)
+    duration_s: float | None = None
 
     def to_json(self) -> dict:
         return {"clip_id": self.clip_id, "split": self.split, "text": self.text, "media": self.media,
                 "start_s": self.start_s, "end_s": self.end_s, "sentiment": self.sentiment,
-                "emotions": self.emotions, "emotion_class": self.emotion_class}  # fmt: skip
+                "emotions": self.emotions, "emotion_class": self.emotion_class,
+                "duration_s": self.duration_s}  # fmt: skip
 
     @classmethod
     def from_json(cls, data: dict) -> Clip:
@@ -178,6 +182,7 @@ def read_manifest(path: str | Path, emotion_labels=MOSEI_EMOTIONS) -> list[Clip]
             emotions={e: _number(path, line, row, f"emotion_{e}", 0.0) for e in emotion_labels
                       if f"emotion_{e}" in row},
             emotion_class=str(row.get("emotion") or ""),
+            duration_s=end - start if start is not None and end is not None else None,
         ))  # fmt: skip
     return clips
 
@@ -338,6 +343,21 @@ def read_mosei_emotion_csd(path: str | Path) -> dict[str, list[tuple[float, dict
 MELD_COLUMNS = ("Dialogue_ID", "Utterance_ID", "Utterance", "Emotion", "Sentiment")
 
 
+def _meld_seconds(stamp: str | None) -> float | None:
+    """MELD's "0:00:16,059" (hours:minutes:seconds,milliseconds) in seconds; None when absent or malformed."""
+    try:
+        hours, minutes, rest = str(stamp).strip().split(":")
+        seconds, millis = rest.split(",")
+        return int(hours) * 3600 + int(minutes) * 60 + int(seconds) + int(millis) / 1000
+    except (AttributeError, ValueError):
+        return None
+
+
+def _meld_duration(start: str | None, end: str | None) -> float | None:
+    a, b = _meld_seconds(start), _meld_seconds(end)
+    return b - a if a is not None and b is not None and b > a else None
+
+
 def read_meld(root: str | Path, splits=("train", "dev", "test")) -> list[Clip]:
     """MELD's ``<split>_sent_emo.csv`` files (any present); videos are used when found next to them in
     ``<root>/<split>/dia{D}_utt{U}.mp4`` (or MELD's ``*_splits*`` folders)."""
@@ -366,6 +386,7 @@ def read_meld(root: str | Path, splits=("train", "dev", "test")) -> list[Clip]:
             clips.append(Clip(
                 clip_id=f"{split}_dia{dia}_utt{utt}", split=_split(split), text=row["Utterance"], media=media,
                 sentiment=sentiment, emotion_class=row["Emotion"].strip().lower(),
+                duration_s=_meld_duration(row.get("StartTime"), row.get("EndTime")),
             ))  # fmt: skip
     if not found:
         raise MerClipError(f"no MELD CSVs (train_sent_emo.csv, dev_sent_emo.csv, test_sent_emo.csv) in {root}")

@@ -100,6 +100,7 @@ def cmd_serve_bench(args, cfg: Config) -> int:
     err = Console(stderr=True)
     frames = args.frames or cfg.capture.frames_per_window
     opts = BenchOptions(model=args.model, frames=frames, providers=args.providers or cfg.runtime.providers,
+                        precision=args.precision or cfg.runtime.precision,
                         cache_dir=str(Path(cfg.runtime.cache_dir).expanduser() / "bench"))  # fmt: skip
     serve_opts = replace(ServeOptions.from_config(cfg), address="", host="127.0.0.1", port=_free_port())
     url, started = args.server, False
@@ -114,7 +115,9 @@ def cmd_serve_bench(args, cfg: Config) -> int:
             s = serve_opts
             err.print(f"[dim]starting a local service ({s.replicas} replica(s), {s.num_cpus:g} CPU each, "
                       f"batches <= {s.max_batch} within {s.batch_wait_ms:g} ms)…[/dim]")  # fmt: skip
-            url = start_service(bundle.folder, serve_opts, opts.providers)
+            url = start_service(
+                bundle.folder, serve_opts, opts.providers, precision=opts.precision, cache_dir=cfg.runtime.cache_dir
+            )
             started = True
         runs = []
         for n in args.streams:

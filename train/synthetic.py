@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from merclip.model.face import FaceSetting, crop_sequence
 from merclip.model.preprocess import resize_center_crop
+from merclip.model.reading import ReadingSetting
 
 from .cache import SAMPLE_RATE, write_clip, write_face, write_index
 from .datasets import MOSEI_EMOTIONS, Clip
@@ -57,6 +58,7 @@ def generate(
     seed: int = 0,
     valid_fraction: float = 0.25,
     face: FaceSetting = FaceSetting(),
+    reading: ReadingSetting | None = None,
 ) -> int:
     """Write ``n`` clips (a quarter held out as valid, the same count again as test) into a cache. With a face
     setting on, the frames go through the same crop as real clips: they hold no face, so no clip keeps video
@@ -71,6 +73,7 @@ def generate(
         split = "train" if i < n - n_valid else ("valid" if i < n else "test")
         label = int(rng.integers(len(MOSEI_EMOTIONS)))
         images, wave, text = make_clip(rng, label, informative, frames, size, seconds)
+        windows = monitor_windows(images, wave, seconds, reading, face) if reading is not None else None
         if face.on:
             times = [(k + 0.5) * seconds / len(images) for k in range(len(images))]  # spread over the clip
             images = [resize_center_crop(c, size) for c in crop_sequence(images, times, face) or []]
@@ -78,8 +81,30 @@ def generate(
         clip = Clip(
             clip_id=f"syn{i:05d}", split=split, text=text,
             sentiment=strength if label in POSITIVE else -strength,
-            emotions={e: float(k == label) for k, e in enumerate(MOSEI_EMOTIONS)},
+            emotions={e: float(k == label) for k, e in enumerate(MOSEI_EMOTIONS)}, duration_s=seconds,
         )  # fmt: skip
-        entries.append(write_clip(folder, clip, images, wave))
+        entry = write_clip(folder, clip, images, wave, windows, size)
+        if windows is not None:
+            entry |= {"stream_s": seconds, "window_frames": reading.frames_per_window}
+        entries.append(entry)
     write_index(folder, entries)
     return len(entries)
+
+
+STREAM_FPS = 10.0  # the synthetic camera's frame rate when a clip is cut into the monitor's windows
+
+
+def monitor_windows(images, wave, seconds: float, reading: ReadingSetting, face: FaceSetting) -> list:
+    """The windows the live windower (and face tracker) makes of a clip played as a stream: its pictures
+    in turn at ``STREAM_FPS``, its audio in 0.1-s blocks."""
+    from merclip.model.face import FaceTracker
+    from merclip.stream.records import AudioBlock, Frame
+    from merclip.stream.windowing import Windower, cut_windows
+
+    block = int(0.1 * SAMPLE_RATE)
+    items = [Frame(j / STREAM_FPS, images[j % len(images)]) for j in range(int(seconds * STREAM_FPS))]
+    items += [AudioBlock(k / SAMPLE_RATE, wave[k : k + block]) for k in range(0, len(wave), block)]
+    items.sort(key=lambda item: item.t_s)
+    windower = Windower(reading.window_s, reading.hop_s, reading.frames_per_window, SAMPLE_RATE,
+                        face=FaceTracker(face) if face.on else None)  # fmt: skip
+    return list(cut_windows(items, windower))
