@@ -7,8 +7,8 @@ to agree with fp32 (``export/agreement.py``); else onnxruntime's CPU provider at
 openvino, cpu = onnxruntime's CPU provider) and ``precision`` (fp32, bf16, int8). A forced choice that
 cannot run here is an error naming why; an automatic one falls back and says why it did.
 
-Measured (BENCHMARKS.md, Intel Xeon with AMX, 2 cores): ViT-B-32's vision graph runs 3.4-6.2x faster in
-OpenVINO bf16 than in onnxruntime fp32; OpenVINO fp32 is 1.2-1.3x; onnxruntime int8 2.1-2.3x.
+Measured (BENCHMARKS.md, Intel Xeon with AMX, 2 cores): ViT-B-32's vision graph runs 3.6-5x faster in
+OpenVINO bf16 than in onnxruntime fp32 (4-12 frames per call); OpenVINO f32 ~1.2x; onnxruntime int8 2.3-2.9x.
 """
 
 from __future__ import annotations

@@ -204,6 +204,22 @@ def test_the_first_load_measures_bf16_once_and_caches_it(tiny_bundle, monkeypatc
     assert bundle.plan.precision == ("bf16" if record["passed"] else "fp32")
 
 
+def test_the_agreement_windows_are_cut_as_the_bundle_reads_a_stream():
+    from merclip.model.reading import ReadingSetting
+    from merclip.stream.precision import SAMPLE_TRANSCRIPT, sample_inputs
+
+    own = sample_inputs(ReadingSetting("window", 2.0, 2.0, 4))
+    overlapping = sample_inputs(ReadingSetting("utterance", 2.0, 1.0, 2))
+    assert len(overlapping) > 1.5 * len(own)  # a window every second instead of every two
+    assert {len(frames) for frames, _, _ in own if frames} == {4}
+    assert {len(frames) for frames, _, _ in overlapping if frames} == {2}
+    said = SAMPLE_TRANSCRIPT.split()
+    own_words = [len(text.split()) for _, _, text in own if text]
+    utterance = [len(text.split()) for _, _, text in overlapping if text]
+    assert max(own_words) < len(said) // 2  # a window's own words: a few
+    assert max(utterance) > len(said) // 2  # the utterance so far grows across the clip
+
+
 def test_cached_records_are_per_bundle_and_a_damaged_one_is_ignored(tiny_bundle, tmp_path):
     from merclip.export.manifest import read_manifest
 
@@ -323,3 +339,15 @@ def test_the_openvino_path_and_the_first_load_check_never_import_torch(tiny_bund
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "False False"
     assert list((tmp_path / "agreement").glob("*.json"))  # the check ran (and was cached), torch-free
+
+
+def test_the_runtime_comparison_script_times_every_runtime_present(tiny_bundle):
+    pytest.importorskip("openvino")
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "cpu_runtimes.py")
+    run = subprocess.run([sys.executable, script, str(tiny_bundle), "--part", "vision", "--frames", "2",
+                          "--repeats", "1", "--threads", "1"], capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    lines = [line for line in run.stdout.splitlines() if "median" in line]
+    assert [line.split()[0] for line in lines] == ["onnxruntime", "OpenVINO", "OpenVINO"]
+    assert "fp32 graph, 2 frames" in run.stdout and "runtime bf16" in lines[2]
+    assert float(lines[1].split("max rel. diff")[1]) < 1e-4  # OpenVINO f32 computes what onnxruntime does
