@@ -184,6 +184,22 @@ def test_openvino_runs_the_bundle_and_reads_like_onnxruntime(tiny_bundle):
         assert texts[0].shape[0] == 2 and texts[1].dtype == bool  # batches and boolean outputs come through
 
 
+def test_an_openvino_bundle_is_warmed_up_at_load_with_a_whole_window(tiny_bundle, monkeypatch):
+    pytest.importorskip("openvino")
+    seen = []
+    real_predict = Bundle.predict
+
+    def predict(self, frames=None, audio=None, text=None):
+        seen.append((self.plan.backend, len(frames or ()), None if audio is None else len(audio), bool(text)))
+        return real_predict(self, frames, audio, text)
+
+    monkeypatch.setattr(Bundle, "predict", predict)
+    Bundle.load(tiny_bundle, providers="cpu")  # onnxruntime: nothing to prepare
+    assert seen == []
+    bundle = Bundle.load(tiny_bundle, providers="openvino", precision="bf16", cpu=SAPPHIRE_RAPIDS)
+    assert seen == [("openvino", bundle.frames_per_window, bundle.window_samples, True)]
+
+
 def test_the_first_load_measures_bf16_once_and_caches_it(tiny_bundle, monkeypatch, tmp_path):
     pytest.importorskip("openvino")
     from merclip.export.manifest import read_manifest
