@@ -495,7 +495,6 @@ def _run_live(args, cfg: Config, console: Console, record: Path | None) -> int:
     reading, notices = session_reading(cfg.capture, bundle.reading, getattr(args, "frames", None))
     for line in notices:
         console.print(line, style="yellow", markup=False, highlight=False)
-    console.print(f"each reading: {reading.describe()}", style="dim", markup=False, highlight=False)
     source, source_name = open_source(cfg, args.fast, args.duration, exact=getattr(args, "exact", False))
     recorder = None
     if record:
@@ -552,6 +551,7 @@ def _run_live(args, cfg: Config, console: Console, record: Path | None) -> int:
 
     try:
         start_capture(source, console)  # last: the transcriber, model and log are ready for its first item
+        console.print(f"each reading: {reading.describe()}", style="dim", markup=False, highlight=False)
         if cfg.ui.enabled:
             with Live(render(state, session.stats), console=Console(), refresh_per_second=cfg.ui.refresh_hz,
                       transient=False) as live:  # fmt: skip

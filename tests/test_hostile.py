@@ -449,12 +449,6 @@ CASES = [
     Case("live-source-newline", "live", live("--source", lambda w: str(w.root / "a\nb.mp4")), "not found"),
     Case("live-asr-model-missing", "live", live("--asr-model", lambda w: str(w.root / "whisper")), "whisper"),
     Case(
-        "live-window-differs-from-bundle",  # fixed in stream/ (today: every window a model error, many lines)
-        "live",
-        lambda w: live("--config", w.conf("[capture]\nwindow_s = 3.0\n"), "--duration", "6")(w),
-        "window",
-    ),
-    Case(
         "live-log-under-a-file", "live", live("--log", lambda w: w.file("plain") + "/s.csv"), "log"
     ),  # fixed in stream/
     Case("live-log-dev-null", "live", live("--log", "/dev/null"), "/dev/null"),  # fixed in stream/ (--log paths)

@@ -11,10 +11,12 @@ from merclip.model.reading import (
     spread_words,
     window_words,
 )
+from merclip.stream.cli import session_reading
 from merclip.stream.sources import SyntheticSource
 from merclip.stream.windowing import Windower, cut_windows
 from merclip.train.windows import clip_words, window_bounds, window_entries
 
+from merclip.config import CaptureSection
 from merclip.errors import MerClipError
 
 UTTERANCE = ReadingSetting(context="utterance")
@@ -69,6 +71,18 @@ def test_setting_round_trips_and_refuses_nonsense():
         ReadingSetting("sentence")
     with pytest.raises(MerClipError, match="hop_s"):
         ReadingSetting(window_s=2.0, hop_s=3.0)
+
+
+def test_a_session_reads_as_its_bundle_was_trained_and_says_what_it_ignores():
+    trained = ReadingSetting("utterance", 2.0, 2.0, 3)
+    asked = CaptureSection(window_s=3.0, context="window")
+    reading, notices = session_reading(asked, trained, frames_flag=None)
+    assert reading == trained
+    assert [n.split(" ignored")[0] for n in notices] == ["notice: capture.window_s = 3.0",
+                                                        "notice: capture.context = 'window'"]  # fmt: skip
+    assert session_reading(CaptureSection(), trained, frames_flag=None) == (trained, [])  # defaults ask nothing
+    fewer, notices = session_reading(CaptureSection(), trained, frames_flag=2)
+    assert fewer.frames_per_window == 2 and len(notices) == 1
 
 
 @pytest.mark.parametrize("duration", [0.7, 1.0, 2.0, 2.5, 3.0, 4.9, 7.2])

@@ -178,7 +178,7 @@ def test_mosi_trains_sentiment_by_default_and_best_follows_acc2(tmp_path):
                          "mosi", "--data-root", str(tmp_path / "MOSI"), "--split", "valid", "--allow-partial"],
                         capture_output=True, text=True, env=ENV)  # fmt: skip
     assert ev.returncode == 0, ev.stderr
-    assert "scoring 12 clips of the valid split" in ev.stderr and "partial" in ev.stdout
+    assert "scoring 12 windows of 12 clips" in ev.stderr and "partial" in ev.stdout
 
 
 def test_unannotated_clips_contribute_no_bce():

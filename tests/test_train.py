@@ -159,8 +159,11 @@ def test_resume_after_kill_mid_epoch_matches_uninterrupted(small_set, tmp_path):
 
 
 def test_two_process_gloo_matches_one_process(small_set, tmp_path):
+    # The paper's recipe: one AdamW group at one rate. Ours moves the two logit scales at lr 0.01, where Adam's
+    # normalised step turns the float noise of a differently ordered gradient sum into a few % of loss after
+    # an epoch (measured: 2 %): a test of seeds, not of DDP.
     args = ["--model", "tiny", "--dataset", "synthetic", "--data-root", str(small_set), "--epochs", "1",
-            "--batch-size", "8"]  # fmt: skip
+            "--batch-size", "8", "--recipe", "paper"]  # fmt: skip
     one = subprocess.run([sys.executable, "-m", "merclip.train", *args, "--out", str(tmp_path / "one")],
                          capture_output=True, text=True, env=ENV, timeout=600)  # fmt: skip
     assert one.returncode == 0, one.stderr
@@ -170,10 +173,10 @@ def test_two_process_gloo_matches_one_process(small_set, tmp_path):
     assert two.returncode == 0, two.stderr[-3000:]
     a = json.loads((tmp_path / "one" / "metrics.json").read_text())["final"]
     b = json.loads((tmp_path / "two" / "metrics.json").read_text())["final"]
-    # Same global batches (DistributedSampler order) and averaged gradients: per-step gradients agree to ~1e-6;
-    # Adam turns that float noise into a ~1% loss difference after an epoch.
-    assert b["loss"] == pytest.approx(a["loss"], rel=3e-2)
-    assert abs(b["accuracy"] - a["accuracy"]) <= 0.1
+    # Same global batches (DistributedSampler order) and averaged gradients: per-step gradients agree to ~1e-6
+    # (measured: validation loss 1.04666 vs 1.04661 after an epoch).
+    assert b["loss"] == pytest.approx(a["loss"], rel=1e-3)
+    assert abs(b["accuracy"] - a["accuracy"]) <= 0.02
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(small_set, tmp_path, monkeypatch):

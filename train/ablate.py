@@ -86,10 +86,12 @@ def cmd_ablate(args) -> int:
             s = SYNTHETIC_ABLATION
             from merclip.config import load_config
 
-            from .cli import _cache_reading
+            from .cli import PAPER_RECIPE, _cache_reading
 
-            generate(data, s["clips"], informative=s["informative"], frames=s["frames"],
-                     reading=_cache_reading(load_config(args.config)))  # fmt: skip
+            reading = _cache_reading(load_config(args.config))
+            if args.recipe == "paper":  # its model reads its 12 frames in each window too
+                reading = replace(reading, frames_per_window=PAPER_RECIPE["train"]["frames"])
+            generate(data, s["clips"], informative=s["informative"], frames=s["frames"], reading=reading)
         # --recipe paper samples its own 12 frames (§4.3): the synthetic frame count is not passed as if asked
         frames = args.frames or (None if args.recipe == "paper" else SYNTHETIC_ABLATION["frames"])
         base |= {"data_root": str(data), "epochs": args.epochs or SYNTHETIC_ABLATION["epochs"], "frames": frames}

@@ -75,21 +75,6 @@ def resolve_task(task: str, dataset: str) -> str:
     return DATASET_TASKS.get(dataset, "both") if task == "auto" else task
 
 
-# Our recipe's schedule: a linear warm-up over this share of the steps, then a cosine decay to 0 (as open_clip
-# trains): a short run ends on small steps instead of stopping mid-stride at full rate (MELD, 3 epochs:
-# RESULTS.md). The paper's recipe keeps its constant rate.
-WARMUP_SHARE = 0.03
-
-
-def lr_factor(step: int, total: int) -> float:
-    """The learning rate at ``step`` of ``total``, as a share of the configured one: a function of the step
-    alone, so a resumed run continues the same schedule."""
-    warmup = max(1, int(WARMUP_SHARE * total))
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-
 def selection_metric(task: str, metrics: dict) -> str:
     """The validation metric that picks ``best.safetensors``: ACC2 for sentiment runs (3-class accuracy
     where sentiment has a neutral class); for single-label emotion (MELD), the weighted F1 that dataset is
@@ -299,7 +284,6 @@ def train(
     else:
         groups = model.parameter_groups(opts.lr, opts.weight_decay)
     opt = torch.optim.AdamW(groups)
-    base_lrs = [g["lr"] for g in opt.param_groups]  # what the schedule scales (a resumed state holds a scaled one)
     start_epoch, history, best = 0, [], {"score": -math.inf, "epoch": -1, "metrics": {}}
     if opts.resume:
         start_epoch, history, best = _resume(model, opt, out)
@@ -328,10 +312,6 @@ def train(
             )
             started, seen, total_loss = time.perf_counter(), 0, 0.0
             for step, batch in enumerate(train_loader):
-                if opts.recipe == "merclip":
-                    factor = lr_factor(epoch * len(train_loader) + step, opts.epochs * len(train_loader))
-                    for group, lr in zip(opt.param_groups, base_lrs, strict=True):
-                        group["lr"] = lr * factor
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                     outputs = _forward(net, batch, prompts, device)
                     loss = compute_loss(model, outputs, {k: v.to(device) if torch.is_tensor(v) else v

@@ -16,6 +16,8 @@ prepare`` cut from the media with the live windower and face tracker (``entry["w
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from merclip.model.reading import ReadingSetting, SpreadWord, join_text, reading_words, spread_words, window_words
 from merclip.stream.records import AudioBlock, Frame, SourceEvent
@@ -23,12 +25,14 @@ from merclip.stream.windowing import Windower, cut_windows
 
 from merclip.errors import MerClipError
 
+log = logging.getLogger(__name__)
+
 SAMPLE_RATE = 16000
 # What each recipe reads and trains on when the config says "auto" (capture.context, train.samples): ours
 # trains for the monitor's readings, chosen by measurement (RESULTS.md, "Reading what the monitor reads");
 # the paper's keeps whole clips, so its tables stay reproducible, and is read live like them.
 RECIPE_CONTEXT = {"merclip": "utterance", "paper": "utterance"}
-RECIPE_SAMPLES = {"merclip": "both", "paper": "clips"}
+RECIPE_SAMPLES = {"merclip": "views", "paper": "clips"}
 # Words per second of conversational English (MELD train's median, 2.57): the span of a transcript that
 # has no times at all.
 SPEAKING_RATE_WPS = 2.5
@@ -195,11 +199,23 @@ def training_entries(entries: list[dict], samples: str, setting: ReadingSetting)
     return windows + [e for e in entries if e["clip_id"] not in same]
 
 
+def has_windows(entries: list[dict]) -> bool:
+    """Whether every clip with media holds the windows ``merclip prepare`` cut from it (text-only clips are
+    cut from their words alone)."""
+    return all("windows" in e for e in entries if e.get("has_video") or e.get("has_audio"))
+
+
 def use_samples(cfg, train_ds, valid_ds) -> tuple[ReadingSetting, str]:
     """Turn a run's train and validation datasets into the recipe's samples, validation on the monitor's
     windows for our recipe (the best epoch is the one whose readings the monitor would show are best);
     returns (how the model will be read, what its samples are)."""
     setting, samples = training_reading(cfg)
+    if not has_windows(train_ds.entries + valid_ds.entries):
+        log.warning(
+            "this cache holds no monitor windows (it was prepared by an older version): training and "
+            "selecting on whole clips; run `merclip prepare` again to train on what the monitor reads"
+        )
+        return setting, "clips"
     train_ds.entries = training_entries(train_ds.entries, samples, setting)
     if cfg.train.recipe != "paper":  # the paper's tables select on whole clips
         valid_ds.entries = window_entries(valid_ds.entries, setting)
