@@ -209,7 +209,9 @@ def _cause(err: Exception, transport: Transport) -> str:
         if not auth.token:
             return "it requires a token: give it with --token-file FILE (or MERCLIP_TOKEN)"
         return "it refused the token (HTTP 401): give the service's token with --token-file FILE (or MERCLIP_TOKEN)"
-    reason = getattr(err, "reason", err)
+    # urllib wraps what happens while connecting (URLError.reason); an alert read after the handshake (TLS 1.3)
+    # comes bare, and its own .reason is only OpenSSL's name for it
+    reason = err if isinstance(err, ssl.SSLError) else getattr(err, "reason", err)
     if isinstance(reason, ssl.SSLCertVerificationError):
         if reason.verify_code in _NAME_MISMATCH:
             return (f"its certificate is not valid for the name {transport.host}: use a name it was made for "

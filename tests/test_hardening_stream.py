@@ -469,7 +469,6 @@ def test_cache_lists_prunes_least_recently_used_and_clears(tmp_path):
 
 
 def test_label_changes_do_not_grow_the_cache_without_bound(tmp_path, monkeypatch):
-    from merclip.export import runtime
     from merclip.stream import cache, cli
     from rich.console import Console
 
@@ -480,7 +479,7 @@ def test_label_changes_do_not_grow_the_cache_without_bound(tmp_path, monkeypatch
         (folder / "manifest.json").write_text("{}")
 
     monkeypatch.setattr(cli, "export_in_subprocess", fake_export)
-    monkeypatch.setattr(runtime.Bundle, "load", classmethod(lambda klass, folder, **kw: Path(folder)))
+    monkeypatch.setattr(cli, "_load_bundle", lambda folder, load, console, verify=True: Path(folder))
     console = Console(stderr=True, file=open(os.devnull, "w"))
     used = []
     for i in range(cache.MAX_CACHED_BUNDLES + 3):

@@ -237,3 +237,13 @@ def test_a_token_refused_mid_session_is_said_once_and_the_service_counts_as_down
     srv.token = pki.token  # the service takes this token again
     engine._next_probe = 0.0
     assert engine.run(_window(6), "hello").emotions and not engine.down
+
+
+def test_a_certificate_alert_read_after_the_handshake_is_told_as_one():
+    """TLS 1.3 sends 'certificate required' after the handshake: urllib raises it bare, not wrapped in a
+    URLError, when the reply is read (seen in CI); it is still told as the certificate it is."""
+    from merclip.stream.remote import Transport, _cause
+
+    alert = ssl.SSLError(1, "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required")
+    alert.reason = "TLSV13_ALERT_CERTIFICATE_REQUIRED"  # what OpenSSL's error sets
+    assert "it may require a client certificate" in _cause(alert, Transport("https://localhost:1/merclip"))
