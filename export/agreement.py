@@ -4,8 +4,9 @@ A precision other than fp32 (bf16 in OpenVINO, int8 graphs in onnxruntime) is ch
 when a measurement says it reads like fp32: top-emotion agreement >= ``MIN_TOP_EMOTION_AGREEMENT`` and mean
 |Δp| <= ``MAX_MEAN_ABS_DP`` over every probability (emotion and sentiment). `merclip export` measures it on
 the packaged sample clip's windows (``stream/precision.py`` cuts them) and writes it in the manifest
-(``agreement``); a bundle without it is measured at its first load where that precision could be chosen,
-and the result cached under ``runtime.cache_dir`` (a bundle folder is never written at load).
+(``agreement``); a bundle without it is measured at its first load where that precision could be chosen
+(``measure.py`` runs both runtimes), and the result cached under ``runtime.cache_dir`` (a bundle folder is
+never written at load).
 
 Each window is read with every non-empty set of the modalities it has and the model uses (LVA, LV, ..., A:
 the sets the live engine fuses for a reading and its agreement), so a window gives up to 7 readings.
@@ -150,24 +151,6 @@ def compare(reference: Readings, other: Readings, windows: Iterable[AgreementWin
     return {"readings": len(same_emotion), "top_emotion_agreement": float(np.mean(same_emotion)),
             "top_sentiment_agreement": float(np.mean(same_sentiment)), "mean_abs_dp": float(d.mean()),
             "max_abs_dp": float(d.max())}  # fmt: skip
-
-
-def measure_bf16(folder: str | Path, inputs: InputSource, threads: int = 0) -> Agreement | None:
-    """A fp32 bundle read by onnxruntime at fp32 and by OpenVINO at bf16 on ``inputs``' windows; None when
-    OpenVINO could not run it here (the load said why)."""
-    from .backends import openvino_version
-    from .cpu import this_cpu
-    from .runtime import Bundle
-
-    reference = Bundle.load(folder, providers="cpu", precision="fp32", threads=threads, verify=False)
-    low = Bundle.load(folder, providers="openvino", precision="bf16", threads=threads, verify=False)
-    if low.plan.backend != "openvino":
-        return None
-    use_audio = reference.mode != "zero-shot"  # zero-shot CLIP never reads audio (as the live engine)
-    stats = compare(bundle_readings(reference, use_audio), bundle_readings(low, use_audio), inputs.windows(reference))
-    on_ort = [line.split(":")[0] for line in low.provider_report if "onnxruntime" in line]
-    backend = f"openvino {openvino_version()} bf16" + (f" ({', '.join(on_ort)} on onnxruntime fp32)" if on_ort else "")
-    return Agreement("bf16", backend, "onnxruntime fp32", inputs.name, measured_on=this_cpu().describe(), **stats)
 
 
 # ---- records: in the manifest (written by export) and in the cache (measured at first load) --------------

@@ -104,9 +104,10 @@ def measure_at_export(model, out: Path, bundle, reference: InputSource, console:
     """Each precision the bundle can run at, against fp32 on ``reference``'s windows; into the manifest."""
     import onnxruntime
 
-    from .agreement import Agreement, bundle_readings, compare, measure_bf16, write_into_manifest
+    from .agreement import Agreement, bundle_readings, compare, write_into_manifest
     from .backends import openvino_version
     from .cpu import this_cpu
+    from .measure import measure_bf16
     from .parity import torch_readings
 
     cpu = this_cpu()

@@ -94,8 +94,9 @@ def check_at_first_load(folder: str | Path, providers: str, precision: str, thre
                         say=print) -> None:  # fmt: skip
     """Measure bf16 against fp32 on the sample clip when the runtime could choose bf16 but the bundle has no
     measurement (manifest or cache); the result goes to the cache. Any failure leaves fp32 in use."""
-    from merclip.export.agreement import measure_bf16, read_records, write_cached
+    from merclip.export.agreement import read_records, write_cached
     from merclip.export.manifest import read_manifest
+    from merclip.export.measure import measure_bf16
 
     manifest = read_manifest(folder, verify=False)
     if not bf16_candidate(manifest, providers, precision) or "bf16" in read_records(manifest, cache_dir):
