@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from merclip.config import Config, load_config, model_config, override, weights_flag
+from merclip.config import Config, load_config, override, weights_flag
 from merclip.errors import MerClipError
 
 from .agreement import InputSource
@@ -25,6 +25,7 @@ def export_from_config(
     result goes into the manifest, ``export/agreement.py``); None: not measured (a first load measures bf16)."""
     import torch
     from merclip.model import build_model, load_checkpoint
+    from merclip.model.config import model_config
 
     from .onnx_export import ExportOptions, export_bundle
     from .parity import check_parity

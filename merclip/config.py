@@ -437,33 +437,3 @@ def _toml_value(value: Any) -> str:
 
 
 __all__ = ["Config", "MOSEI_EMOTIONS", "SENTIMENTS", "cache_path", "load_config", "override", "to_toml", "from_dict"]
-
-
-def face_setting(cfg: Config, auto: str = "haar"):
-    """The face crop ``cfg`` asks for when preparing or exporting; ``auto`` is what "auto" means there."""
-    from merclip.model.face import FaceSetting
-
-    mode = auto if cfg.capture.face == "auto" else cfg.capture.face
-    return FaceSetting(mode, cfg.capture.face_margin)
-
-
-def model_config(cfg: Config, emotion_labels=None):
-    """The MER-CLIP network config described by ``cfg`` (imports torch: training and export only)."""
-    from merclip.model.merclip import MerClipConfig
-
-    return MerClipConfig(
-        arch=cfg.model.arch,
-        variant=cfg.model.variant,
-        modalities=cfg.model.modalities,
-        attend=cfg.model.attend,
-        decoder_heads=cfg.model.decoder_heads,
-        prompt_context=cfg.labels.prompt_context,
-        text_context_length=cfg.model.text_context_length,
-        emotion_mode=cfg.model.emotion_mode,
-        emotion_labels=tuple(emotion_labels or cfg.labels.emotion),
-        sentiment_labels=cfg.labels.sentiment,
-        emotion_query=cfg.labels.emotion_query,
-        sentiment_query=cfg.labels.sentiment_query,
-        face=face_setting(cfg).mode,
-        face_margin=cfg.capture.face_margin,
-    )

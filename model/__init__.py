@@ -8,9 +8,9 @@ from importlib import import_module
 
 _EXPORTS = {
     "MerClip": "merclip",
-    "MerClipConfig": "merclip",
+    "MerClipConfig": "config",
     "ModelOutput": "merclip",
-    "Calibration": "merclip",
+    "Calibration": "config",
     "ClipArch": "factory",
     "build_model": "merclip",
     "build_prompts": "merclip",

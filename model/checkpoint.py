@@ -22,7 +22,8 @@ from safetensors.torch import save_file
 
 from merclip.errors import MerClipError
 
-from .merclip import CONFIG_KEYS_ADDED_LATER, Calibration, MerClip, MerClipConfig, build_model
+from .config import CONFIG_KEYS_ADDED_LATER, Calibration, MerClipConfig
+from .merclip import MerClip, build_model
 
 FORMAT = "merclip-checkpoint/1"
 

@@ -92,6 +92,13 @@ class FaceSetting:
         return f"face crop ({self.mode}, margin {self.margin:g})" if self.on else "whole frame"
 
 
+def face_setting(cfg, auto: str = "haar") -> FaceSetting:
+    """The face crop ``cfg`` (a ``merclip.config.Config``) asks for when preparing or exporting; ``auto`` is
+    what "auto" means there."""
+    mode = auto if cfg.capture.face == "auto" else cfg.capture.face
+    return FaceSetting(mode, cfg.capture.face_margin)
+
+
 def load_cascade() -> cv2.CascadeClassifier:
     if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "data"):
         raise MerClipError(

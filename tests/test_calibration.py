@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from merclip.model import load_checkpoint, save_checkpoint
-from merclip.model.merclip import Calibration
+from merclip.model.config import Calibration
 from merclip.train.calibration import (
     _ece,
     calibrated,

@@ -340,7 +340,7 @@ def test_config_schema_covers_every_field(tiny_model):
     from dataclasses import fields
 
     from merclip.model.audio import MelConfig
-    from merclip.model.merclip import _CONFIG_KINDS, _MEL_KINDS
+    from merclip.model.config import _CONFIG_KINDS, _MEL_KINDS
 
     assert set(_CONFIG_KINDS) == {f.name for f in fields(MerClipConfig)}
     assert set(_MEL_KINDS) == {f.name for f in fields(MelConfig)}

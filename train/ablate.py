@@ -37,7 +37,7 @@ def _run(args, out: Path, variant: str, modalities: str) -> dict:
     from merclip.model.tokenizer import ClipTokenizer
     from torch.utils.data import DataLoader
 
-    from merclip.config import model_config
+    from merclip.model.config import model_config
 
     from .cli import _check_splits, _datasets, train_config
     from .data import Collate

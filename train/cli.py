@@ -9,10 +9,12 @@ import os
 from pathlib import Path
 
 import numpy as np
+from merclip.model.config import model_config
+from merclip.model.face import face_setting
 from rich.console import Console
 from rich.table import Table
 
-from merclip.config import Config, face_setting, load_config, model_config, override, weights_flag
+from merclip.config import Config, load_config, override, weights_flag
 from merclip.errors import MerClipError
 
 from .datasets import MELD_EMOTIONS, MELD_SENTIMENTS, SPLITS, JoinReport, load_dataset, split_shortfall
