@@ -27,7 +27,7 @@ import types
 import numpy as np
 from merclip.model import load_checkpoint
 from merclip.train.calibration import _ece, fit_temperature
-from merclip.train.cli import _score_checkpoint
+from merclip.train.evaluate import _score_checkpoint
 from scipy.special import softmax
 from sklearn.isotonic import IsotonicRegression
 

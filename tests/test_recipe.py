@@ -221,7 +221,7 @@ def test_paper_recipe_fixes_the_gain_and_uses_one_group(tmp_path):
 def test_paper_recipe_config():
     from types import SimpleNamespace
 
-    from merclip.train.cli import train_config
+    from merclip.train.training import train_config
 
     args = SimpleNamespace(config=None, lr=None, epochs=None, batch_size=None, frames=None, weights=None,
                            model="tiny", variant=None, modalities=None, emotion_labels=None, dataset="mosi",

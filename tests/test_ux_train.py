@@ -29,7 +29,7 @@ def test_train_refuses_a_folder_that_holds_a_run(tmp_path, capsys):
 
 
 def test_one_train_per_folder_and_a_dead_runs_lock_is_taken_over(tmp_path):
-    from merclip.train.cli import LOCK_NAME, _run_lock
+    from merclip.train.training import LOCK_NAME, _run_lock
 
     out = tmp_path / "run"
     with _run_lock(out):
@@ -56,7 +56,7 @@ def test_calibrate_and_eval_never_overwrite_a_users_file(tmp_path, capsys):
 
 
 def test_an_existing_checkpoint_or_metrics_file_may_be_replaced(tmp_path, tiny_model):
-    from merclip.train.cli import _check_output_file, _is_checkpoint, _is_metrics_json
+    from merclip.train.outputs import _check_output_file, _is_checkpoint, _is_metrics_json
 
     ckpt = tmp_path / "cal.safetensors"
     save_checkpoint(tiny_model, ckpt)
@@ -119,9 +119,10 @@ def _help(*argv: str, capsys) -> str:
 
 def test_train_and_ablate_help_state_the_dataset_and_model_defaults(capsys):
     from merclip.train.ablate import SYNTHETIC_ABLATION
-    from merclip.train.cli import DATASET_DEFAULTS, RANDOM_INIT_LR
+    from merclip.train.splits import DATASET_DEFAULTS
+    from merclip.train.training import RANDOM_INIT_LR
 
-    from merclip import cli
+    from merclip import flags as cli  # the command line's written-out defaults
 
     syn, mosi = DATASET_DEFAULTS["synthetic"]["train"], DATASET_DEFAULTS["mosi"]["train"]
     # the help is written out (no training import for --help): it must say what the code does

@@ -34,14 +34,14 @@ def _run(args, out: Path, variant: str, modalities: str) -> dict:
     """Train one row and score it on the test split; returns the test metrics."""
     import torch
     from merclip.model import build_model, build_prompts, load_checkpoint
+    from merclip.model.config import model_config
     from merclip.model.tokenizer import ClipTokenizer
     from torch.utils.data import DataLoader
 
-    from merclip.model.config import model_config
-
-    from .cli import _check_splits, _datasets, train_config
     from .data import Collate
     from .loop import RunOptions, evaluate, train
+    from .splits import _check_splits, _datasets
+    from .training import train_config
     from .windows import use_samples, window_entries
 
     row = SimpleNamespace(**{**vars(args), "variant": variant, "modalities": modalities, "task": "sentiment",
@@ -86,7 +86,8 @@ def cmd_ablate(args) -> int:
             s = SYNTHETIC_ABLATION
             from merclip.config import load_config
 
-            from .cli import PAPER_RECIPE, _cache_reading
+            from .splits import _cache_reading
+            from .training import PAPER_RECIPE
 
             reading = _cache_reading(load_config(args.config))
             if args.recipe == "paper":  # its model reads its 12 frames in each window too

@@ -1,0 +1,163 @@
+"""`merclip train` (and `torchrun -m merclip.train`): the run's settings from the config, the dataset and the
+flags; its --out folder locked to one run; the model built and the loop (loop.py) started."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from rich.console import Console
+
+from merclip.config import Config, load_config, override, weights_flag
+from merclip.errors import MerClipError
+
+from .outputs import _short
+from .splits import _cache_dir, _check_splits, _check_task_data, _datasets, _with_dataset_defaults
+
+RANDOM_INIT_LR = 5e-4
+console = Console(stderr=True, soft_wrap=True)
+
+
+# The paper's recipe (supp. Alg. 1, §4.3) beside ours: what `--recipe paper` pins in the model and data.
+PAPER_RECIPE = {"model": {"attend": "pooled"}, "labels": {"prompt_context": 8}, "train": {"frames": 12}}
+
+
+def train_config(args) -> Config:
+    cfg = load_config(args.config)
+    explicit = {k: v for k, v in {"lr": args.lr, "epochs": args.epochs, "batch_size": args.batch_size,
+                                  "frames": args.frames}.items() if v is not None}  # fmt: skip
+    weights = weights_flag(args.model, args.weights)
+    cfg = override(
+        cfg,
+        model={"arch": args.model, "weights": weights, "variant": args.variant, "modalities": args.modalities},
+        labels={"emotion": args.emotion_labels},
+        train={"dataset": args.dataset, "data_root": args.data_root, "task": args.task, "seed": args.seed,
+               "out": args.out, "recipe": getattr(args, "recipe", None),
+               "allow_partial": True if getattr(args, "allow_partial", False) else None, **explicit},
+    )  # fmt: skip
+    cfg = _with_dataset_defaults(cfg, cfg.train.dataset, explicit)
+    if cfg.train.recipe == "paper":
+        if "frames" in explicit and explicit["frames"] != 12:
+            raise MerClipError("--recipe paper samples 12 frames per clip (§4.3): leave --frames out")
+        cfg = override(cfg, **PAPER_RECIPE)
+    if cfg.model.weights == "random" and "lr" not in explicit and cfg.train.lr == type(cfg.train)().lr:
+        # 8e-6 is the paper's lr for fine-tuning pretrained CLIP; from scratch it would barely move.
+        cfg = override(cfg, train={"lr": RANDOM_INIT_LR})
+    return cfg
+
+
+def _trained_face(mcfg, cfg: Config):
+    """The model records the face crop of the pictures it trains on: the prepared cache's, whatever
+    ``capture.face`` says now (a difference is noted)."""
+    from dataclasses import replace
+
+    from .cache import read_face
+
+    cache = _cache_dir(cfg)
+    if not (cache / "index.jsonl").is_file():  # text only: no pictures; the configured setting is recorded
+        return mcfg
+    face = read_face(cache)
+    asked = cfg.capture.face
+    if asked != "auto" and asked != face.mode:
+        console.print(f"notice: capture.face = {asked!r}, but {cache} was prepared with {face.describe()}; "
+                      "training on the cache as prepared (run `merclip prepare` again to change it)")  # fmt: skip
+    return replace(mcfg, face=face.mode, face_margin=face.margin)
+
+
+def cmd_train(args) -> int:
+    cfg = train_config(args)
+    out = Path(cfg.train.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise MerClipError(f"--out {out} is a file: training writes a folder of checkpoints and metrics")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 owns the folder
+        if not args.resume and any((out / name).exists() for name in RUN_FILES):
+            raise MerClipError(f"{out} already holds a training run: pass --resume to continue it, "
+                               "or choose another --out")  # fmt: skip
+        with _run_lock(out):
+            return _train(args, cfg, out)
+    return _train(args, cfg, out)
+
+
+# A folder holding any of these is a training run: a new run there would replace its model.
+RUN_FILES = ("best.safetensors", "last.safetensors", "metrics.json")
+
+
+LOCK_NAME = ".train.lock"
+
+
+@contextlib.contextmanager
+def _run_lock(out: Path):
+    """One ``merclip train`` per --out folder: a lock file holding the owner's pid (a dead owner's lock is
+    taken over, so a killed run never blocks the folder)."""
+    from merclip.stream.cache import pid_alive
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise MerClipError(f"--out {_short(str(out))} cannot be created: {err.strerror}") from None
+    lock = out / LOCK_NAME
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                owner = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                owner = 0
+            if owner and pid_alive(owner):
+                raise MerClipError(f"another merclip train (pid {owner}) is writing to {out}: wait for it, "
+                                   "or choose another --out") from None  # fmt: skip
+            lock.unlink(missing_ok=True)  # left by a run that was killed
+        except OSError as err:
+            raise MerClipError(f"--out {_short(str(out))} is not writable: {err.strerror}") from None
+    else:
+        raise MerClipError(f"cannot lock {out} for training (another run started at the same moment?)")
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _train(args, cfg: Config, out: Path) -> int:
+    from dataclasses import replace
+
+    import torch
+    from merclip.model import build_model
+    from merclip.model.config import model_config
+
+    from .loop import RunOptions, resolve_task, train
+    from .windows import use_samples
+
+    task = resolve_task(cfg.train.task, cfg.train.dataset)
+    train_ds, valid_ds = _datasets(cfg, ("train", "valid"))
+    if len(valid_ds) == 0:
+        raise MerClipError("the dataset has no validation split")
+    _check_task_data(cfg, task, train_ds.info)
+    _check_splits(cfg, (train_ds, valid_ds), train_ds.info)
+    clips = (len(train_ds), len(valid_ds))
+    setting, samples = use_samples(cfg, train_ds, valid_ds)
+    torch.manual_seed(cfg.train.seed)
+    mcfg = replace(_trained_face(model_config(cfg), cfg), reading=setting)
+    model = build_model(mcfg, weights=cfg.model.weights)
+    t = cfg.train
+    opts = RunOptions(out=t.out, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
+                      grad_clip=t.grad_clip, amp=t.amp, seed=t.seed, task=task, recipe=t.recipe,
+                      num_workers=t.num_workers,
+                      threshold=cfg.labels.emotion_threshold, resume=args.resume)  # fmt: skip
+    console.print(
+        f"training {cfg.model.arch} ({cfg.model.variant}, {cfg.model.modalities}, task {task}, recipe {t.recipe}) "
+        f"on {t.dataset}: {clips[0]} train / {clips[1]} valid clips as {samples} ({len(train_ds)} / "
+        f"{len(valid_ds)} samples), read as {setting.describe()}; lr {t.lr}, {t.epochs} epochs -> {t.out}"
+    )
+    summary = train(model, train_ds, valid_ds, opts)
+    if summary:
+        console.print(
+            f"best validation {summary['selected_by']} {summary['best'][summary['selected_by']]:.4f} at epoch "
+            f"{summary['best_epoch']}; "
+            f"{Path(t.out) / 'metrics.json'}"
+        )
+    return 0
