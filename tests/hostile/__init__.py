@@ -1,0 +1,1 @@
+"""Hostile inputs through the real entry points, one table per command (``world.py`` runs them)."""
