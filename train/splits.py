@@ -23,8 +23,6 @@ DATASET_DEFAULTS = {
     "meld": {"labels": {"emotion": MELD_EMOTIONS, "sentiment": MELD_SENTIMENTS},
              "model": {"emotion_mode": "single_label"}},
 }  # fmt: skip
-
-
 SYNTHETIC_CLIPS = 400
 console = Console(stderr=True, soft_wrap=True)
 
