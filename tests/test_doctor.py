@@ -8,8 +8,7 @@ import sys
 import time
 
 import pytest
-from merclip.stream import cli as live_cli
-from merclip.stream import devices, doctor, sources, weights
+from merclip.stream import bundles, devices, doctor, sources, weights
 from merclip.stream.devices import Camera, Microphone
 
 from merclip.cli import live_main, main
@@ -186,7 +185,7 @@ def test_missing_camera_ends_in_2s_naming_devices_before_any_export(home, monkey
     monkeypatch.setattr(sources, "sounddevice_microphone", _no_mic)
     monkeypatch.setattr(devices, "list_cameras", lambda: [Camera(2, 640, 480, 30.0)])
     monkeypatch.setattr(devices, "list_microphones", lambda: ([Microphone(1, "USB mic", 1, 48000.0, True)], ""))
-    monkeypatch.setattr(live_cli, "export_in_subprocess", _forbid_export)
+    monkeypatch.setattr(bundles, "export_in_subprocess", _forbid_export)
     started = time.monotonic()
     assert live_main(["--camera", "0", "--no-ui"]) == 2
     assert time.monotonic() - started < 2
@@ -217,14 +216,14 @@ def test_camera_that_opens_but_never_delivers_is_refused(home, monkeypatch, caps
     monkeypatch.setattr(sources, "opencv_camera", lambda *a: Dark())
     monkeypatch.setattr(devices, "FIRST_FRAME_S", 0.2)
     no_devices(monkeypatch)
-    monkeypatch.setattr(live_cli, "export_in_subprocess", _forbid_export)
+    monkeypatch.setattr(bundles, "export_in_subprocess", _forbid_export)
     assert live_main(["--camera", "0", "--no-ui", "--allow-missing"]) == 2  # nothing works: --allow-missing too
     err = capsys.readouterr().err
     assert "delivered no frame" in err and "cameras here: none" in err
 
 
 def test_offline_without_cached_weights_fails_in_seconds_without_export(home, monkeypatch, capsys):
-    monkeypatch.setattr(live_cli, "export_in_subprocess", _forbid_export)
+    monkeypatch.setattr(bundles, "export_in_subprocess", _forbid_export)
     started = time.monotonic()
     assert live_main(["--source", "synthetic", "--no-ui", "--no-asr"]) == 2
     assert time.monotonic() - started < 5
@@ -242,7 +241,7 @@ def test_cached_weights_go_on_to_the_export(home, monkeypatch):
         called.append(folder)
         raise MerClipError("export stopped by the test")
 
-    monkeypatch.setattr(live_cli, "export_in_subprocess", fake_export)
+    monkeypatch.setattr(bundles, "export_in_subprocess", fake_export)
     assert live_main(["--source", "synthetic", "--no-ui", "--no-asr"]) == 2
     assert called, "cached weights: the export runs (offline is fine)"
 

@@ -296,7 +296,7 @@ def test_devices_start_after_a_slow_whisper_load_so_the_first_window_is_fresh(ti
                                                                               caplog):  # fmt: skip
     import json
 
-    from merclip.stream import cli, sources
+    from merclip.stream import live, sources
 
     from merclip.cli import live_main
 
@@ -315,7 +315,7 @@ def test_devices_start_after_a_slow_whisper_load_so_the_first_window_is_fresh(ti
         opened.append(time.monotonic())
         return FakeMic(on_audio)
 
-    monkeypatch.setattr(cli, "open_transcriber", slow_whisper)
+    monkeypatch.setattr(live, "open_transcriber", slow_whisper)
     monkeypatch.setattr(sources, "opencv_camera", lambda *a: FakeCamera())
     monkeypatch.setattr(sources, "sounddevice_microphone", microphone)
     monkeypatch.setattr(DeviceSource, "QUEUE_ITEMS", 20)  # < what 2 s of capture would queue (~50 items)
