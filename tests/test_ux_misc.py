@@ -149,7 +149,7 @@ def test_damaged_cached_bundle_is_discarded_and_exported_again(tiny_bundle, tmp_
 
 # ---- 4. bench throughput: labelled, 3 significant digits, batching compared model-alone to model-alone -----
 def test_bench_throughput_lines_compare_like_with_like(capsys):
-    from merclip.train.bench import print_report, sig3, throughput_lines
+    from merclip.train.bench.report import print_report, sig3, throughput_lines
 
     assert [sig3(x) for x in (1.6199341629082804, 237.5231254794408, 9.996, 1234.5, 0.0123456)] == [
         "1.62", "238", "10.0", "1,230", "0.0123"]  # fmt: skip
@@ -173,7 +173,7 @@ def test_bench_measures_batch_one_on_the_model_alone(tiny_bundle):
     from merclip.export.runtime import Bundle
     from merclip.stream.sources import SyntheticSource
     from merclip.stream.windowing import Windower
-    from merclip.train.bench import _throughput
+    from merclip.train.bench.stages import model_throughput as _throughput
 
     bundle = Bundle.load(tiny_bundle)
     windower = Windower(frames_per_window=bundle.frames_per_window)
@@ -199,7 +199,7 @@ def _video_without_audio(path: Path) -> Path:
 
 
 def test_bench_speech_says_no_audio_track_and_invalid_data(tmp_path):
-    from merclip.train.bench import read_speech
+    from merclip.train.bench.speech import read_speech
 
     silent = _video_without_audio(tmp_path / "silent.mp4")
     with pytest.raises(MerClipError, match=r"silent\.mp4 has no audio track"):
