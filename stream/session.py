@@ -16,9 +16,10 @@ from merclip.errors import MerClipError
 
 from .bundles import apply_label_config, resolve_bundle
 from .capture import camera_name
+from .device_source import DeviceSource
 from .engine import BundleEngine, Engine
 from .pipeline import LiveSession
-from .sources import DeviceSource, FileSource, SyntheticSource, sample_path
+from .sources import FileSource, SyntheticSource, sample_path
 from .transcriber import WhisperOptions, open_speech
 from .windowing import Windower
 

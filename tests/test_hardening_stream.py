@@ -395,15 +395,15 @@ class _Camera:
 
 
 def test_missing_microphone_is_said_at_start_and_in_the_summary(capsys, tiny_bundle, monkeypatch):
-    from merclip.stream import sources
+    from merclip.stream import device_source
 
     from merclip.errors import MerClipError
 
     def no_mic(*args):
         raise MerClipError("no microphone (default): device unavailable")
 
-    monkeypatch.setattr(sources, "opencv_camera", lambda *a: _Camera())
-    monkeypatch.setattr(sources, "sounddevice_microphone", no_mic)
+    monkeypatch.setattr(device_source, "opencv_camera", lambda *a: _Camera())
+    monkeypatch.setattr(device_source, "sounddevice_microphone", no_mic)
     code = live_main(["--camera", "0", "--allow-missing", "--bundle", str(tiny_bundle), "--no-ui", "--no-asr",
                       "--duration", "2"])  # fmt: skip
     out, err = capsys.readouterr()
