@@ -54,7 +54,7 @@ def _dispatch(name: str) -> Callable:
         "calibrate": lambda: import_module("merclip.train.calibrate").cmd_calibrate,
         "ablate": lambda: import_module("merclip.train.ablate").cmd_ablate,
         "export": lambda: cmd_export,
-        "bench": lambda: import_module("merclip.train.bench").cmd_bench,
+        "bench": lambda: import_module("merclip.train.bench.cli").cmd_bench,
         "report": lambda: import_module("merclip.stream.report").cmd_report,
         "cache": lambda: import_module("merclip.stream.cache").cmd_cache,
         "doctor": lambda: import_module("merclip.stream.doctor").cmd_doctor,

@@ -66,8 +66,8 @@ def clicks(pulse: rig.PulseServer, latency_s: float, count: int = 6) -> dict:
     """Where ``DeviceSource`` places a click (its block's stream time plus the click's offset in it) against
     when the clapper wrote it: the capture path's latency as the session sees it (rig latency included)."""
     os.environ.update(pulse.env)  # before PortAudio is loaded: the ALSA default is this server
+    from merclip.stream.device_source import DeviceSource
     from merclip.stream.records import AudioBlock
-    from merclip.stream.sources import DeviceSource
 
     clapper = rig.Clapper(pulse)
     source = DeviceSource(camera=None, microphone="", mic_latency_s=latency_s)

@@ -3,8 +3,8 @@
 Used by ``merclip-live`` before anything is exported or downloaded (a missing camera is said in about a
 second, not after a model export), by ``merclip-live --list-devices`` and by ``merclip doctor``, which also
 measure the device: a camera's first frame and delivered fps, a microphone's start-up, block interval and
-the age of its blocks on arrival. No torch. Camera and microphone openers are looked up in ``sources`` at
-call time, so tests swap in fakes there.
+the age of its blocks on arrival. No torch. Camera and microphone openers are looked up in
+``device_source`` at call time, so tests swap in fakes there.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 
 from merclip.errors import MerClipError
 
-from . import sources
+from . import device_source
 from .capture import MIC_LATENCY_S, camera_name, with_latency
 
 log = logging.getLogger(__name__)
@@ -29,9 +29,10 @@ log = logging.getLogger(__name__)
 # Camera indices probed where the system cannot list video devices (macOS, Windows).
 PROBE_INDICES = 4
 # How long a device may take to deliver its first frame / audio block before it counts as not working: the
-# session's start-up allowance (sources.DEVICE_START_S), so a device the check passes is one the session keeps.
-FIRST_FRAME_S = sources.DEVICE_START_S
-FIRST_AUDIO_S = sources.DEVICE_START_S
+# session's start-up allowance (device_source.DEVICE_START_S), so a device the check passes is one the
+# session keeps.
+FIRST_FRAME_S = device_source.DEVICE_START_S
+FIRST_AUDIO_S = device_source.DEVICE_START_S
 # `merclip doctor` and `--list-devices` watch a working device this much longer to measure it.
 MEASURE_S = 1.0
 PORTAUDIO_FIX = "the PortAudio library is missing: install it (Debian/Ubuntu: apt-get install libportaudio2)"
@@ -74,11 +75,11 @@ def camera_candidates() -> list[int]:
 
 def list_cameras() -> list[Camera]:
     """Cameras that open and deliver a frame, with the resolution and fps they report (opened as a session
-    opens them, ``sources.opencv_camera``)."""
+    opens them, ``device_source.opencv_camera``)."""
     cameras = []
     for index in camera_candidates():
         try:
-            cap = sources.opencv_camera(index, 640, 480, 15.0)
+            cap = device_source.opencv_camera(index, 640, 480, 15.0)
         except (MerClipError, ImportError):
             continue
         try:
@@ -181,7 +182,7 @@ def probe_camera(camera: str, width: int, height: int, fps: float, measure_s: fl
     name = camera_name(camera)
     asked = time.monotonic()
     try:
-        cap = sources.opencv_camera(sources._camera_index(camera), width, height, fps)
+        cap = device_source.opencv_camera(device_source._camera_index(camera), width, height, fps)
     except MerClipError as err:
         return CameraCheck(name, str(err))
     try:
@@ -222,7 +223,9 @@ def probe_microphone(microphone: str, latency_s: float = MIC_LATENCY_S, measure_
 
     asked = time.monotonic()
     try:
-        mic = with_latency(sources.sounddevice_microphone, latency_s)(microphone, sources.SAMPLE_RATE, 0.1, on_audio)
+        mic = with_latency(device_source.sounddevice_microphone, latency_s)(
+            microphone, device_source.SAMPLE_RATE, 0.1, on_audio
+        )
     except MerClipError as err:
         return MicCheck(name, str(err))
     try:

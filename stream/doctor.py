@@ -97,7 +97,7 @@ def _bundle_manifest(cfg: Config) -> dict | None:
     """The manifest of the bundle a session would load (--bundle, or the --model cache's), if it is there."""
     from merclip.export.manifest import read_manifest
 
-    from .cli import bundle_cache_dir
+    from .bundles import bundle_cache_dir
 
     folder = Path(cfg.runtime.bundle).expanduser() if cfg.runtime.bundle else bundle_cache_dir(cfg)
     try:
@@ -229,7 +229,7 @@ def check_asr(cfg: Config) -> Check:
 
 
 def check_model(cfg: Config) -> Check:
-    from .cli import bundle_cache_dir
+    from .bundles import bundle_cache_dir
 
     if cfg.runtime.bundle:
         manifest = Path(cfg.runtime.bundle).expanduser() / "manifest.json"

@@ -53,7 +53,8 @@ def cmd_serve(args) -> int:
 
     from merclip.config import load_config
 
-    from .cli import apply_label_config, check_flag_conflicts, resolve_bundle
+    from .bundles import apply_label_config, resolve_bundle
+    from .cli import check_flag_conflicts
 
     check_flag_conflicts(args)
     cfg = apply_serve_flags(args, load_config(args.config))

@@ -10,7 +10,7 @@ source, never guessed from timestamps:
 - the source's ``tracks`` hold windows from the start, before their first item (a microphone whose first
   block arrives 2 s after the camera's first frame, an audio track that starts 1 s into the video);
 - a ``SourceEvent`` with status lost, absent or ended lets a track go: a device's watchdog says "lost" when
-  it has sent nothing for a while on the wall clock (``sources.DEVICE_SILENT_S``), a file says "ended" at
+  it has sent nothing for a while on the wall clock (``device_source.DEVICE_SILENT_S``), a file says "ended" at
   the end of a track. A new item (or an "ok" event) from the track makes it hold windows again.
 No track is judged stale by stream time: a file's tracks arrive in its muxer's order (video commonly 1 s or
 more ahead of the audio that plays with it) and a device's with its own latency. An item that arrives for

@@ -7,8 +7,7 @@ import ssl
 import types
 
 import pytest
-from merclip.stream import cli as live_cli
-from merclip.stream import served
+from merclip.stream import bundles, served
 from merclip.stream.access import (
     RefusalLog,
     ServerSecurity,
@@ -188,7 +187,7 @@ def _forbidden(*args, **kwargs):
 def test_serve_on_an_open_host_alone_is_refused_before_anything_starts(monkeypatch, capsys):
     monkeypatch.delenv("MERCLIP_TOKEN", raising=False)
     monkeypatch.setattr(served, "connect_cluster", _forbidden)
-    monkeypatch.setattr(live_cli, "resolve_bundle", _forbidden)  # no export either
+    monkeypatch.setattr(bundles, "resolve_bundle", _forbidden)  # no export either
     assert main(["serve", "--model", "tiny", "--host", "0.0.0.0"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --host 0.0.0.0 lets other machines in")

@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from merclip.stream.capture import camera_name, camera_target, is_url
+from merclip.stream.device_source import Backoff, DeviceSource
 from merclip.stream.record import RecordingSource
 from merclip.stream.records import AudioBlock, Frame, SourceEvent
-from merclip.stream.sources import Backoff, DeviceSource
 
 from merclip.errors import MerClipError
 

@@ -8,8 +8,7 @@ import sys
 import time
 
 import pytest
-from merclip.stream import cli as live_cli
-from merclip.stream import devices, doctor, sources, weights
+from merclip.stream import bundles, device_source, devices, doctor, weights
 from merclip.stream.devices import Camera, Microphone
 
 from merclip.cli import live_main, main
@@ -36,7 +35,7 @@ def no_devices(monkeypatch, portaudio: bool = True):
 
 
 def _no_camera(*args):
-    raise MerClipError("cannot open camera 0 (is it connected and free?)")  # as sources.opencv_camera says it
+    raise MerClipError("cannot open camera 0 (is it connected and free?)")  # as device_source.opencv_camera says it
 
 
 def _no_mic(*args):
@@ -105,7 +104,7 @@ def test_doctor_here_no_devices_no_gpu_offline_exits_1_with_fixes(home, monkeypa
 def test_doctor_with_devices_and_a_gpu_exits_0(home, monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(devices, "list_cameras", lambda: [Camera(0, 1280, 720, 30.0)])
     monkeypatch.setattr(devices, "list_microphones", lambda: ([Microphone(3, "USB mic", 1, 48000.0, True)], ""))
-    monkeypatch.setattr(sources, "sounddevice_microphone", _Mic)
+    monkeypatch.setattr(device_source, "sounddevice_microphone", _Mic)
     monkeypatch.setattr(doctor, "available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     monkeypatch.setattr(doctor, "gpu_name", lambda: "NVIDIA H100 80GB HBM3")
     bundle = tmp_path / "bundle"
@@ -182,11 +181,11 @@ def test_doctor_on_this_machine_parses_and_is_quick(tmp_path):
 
 # ---- devices before models -------------------------------------------------------------------------------------
 def test_missing_camera_ends_in_2s_naming_devices_before_any_export(home, monkeypatch, capsys):
-    monkeypatch.setattr(sources, "opencv_camera", _no_camera)
-    monkeypatch.setattr(sources, "sounddevice_microphone", _no_mic)
+    monkeypatch.setattr(device_source, "opencv_camera", _no_camera)
+    monkeypatch.setattr(device_source, "sounddevice_microphone", _no_mic)
     monkeypatch.setattr(devices, "list_cameras", lambda: [Camera(2, 640, 480, 30.0)])
     monkeypatch.setattr(devices, "list_microphones", lambda: ([Microphone(1, "USB mic", 1, 48000.0, True)], ""))
-    monkeypatch.setattr(live_cli, "export_in_subprocess", _forbid_export)
+    monkeypatch.setattr(bundles, "export_in_subprocess", _forbid_export)
     started = time.monotonic()
     assert live_main(["--camera", "0", "--no-ui"]) == 2
     assert time.monotonic() - started < 2
@@ -197,8 +196,8 @@ def test_missing_camera_ends_in_2s_naming_devices_before_any_export(home, monkey
 
 
 def test_missing_microphone_with_allow_missing_goes_on_and_says_so(home, monkeypatch, tiny_bundle, capsys):
-    monkeypatch.setattr(sources, "opencv_camera", lambda *a: _Camera())
-    monkeypatch.setattr(sources, "sounddevice_microphone", _no_mic)
+    monkeypatch.setattr(device_source, "opencv_camera", lambda *a: _Camera())
+    monkeypatch.setattr(device_source, "sounddevice_microphone", _no_mic)
     code = live_main(["--camera", "0", "--allow-missing", "--bundle", str(tiny_bundle), "--no-ui", "--no-asr",
                       "--duration", "2"])  # fmt: skip
     err = capsys.readouterr().err
@@ -214,17 +213,17 @@ def test_camera_that_opens_but_never_delivers_is_refused(home, monkeypatch, caps
         def release(self):
             pass
 
-    monkeypatch.setattr(sources, "opencv_camera", lambda *a: Dark())
+    monkeypatch.setattr(device_source, "opencv_camera", lambda *a: Dark())
     monkeypatch.setattr(devices, "FIRST_FRAME_S", 0.2)
     no_devices(monkeypatch)
-    monkeypatch.setattr(live_cli, "export_in_subprocess", _forbid_export)
+    monkeypatch.setattr(bundles, "export_in_subprocess", _forbid_export)
     assert live_main(["--camera", "0", "--no-ui", "--allow-missing"]) == 2  # nothing works: --allow-missing too
     err = capsys.readouterr().err
     assert "delivered no frame" in err and "cameras here: none" in err
 
 
 def test_offline_without_cached_weights_fails_in_seconds_without_export(home, monkeypatch, capsys):
-    monkeypatch.setattr(live_cli, "export_in_subprocess", _forbid_export)
+    monkeypatch.setattr(bundles, "export_in_subprocess", _forbid_export)
     started = time.monotonic()
     assert live_main(["--source", "synthetic", "--no-ui", "--no-asr"]) == 2
     assert time.monotonic() - started < 5
@@ -242,7 +241,7 @@ def test_cached_weights_go_on_to_the_export(home, monkeypatch):
         called.append(folder)
         raise MerClipError("export stopped by the test")
 
-    monkeypatch.setattr(live_cli, "export_in_subprocess", fake_export)
+    monkeypatch.setattr(bundles, "export_in_subprocess", fake_export)
     assert live_main(["--source", "synthetic", "--no-ui", "--no-asr"]) == 2
     assert called, "cached weights: the export runs (offline is fine)"
 

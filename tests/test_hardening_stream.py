@@ -395,15 +395,15 @@ class _Camera:
 
 
 def test_missing_microphone_is_said_at_start_and_in_the_summary(capsys, tiny_bundle, monkeypatch):
-    from merclip.stream import sources
+    from merclip.stream import device_source
 
     from merclip.errors import MerClipError
 
     def no_mic(*args):
         raise MerClipError("no microphone (default): device unavailable")
 
-    monkeypatch.setattr(sources, "opencv_camera", lambda *a: _Camera())
-    monkeypatch.setattr(sources, "sounddevice_microphone", no_mic)
+    monkeypatch.setattr(device_source, "opencv_camera", lambda *a: _Camera())
+    monkeypatch.setattr(device_source, "sounddevice_microphone", no_mic)
     code = live_main(["--camera", "0", "--allow-missing", "--bundle", str(tiny_bundle), "--no-ui", "--no-asr",
                       "--duration", "2"])  # fmt: skip
     out, err = capsys.readouterr()
@@ -415,7 +415,7 @@ def test_missing_microphone_is_said_at_start_and_in_the_summary(capsys, tiny_bun
 
 
 def test_a_model_failing_on_every_window_exits_1(capsys, tiny_bundle, monkeypatch):
-    from merclip.stream import cli
+    from merclip.stream import session
 
     class Broken:
         def __init__(self, bundle):
@@ -424,7 +424,7 @@ def test_a_model_failing_on_every_window_exits_1(capsys, tiny_bundle, monkeypatc
         def run(self, window, transcript):
             raise RuntimeError("onnxruntime: out of memory")
 
-    monkeypatch.setattr(cli, "BundleEngine", Broken)
+    monkeypatch.setattr(session, "BundleEngine", Broken)
     code = live_main(["--source", "synthetic", "--duration", "4", "--fast", "--bundle", str(tiny_bundle), "--no-ui",
                       "--no-asr"])  # fmt: skip
     err = capsys.readouterr().err
@@ -469,7 +469,7 @@ def test_cache_lists_prunes_least_recently_used_and_clears(tmp_path):
 
 
 def test_label_changes_do_not_grow_the_cache_without_bound(tmp_path, monkeypatch):
-    from merclip.stream import cache, cli
+    from merclip.stream import bundles, cache
     from rich.console import Console
 
     from merclip.config import from_dict
@@ -478,14 +478,14 @@ def test_label_changes_do_not_grow_the_cache_without_bound(tmp_path, monkeypatch
         folder.mkdir(parents=True)
         (folder / "manifest.json").write_text("{}")
 
-    monkeypatch.setattr(cli, "export_in_subprocess", fake_export)
-    monkeypatch.setattr(cli, "_load_bundle", lambda folder, load, console, verify=True: Path(folder))
+    monkeypatch.setattr(bundles, "export_in_subprocess", fake_export)
+    monkeypatch.setattr(bundles, "_load_bundle", lambda folder, load, console, verify=True: Path(folder))
     console = Console(stderr=True, file=open(os.devnull, "w"))
     used = []
     for i in range(cache.MAX_CACHED_BUNDLES + 3):
         cfg = from_dict({"model": {"arch": "tiny", "weights": "random"}, "labels": {"emotion": [f"label {i}"]},
                          "runtime": {"cache_dir": str(tmp_path)}})  # fmt: skip
-        used.append(cli.resolve_bundle(cfg, console))
+        used.append(bundles.resolve_bundle(cfg, console))
         time.sleep(0.01)
     left = sorted(p for p in cache.bundles_dir(tmp_path).iterdir())
     assert len(left) == cache.MAX_CACHED_BUNDLES

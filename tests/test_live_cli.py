@@ -124,7 +124,7 @@ def test_report_writes_a_png_and_summary(tmp_path):
 
 def test_config_labels_replace_bundle_labels_only_when_set(tiny_bundle, tmp_path):
     from merclip.export.runtime import Bundle
-    from merclip.stream.cli import apply_label_config
+    from merclip.stream.bundles import apply_label_config
 
     from merclip.config import from_dict
 

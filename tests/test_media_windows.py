@@ -28,8 +28,9 @@ from media_util import (
     track_audio,
 )
 from merclip.model.face import FaceSetting, FaceTracker
+from merclip.stream.device_source import DeviceSource
 from merclip.stream.records import SourceEvent
-from merclip.stream.sources import DeviceSource, FileSource
+from merclip.stream.sources import FileSource
 from merclip.stream.windowing import MIN_TRAILING_S, Windower, cut_windows
 
 SR = 16000

@@ -11,7 +11,7 @@ from merclip.model.reading import (
     spread_words,
     window_words,
 )
-from merclip.stream.cli import session_reading
+from merclip.stream.session import session_reading
 from merclip.stream.sources import SyntheticSource
 from merclip.stream.windowing import Windower, cut_windows
 from merclip.train.windows import clip_words, window_bounds, window_entries

@@ -31,7 +31,8 @@ import pytest
 import rig
 from media_util import speech
 from merclip.model.face import FaceSetting
-from merclip.stream.sources import DEVICE_START_S, sample_path
+from merclip.stream.device_source import DEVICE_START_S
+from merclip.stream.sources import sample_path
 
 LIVE = Path(sys.executable).with_name("merclip-live")  # the console script pip installed
 DOCTOR = Path(sys.executable).with_name("merclip")
@@ -231,7 +232,7 @@ def test_a_clap_is_placed_at_one_instant_for_camera_and_microphone(pulse, camera
     own difference (the click written vs the white frame sent) is taken out; what is left is the capture
     paths' offset, which must stay within one frame interval. The clapper starts playing after the session:
     the sound server goes from idle to busy under the microphone, as when anything starts playing, and skips
-    what it had buffered -- the microphone's placement must follow (sources.DRIFT_S)."""
+    what it had buffered -- the microphone's placement must follow (device_source.DRIFT_S)."""
     recording = tmp_path / "claps.mkv"
     live = Live(["--camera", camera.url, "--bundle", str(tiny_bundle), "--no-ui", "--no-asr", "--record",
                  str(recording), "--duration", "16"], pulse.env)  # fmt: skip

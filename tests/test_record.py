@@ -145,16 +145,16 @@ def test_exact_replay_keeps_every_frame(tmp_path):
 
 
 def test_rec_is_visible_in_the_ui_title_while_recording(tiny_bundle, tmp_path, monkeypatch, capsys):
-    from merclip.stream import cli as live_cli
+    from merclip.stream import live
 
     titles = []
-    real = live_cli.UiState
+    real = live.UiState
 
     def spy(title, *args, **kw):
         titles.append(title)
         return real(title, *args, **kw)
 
-    monkeypatch.setattr(live_cli, "UiState", spy)
+    monkeypatch.setattr(live, "UiState", spy)
     base = ["--source", "synthetic", "--fast", "--duration", "2", "--bundle", str(tiny_bundle), "--no-ui", "--no-asr"]
     assert live_main([*base, "--record", str(tmp_path / "r.mkv")]) == 0
     assert live_main(base) == 0

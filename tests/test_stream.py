@@ -7,13 +7,13 @@ import time
 import numpy as np
 import pytest
 from merclip.stream.csvlog import SessionLog, escape_cell, new_session_path
+from merclip.stream.device_source import DeviceSource
 from merclip.stream.engine import BundleEngine, EngineResult
 from merclip.stream.pipeline import DropOldestQueue, LiveSession, window_age_ms
 from merclip.stream.records import AudioBlock, Frame, Reading, SourceEvent, Window
 from merclip.stream.sources import (
     REANCHOR_AHEAD_S,
     REANCHOR_S,
-    DeviceSource,
     FileSource,
     SyntheticSource,
     place_block,
@@ -296,7 +296,7 @@ def test_devices_start_after_a_slow_whisper_load_so_the_first_window_is_fresh(ti
                                                                               caplog):  # fmt: skip
     import json
 
-    from merclip.stream import cli, sources
+    from merclip.stream import device_source, live
 
     from merclip.cli import live_main
 
@@ -315,9 +315,9 @@ def test_devices_start_after_a_slow_whisper_load_so_the_first_window_is_fresh(ti
         opened.append(time.monotonic())
         return FakeMic(on_audio)
 
-    monkeypatch.setattr(cli, "open_transcriber", slow_whisper)
-    monkeypatch.setattr(sources, "opencv_camera", lambda *a: FakeCamera())
-    monkeypatch.setattr(sources, "sounddevice_microphone", microphone)
+    monkeypatch.setattr(live, "open_transcriber", slow_whisper)
+    monkeypatch.setattr(device_source, "opencv_camera", lambda *a: FakeCamera())
+    monkeypatch.setattr(device_source, "sounddevice_microphone", microphone)
     monkeypatch.setattr(DeviceSource, "QUEUE_ITEMS", 20)  # < what 2 s of capture would queue (~50 items)
     code = live_main(["--camera", "0", "--bundle", str(tiny_bundle), "--no-ui", "--duration", "2"])
     out, err = capsys.readouterr()

@@ -13,8 +13,8 @@ import threading
 import time
 
 import pytest
+from merclip.stream import bundles, devices, live, record
 from merclip.stream import cli as live_cli
-from merclip.stream import devices, record
 from merclip.stream.devices import Camera
 
 from merclip.cli import build_live_parser, live_main, main
@@ -97,7 +97,7 @@ def test_serve_refuses_a_port_another_service_listens_on(monkeypatch, capsys):
         raise AssertionError("nothing may start on a busy port")
 
     monkeypatch.setattr(served, "start_service", forbidden)
-    monkeypatch.setattr(live_cli, "resolve_bundle", forbidden)  # refused before an export, too
+    monkeypatch.setattr(bundles, "resolve_bundle", forbidden)  # refused before an export, too
     with socket.socket() as busy:  # as Ray Serve's proxy listens: SO_REUSEPORT, which a 2nd proxy would share
         busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         busy.bind(("127.0.0.1", 0))
@@ -121,7 +121,7 @@ def test_serve_refuses_a_port_another_service_listens_on(monkeypatch, capsys):
     ],
 )
 def test_conflicting_flags_are_refused_naming_both(flags, named, monkeypatch, capsys):
-    monkeypatch.setattr(live_cli, "open_engine", lambda *a: pytest.fail("a conflict is refused before the model"))
+    monkeypatch.setattr(live, "open_engine", lambda *a: pytest.fail("a conflict is refused before the model"))
     assert live_main(["--no-ui", "--no-asr", *flags]) == 2
     lines = _error_lines(capsys.readouterr().err)
     assert len(lines) == 1 and all(flag in lines[0] for flag in named), lines

@@ -44,12 +44,12 @@ def test_unknown_whisper_name_is_an_error_listing_every_size(fake_whisper):
 
 
 def test_live_refuses_a_misspelt_asr_model_before_any_export(tmp_path, monkeypatch, capsys):
-    from merclip.stream import cli
+    from merclip.stream import bundles
 
     from merclip.cli import live_main
 
     monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setattr(cli, "export_in_subprocess", lambda *a: pytest.fail("exported before checking the name"))
+    monkeypatch.setattr(bundles, "export_in_subprocess", lambda *a: pytest.fail("exported before checking the name"))
     flags = ["--model", "ViT-B-32", "--source", "sample", "--no-ui", "--fast", "--asr-model", "nosuchmodel"]
     assert live_main(flags) == 2
     err = capsys.readouterr().err
@@ -92,18 +92,18 @@ def test_create_clip_says_weights_file_not_found():
 
 
 def test_live_checks_the_weights_file_before_announcing_an_export(tmp_path, monkeypatch):
-    from merclip.stream import cli
+    from merclip.stream import bundles
     from rich.console import Console
 
     from merclip.config import from_dict
 
     exported = []
-    monkeypatch.setattr(cli, "export_in_subprocess", lambda cfg, folder: exported.append(folder))
+    monkeypatch.setattr(bundles, "export_in_subprocess", lambda cfg, folder: exported.append(folder))
     cfg = from_dict({"model": {"arch": "ViT-B-32", "weights": "nosuch.safetensors"},
                      "runtime": {"cache_dir": str(tmp_path)}})  # fmt: skip
     console = Console(record=True, file=open(os.devnull, "w"))
     with pytest.raises(MerClipError, match="^weights file not found: nosuch.safetensors"):
-        cli.resolve_bundle(cfg, console)
+        bundles.resolve_bundle(cfg, console)
     assert not exported and "exporting" not in console.export_text()
 
 
@@ -117,13 +117,13 @@ def _damage(folder: Path) -> None:
 
 def test_damaged_cached_bundle_is_discarded_and_exported_again(tiny_bundle, tmp_path, monkeypatch):
     from merclip.export.runtime import Bundle
-    from merclip.stream import cache, cli
+    from merclip.stream import bundles, cache
     from rich.console import Console
 
     from merclip.config import from_dict
 
     cfg = from_dict({"model": {"arch": "tiny", "weights": "random"}, "runtime": {"cache_dir": str(tmp_path)}})
-    folder = cli.bundle_cache_dir(cfg)
+    folder = bundles.bundle_cache_dir(cfg)
     folder.parent.mkdir(parents=True)
     shutil.copytree(tiny_bundle, folder)
     assert cache.discard_damaged(folder) == "" and folder.is_dir()  # a sound bundle is kept
@@ -134,9 +134,9 @@ def test_damaged_cached_bundle_is_discarded_and_exported_again(tiny_bundle, tmp_
         exported.append(target)
         shutil.copytree(tiny_bundle, target)
 
-    monkeypatch.setattr(cli, "export_in_subprocess", fake_export)
+    monkeypatch.setattr(bundles, "export_in_subprocess", fake_export)
     console = Console(record=True, width=300, file=open(os.devnull, "w"))
-    bundle = cli.resolve_bundle(cfg, console)
+    bundle = bundles.resolve_bundle(cfg, console)
     text = console.export_text()
     assert exported == [folder] and isinstance(bundle, Bundle)
     assert "notice: the cached bundle" in text and "vision.onnx does not match its checksum" in text
@@ -149,7 +149,7 @@ def test_damaged_cached_bundle_is_discarded_and_exported_again(tiny_bundle, tmp_
 
 # ---- 4. bench throughput: labelled, 3 significant digits, batching compared model-alone to model-alone -----
 def test_bench_throughput_lines_compare_like_with_like(capsys):
-    from merclip.train.bench import print_report, sig3, throughput_lines
+    from merclip.train.bench.report import print_report, sig3, throughput_lines
 
     assert [sig3(x) for x in (1.6199341629082804, 237.5231254794408, 9.996, 1234.5, 0.0123456)] == [
         "1.62", "238", "10.0", "1,230", "0.0123"]  # fmt: skip
@@ -173,7 +173,7 @@ def test_bench_measures_batch_one_on_the_model_alone(tiny_bundle):
     from merclip.export.runtime import Bundle
     from merclip.stream.sources import SyntheticSource
     from merclip.stream.windowing import Windower
-    from merclip.train.bench import _throughput
+    from merclip.train.bench.stages import model_throughput as _throughput
 
     bundle = Bundle.load(tiny_bundle)
     windower = Windower(frames_per_window=bundle.frames_per_window)
@@ -199,7 +199,7 @@ def _video_without_audio(path: Path) -> Path:
 
 
 def test_bench_speech_says_no_audio_track_and_invalid_data(tmp_path):
-    from merclip.train.bench import read_speech
+    from merclip.train.bench.speech import read_speech
 
     silent = _video_without_audio(tmp_path / "silent.mp4")
     with pytest.raises(MerClipError, match=r"silent\.mp4 has no audio track"):
