@@ -171,6 +171,8 @@ class TrainSection:
     # whole clips); windows = each clip cut into the monitor's windows (train/windows.py); clips; both
     samples: str = field(default="auto", metadata=_check(("auto", "windows", "clips", "both", "views")))
     grad_clip: float = field(default=1.0, metadata=_check(lo=0.0, hi=1e6))
+    # ours only (the paper's recipe trains on the plain cross-entropy); RESULTS.md, "Reading what the monitor reads"
+    label_smoothing: float = field(default=0.1, metadata=_check(lo=0.0, hi=0.5))
     amp: bool = True
     seed: int = field(default=0, metadata=_check(lo=0, hi=2**32 - 1))
     out: str = field(default="runs/merclip", metadata=_TEXT)

@@ -32,7 +32,6 @@ GLUE = ("merclip", "merclip.errors", "merclip.config")
 LAYERS = ("glue", "model", "export", "stream", "train", "commands")
 
 
-
 def find_modules(root: Path) -> dict[str, tuple[Path, bool]]:
     """Installed module name -> (file, is a package ``__init__``), from pyproject's package-dir."""
     setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]

@@ -250,3 +250,44 @@ def test_ablate_prints_both_tables_beside_the_papers_and_language_matters(tmp_pa
     # without the words there is nothing to learn: the modality ablation costs accuracy
     assert rows[("t3", "V")]["acc2"] < rows[("t3", "L")]["acc2"] - 0.2
     assert main(["ablate", "--dataset", "synthetic", "--rows", "XYZ", "--out", str(out)]) == 2
+
+
+@pytest.mark.parametrize("recipe, expected", [("merclip", 0.1), ("paper", 0.0)])
+def test_our_recipe_trains_on_smoothed_labels_and_validates_on_plain_ones(tmp_path, monkeypatch, recipe, expected):
+    """Label smoothing (train.label_smoothing) is ours: the paper's recipe keeps its plain cross-entropy, and
+    the validation loss (best epoch, curves) is always the plain one."""
+    import torch.nn.functional as F
+    from merclip.model import MerClipConfig, build_model
+    from merclip.train import loop
+    from merclip.train.data import ClipDataset
+    from merclip.train.synthetic import generate
+
+    generate(tmp_path / "c", 16, frames=1, size=224)
+    kw = {"modalities": "L", "emotion_labels": ["happy", "sad", "angry", "surprise", "disgust", "fear"],
+          "sentiment_labels": ["positive", "negative"], "emotion_mode": "multi_label"}  # fmt: skip
+    tr, va = (ClipDataset.from_cache(tmp_path / "c", s, **kw) for s in ("train", "valid"))
+    seen, real = [], loop.compute_loss
+
+    def spy(model, out, batch, task, smoothing=0.0):
+        seen.append((model.training, smoothing))
+        if model.training and smoothing:  # what the smoothed loss is: (1-e) * CE + e * mean over classes
+            logp = F.log_softmax(out.sentiment_logits.float(), 1)
+            plain = F.nll_loss(logp, batch["sentiment"])
+            want = (1 - smoothing) * plain - smoothing * logp.mean(1).mean()
+            got = F.cross_entropy(out.sentiment_logits.float(), batch["sentiment"], label_smoothing=smoothing)
+            assert float(got) == pytest.approx(float(want), rel=1e-5)
+        return real(model, out, batch, task, smoothing)
+
+    monkeypatch.setattr(loop, "compute_loss", spy)
+    torch.manual_seed(0)
+    model = build_model(MerClipConfig(modalities="L"))
+    loop.train(model, tr, va, loop.RunOptions(out=str(tmp_path / "r"), epochs=1, batch_size=8, lr=1e-3,
+                                              task="sentiment", recipe=recipe, label_smoothing=0.1))  # fmt: skip
+    assert {s for training, s in seen if training} == {expected}
+    assert {s for training, s in seen if not training} == {0.0}
+
+
+def test_the_default_label_smoothing_is_what_config_toml_says():
+    from merclip.config import load_config
+
+    assert load_config(None).train.label_smoothing == 0.1

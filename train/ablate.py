@@ -55,7 +55,8 @@ def _run(args, out: Path, variant: str, modalities: str) -> dict:
     t = cfg.train
     train(model, train_ds, valid_ds, RunOptions(out=str(out), epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                                                 weight_decay=t.weight_decay, seed=t.seed, task="sentiment",
-                                                recipe=t.recipe, threshold=cfg.labels.emotion_threshold))  # fmt: skip
+                                                recipe=t.recipe, label_smoothing=t.label_smoothing,
+                                                threshold=cfg.labels.emotion_threshold))  # fmt: skip
     best, _ = load_checkpoint(out / "best.safetensors")
     tok = ClipTokenizer.default(best.cfg.text_context_length)
     prompts = build_prompts(best.cfg, tok) if best.cfg.uses_label_encoder else None

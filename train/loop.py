@@ -48,6 +48,7 @@ class RunOptions:
     seed: int = 0
     task: str = "both"  # resolved: both | emotion | sentiment (see resolve_task)
     recipe: str = "merclip"  # merclip (our heads and optimiser groups) | paper (supp. Alg. 1, §4.3 exactly)
+    label_smoothing: float = 0.0  # of the single-label cross-entropies; recipe merclip only
     num_workers: int = 0
     threshold: float = 0.6
     resume: bool = False
@@ -90,12 +91,18 @@ def selection_metric(task: str, metrics: dict) -> str:
 
 
 # ---- losses and evaluation ----------------------------------------------------------------------------
-def compute_loss(model: MerClip, out, batch: dict, task: str) -> torch.Tensor:
+def compute_loss(model: MerClip, out, batch: dict, task: str, smoothing: float = 0.0) -> torch.Tensor:
+    """The training loss; ``smoothing``: label smoothing of the single-label cross-entropies (training only:
+    validation reports the plain loss)."""
     losses = []
     if task in ("both", "emotion"):
         if model.cfg.emotion_mode == "single_label":
             if (batch["emotion"] != IGNORE).any():
-                losses.append(F.cross_entropy(out.emotion_logits, batch["emotion"], ignore_index=IGNORE))
+                losses.append(
+                    F.cross_entropy(
+                        out.emotion_logits, batch["emotion"], ignore_index=IGNORE, label_smoothing=smoothing
+                    )
+                )
         else:
             # only annotated clips: an unannotated one (MOSI, an unverified MOSEI row) is not "no emotion"
             keep = batch.get("has_emotion")
@@ -107,7 +114,9 @@ def compute_loss(model: MerClip, out, batch: dict, task: str) -> torch.Tensor:
             if keep.any():
                 losses.append(F.binary_cross_entropy_with_logits(out.emotion_logits[keep], batch["emotion"][keep]))
     if task in ("both", "sentiment") and (batch["sentiment"] != IGNORE).any():
-        losses.append(F.cross_entropy(out.sentiment_logits, batch["sentiment"], ignore_index=IGNORE))
+        losses.append(
+            F.cross_entropy(out.sentiment_logits, batch["sentiment"], ignore_index=IGNORE, label_smoothing=smoothing)
+        )
     if not losses:
         return out.emotion_logits.sum() * 0
     return sum(losses)
@@ -284,6 +293,7 @@ def train(
     else:
         groups = model.parameter_groups(opts.lr, opts.weight_decay)
     opt = torch.optim.AdamW(groups)
+    smoothing = opts.label_smoothing if opts.recipe == "merclip" else 0.0  # the paper's loss is plain
     start_epoch, history, best = 0, [], {"score": -math.inf, "epoch": -1, "metrics": {}}
     if opts.resume:
         start_epoch, history, best = _resume(model, opt, out)
@@ -315,7 +325,8 @@ def train(
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                     outputs = _forward(net, batch, prompts, device)
                     loss = compute_loss(model, outputs, {k: v.to(device) if torch.is_tensor(v) else v
-                                                         for k, v in batch.items()}, opts.task)  # fmt: skip
+                                                         for k, v in batch.items()}, opts.task,
+                                        smoothing)  # fmt: skip
                 if not torch.isfinite(loss):
                     raise MerClipError(
                         f"loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}: stopped; the "

@@ -146,7 +146,7 @@ def _train(args, cfg: Config, out: Path) -> int:
     t = cfg.train
     opts = RunOptions(out=t.out, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
                       grad_clip=t.grad_clip, amp=t.amp, seed=t.seed, task=task, recipe=t.recipe,
-                      num_workers=t.num_workers,
+                      num_workers=t.num_workers, label_smoothing=t.label_smoothing,
                       threshold=cfg.labels.emotion_threshold, resume=args.resume)  # fmt: skip
     console.print(
         f"training {cfg.model.arch} ({cfg.model.variant}, {cfg.model.modalities}, task {task}, recipe {t.recipe}) "
