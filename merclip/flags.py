@@ -22,8 +22,8 @@ def _training_epilog(synthetic: dict) -> str:
     return f"""\
 defaults that depend on the dataset and the model: a setting that the config file leaves at
 its packaged value and that no flag gives takes the dataset's own value
-  synthetic  {synthetic["epochs"]} epochs, lr 1e-3, {frames}, no label smoothing (a small model trained
-             from scratch on exact labels)
+  synthetic  {synthetic["epochs"]} epochs, lr 1e-3, {frames} (a small model trained from scratch; its
+             labels are exact: no label smoothing)
   mosi       lr 2.2e-5, batch 8 (the paper's MOSI recipe)
   meld       its 7 emotions and 3 sentiments, single-label emotion
 otherwise random weights (--model tiny, or --weights random) train at lr 5e-4 (the paper's

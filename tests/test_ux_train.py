@@ -129,10 +129,12 @@ def test_train_and_ablate_help_state_the_dataset_and_model_defaults(capsys):
     assert cli.SYNTHETIC_TRAIN == {k: syn[k] for k in ("epochs", "frames")}
     assert cli.SYNTHETIC_ABLATE == {k: SYNTHETIC_ABLATION[k] for k in ("epochs", "frames")}
     assert (syn["lr"], mosi["lr"], mosi["batch_size"], RANDOM_INIT_LR) == (1e-3, 2.2e-5, 8, 5e-4)
+    assert syn["label_smoothing"] == 0.0
     text = _help("train", capsys=capsys)
     assert "training epochs (default: train.epochs, the paper's 20; synthetic: 6)" in text
     assert "8e-6; mosi: 2.2e-5; synthetic: 1e-3; random weights, e.g. --model tiny: 5e-4" in text
     assert "synthetic 6 epochs, lr 1e-3, 2 frames" in text and "mosi lr 2.2e-5, batch 8" in text
+    assert "no label smoothing" in text
     text = _help("ablate", capsys=capsys)
     assert "synthetic: 3)" in text and "synthetic 3 epochs, lr 1e-3, 1 frame " in text
 
