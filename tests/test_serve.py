@@ -292,7 +292,7 @@ def _kill_replica() -> None:
     raise AssertionError("no replica to kill")
 
 
-def test_replica_killed_mid_session_costs_at_most_the_windows_in_flight(service, tmp_path):
+def test_replica_killed_mid_session_costs_only_the_windows_sent_while_it_is_down(service, tmp_path):
     url, _ = service
     engine = RemoteEngine.connect(url)
     session = _session(engine, 0, 14.0, realtime=True)
@@ -308,8 +308,13 @@ def test_replica_killed_mid_session_costs_at_most_the_windows_in_flight(service,
     windows = int(14.0 / 2)
     assert stats.windows == windows and stats.engine_errors == 0
     # what was lost is counted as dropped, in the CSV too; nothing else is missing
-    assert len(rows) + stats.dropped == windows and stats.dropped <= 2
+    assert len(rows) + stats.dropped == windows
     assert int(rows[-1][header.index("dropped_windows")]) == stats.dropped
+    # only windows sent while the replica was down: one run of them after the kill, none before it, none
+    # once a new replica answers (how many depends on how fast Ray Serve restarts it: 2-6 s here)
+    lost = sorted(set(range(windows)) - {int(r[header.index("window")]) for r in rows})
+    assert len(lost) == stats.dropped
+    assert not lost or (lost[0] >= 3 and lost == list(range(lost[0], lost[0] + len(lost))))
     # Ray Serve started a new replica: the last windows were read
     assert all(r.modalities for r in finals) and finals[-1].window == windows - 1
     _wait_ready(url)
