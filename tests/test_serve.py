@@ -310,11 +310,10 @@ def test_replica_killed_mid_session_costs_only_the_windows_sent_while_it_is_down
     # what was lost is counted as dropped, in the CSV too; nothing else is missing
     assert len(rows) + stats.dropped == windows
     assert int(rows[-1][header.index("dropped_windows")]) == stats.dropped
-    # only windows sent while the replica was down: one run of them after the kill, none before it, none
-    # once a new replica answers (how many depends on how fast Ray Serve restarts it: 2-6 s here)
+    # only windows sent after the kill, while Ray Serve restarts the replica (2-6 s here, so how many
+    # varies, and one may slip through to the new replica between two lost ones), none before it
     lost = sorted(set(range(windows)) - {int(r[header.index("window")]) for r in rows})
-    assert len(lost) == stats.dropped
-    assert not lost or (lost[0] >= 3 and lost == list(range(lost[0], lost[0] + len(lost))))
+    assert len(lost) == stats.dropped and all(3 <= w < windows - 1 for w in lost)
     # Ray Serve started a new replica: the last windows were read
     assert all(r.modalities for r in finals) and finals[-1].window == windows - 1
     _wait_ready(url)
