@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -291,3 +292,31 @@ def test_the_default_label_smoothing_is_what_config_toml_says():
     from merclip.config import load_config
 
     assert load_config(None).train.label_smoothing == 0.1
+
+
+def test_an_ablation_row_trains_with_the_whole_train_table_of_the_config(tmp_path, monkeypatch):
+    """Each `merclip ablate` row is a `merclip train` run: the [train] settings a user configures (gradient
+    clipping, mixed precision, loader workers, label smoothing) reach the row's training, as they reach
+    `merclip train`'s (ablate used to build its own run options and drop the first three)."""
+    from merclip.train import loop
+
+    from merclip.cli import main
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def spy(model, train_ds, valid_ds, opts, tokenizer=None):
+        seen["opts"] = opts
+        raise Stop
+
+    monkeypatch.setattr(loop, "train", spy)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[train]\ngrad_clip = 0.25\namp = false\nnum_workers = 1\nlabel_smoothing = 0.05\n")
+    with pytest.raises(Stop):
+        main(["ablate", "--config", str(cfg), "--model", "tiny", "--dataset", "synthetic", "--rows", "L",
+              "--epochs", "1", "--out", str(tmp_path / "abl")])  # fmt: skip
+    opts = seen["opts"]
+    assert (opts.grad_clip, opts.amp, opts.num_workers, opts.label_smoothing) == (0.25, False, 1, 0.05)
+    assert (opts.task, opts.epochs, Path(opts.out).name) == ("sentiment", 1, "full-L")

@@ -33,15 +33,14 @@ SYNTHETIC_ABLATION = {"clips": 160, "informative": "L", "epochs": 3, "frames": 1
 def _run(args, out: Path, variant: str, modalities: str) -> dict:
     """Train one row and score it on the test split; returns the test metrics."""
     import torch
-    from merclip.model import build_model, build_prompts, load_checkpoint
-    from merclip.model.config import model_config
+    from merclip.model import build_prompts, load_checkpoint
     from merclip.model.tokenizer import ClipTokenizer
     from torch.utils.data import DataLoader
 
     from .data import Collate
-    from .loop import RunOptions, evaluate, train
+    from .loop import evaluate, train
     from .splits import _check_splits, _datasets
-    from .training import train_config
+    from .training import new_run, train_config
     from .windows import use_samples, window_entries
 
     row = SimpleNamespace(**{**vars(args), "variant": variant, "modalities": modalities, "task": "sentiment",
@@ -50,13 +49,8 @@ def _run(args, out: Path, variant: str, modalities: str) -> dict:
     train_ds, valid_ds, test_ds = _datasets(cfg, ("train", "valid", "test"))
     partial = _check_splits(cfg, (train_ds, valid_ds, test_ds), train_ds.info)
     setting, _ = use_samples(cfg, train_ds, valid_ds)  # what the recipe trains on, as `merclip train` does
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(replace(model_config(cfg), reading=setting), weights=cfg.model.weights)
-    t = cfg.train
-    train(model, train_ds, valid_ds, RunOptions(out=str(out), epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
-                                                weight_decay=t.weight_decay, seed=t.seed, task="sentiment",
-                                                recipe=t.recipe, label_smoothing=t.label_smoothing,
-                                                threshold=cfg.labels.emotion_threshold))  # fmt: skip
+    model, opts = new_run(cfg, setting, "sentiment")
+    train(model, train_ds, valid_ds, opts)
     best, _ = load_checkpoint(out / "best.safetensors")
     tok = ClipTokenizer.default(best.cfg.text_context_length)
     prompts = build_prompts(best.cfg, tok) if best.cfg.uses_label_encoder else None

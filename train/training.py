@@ -122,14 +122,29 @@ def _run_lock(out: Path):
         lock.unlink(missing_ok=True)
 
 
-def _train(args, cfg: Config, out: Path) -> int:
+def new_run(cfg: Config, setting, task: str, resume: bool = False):
+    """(a new model, its run options) for a training run of ``cfg`` read as ``setting``: what `merclip train`
+    and each row of `merclip ablate` train, built one way so that a row honours the whole [train] table."""
     from dataclasses import replace
 
     import torch
     from merclip.model import build_model
     from merclip.model.config import model_config
 
-    from .loop import RunOptions, resolve_task, train
+    from .loop import RunOptions
+
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(replace(_trained_face(model_config(cfg), cfg), reading=setting), weights=cfg.model.weights)
+    t = cfg.train
+    opts = RunOptions(out=t.out, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
+                      grad_clip=t.grad_clip, amp=t.amp, seed=t.seed, task=task, recipe=t.recipe,
+                      num_workers=t.num_workers, label_smoothing=t.label_smoothing,
+                      threshold=cfg.labels.emotion_threshold, resume=resume)  # fmt: skip
+    return model, opts
+
+
+def _train(args, cfg: Config, out: Path) -> int:
+    from .loop import resolve_task, train
     from .windows import use_samples
 
     task = resolve_task(cfg.train.task, cfg.train.dataset)
@@ -140,14 +155,8 @@ def _train(args, cfg: Config, out: Path) -> int:
     _check_splits(cfg, (train_ds, valid_ds), train_ds.info)
     clips = (len(train_ds), len(valid_ds))
     setting, samples = use_samples(cfg, train_ds, valid_ds)
-    torch.manual_seed(cfg.train.seed)
-    mcfg = replace(_trained_face(model_config(cfg), cfg), reading=setting)
-    model = build_model(mcfg, weights=cfg.model.weights)
+    model, opts = new_run(cfg, setting, task, resume=args.resume)
     t = cfg.train
-    opts = RunOptions(out=t.out, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
-                      grad_clip=t.grad_clip, amp=t.amp, seed=t.seed, task=task, recipe=t.recipe,
-                      num_workers=t.num_workers, label_smoothing=t.label_smoothing,
-                      threshold=cfg.labels.emotion_threshold, resume=args.resume)  # fmt: skip
     console.print(
         f"training {cfg.model.arch} ({cfg.model.variant}, {cfg.model.modalities}, task {task}, recipe {t.recipe}) "
         f"on {t.dataset}: {clips[0]} train / {clips[1]} valid clips as {samples} ({len(train_ds)} / "
