@@ -13,6 +13,7 @@ another window's words in the next: each thread gets its own request on the shar
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,12 +85,24 @@ class OpenVinoSession:
         return ["OpenVINO"]
 
 
+def import_openvino():
+    """``openvino``, with its usage telemetry left out. Importing openvino imports its model converter, which
+    (unless the user ran OpenVINO's opt-out) writes ``~/intel/openvino_ga_cid`` and sends an "import" event to
+    Google Analytics; a monitor that runs on the user's machine sends nothing anywhere. The converter uses
+    its own no-op stub when ``openvino_telemetry`` cannot be imported, which a ``None`` in ``sys.modules``
+    makes so for this process (we never convert models with it)."""
+    sys.modules.setdefault("openvino_telemetry", None)
+    import openvino
+
+    return openvino
+
+
 class OpenVinoCompiler:
     """One OpenVINO ``Core`` for a bundle's graphs (importing openvino takes ~0.1 s; done once here)."""
 
     def __init__(self, precision: str, threads: int):
         try:
-            import openvino as ov
+            ov = import_openvino()
         except Exception as err:  # a broken install raises anything from ImportError to OSError
             raise OpenVinoError(f"openvino cannot be imported: {str(err).splitlines()[0][:160]}") from None
         self.version = ov.get_version().split("-")[0]

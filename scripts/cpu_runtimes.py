@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from merclip.export.ov_session import import_openvino
 
 SIZES = {"batch": 1, "segments": 1, "k_emotion": 7, "k_sentiment": 3}
 
@@ -63,7 +64,7 @@ def runtimes(path: Path, threads: int) -> dict:
             sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
             found[f"onnxruntime {ort.__version__} CPU provider"] = _ort_call(sess)
     try:
-        import openvino as ov
+        ov = import_openvino()
     except ImportError:
         ov = None
     if ov is not None:
@@ -94,8 +95,7 @@ def graph_inputs(path: Path) -> list:
             return [(i.name, i.shape, i.type) for i in sess.get_inputs()]
     except ImportError:
         pass
-    import openvino as ov
-
+    ov = import_openvino()
     model = ov.Core().read_model(str(path))
     return [(p.get_any_name(), [d.get_length() if d.is_static else "?" for d in p.get_partial_shape()],
              str(p.get_element_type())) for p in model.inputs]  # fmt: skip

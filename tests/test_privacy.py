@@ -1,0 +1,80 @@
+"""Nothing leaves the user's machine: the runtimes the monitor loads collect usage data unless told not to.
+
+Each case runs the library's own code in a fresh process with an empty home: once bare, to show what the
+library does by itself (so the guard is needed and the check can fail), once through merclip.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+# The libraries skip their telemetry on CI machines they recognise; the checks run as on a user's machine.
+CI_MARKERS = ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL", "CIRCLECI", "APPVEYOR", "BUILDKITE",
+              "CODEBUILD_BUILD_ID", "TF_BUILD", "TRAVIS", "TEAMCITY_VERSION", "ORT_RUNNING_UNIT_TESTS")  # fmt: skip
+TELEMETRY_VARIABLES = ("ORT_DISABLE_TELEMETRY", "RAY_USAGE_STATS_ENABLED")
+
+
+def _run(code: str, home) -> str:
+    env = {k: v for k, v in os.environ.items() if k not in CI_MARKERS + TELEMETRY_VARIABLES}
+    home.mkdir()
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, "HOME": str(home)})
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run.stdout.strip()
+
+
+def _files(home) -> list[str]:
+    return sorted(str(p.relative_to(home)) for p in home.rglob("*") if p.is_file())
+
+
+def test_onnxruntime_keeps_no_device_id_and_sends_nothing_when_the_monitor_runs_a_bundle(tiny_bundle, tmp_path):
+    """onnxruntime 1.2x+ writes a device id under ~/.cache/Microsoft and uploads process and session events
+    (1DS) when imported, unless ORT_DISABLE_TELEMETRY is set before it is."""
+    _run("import onnxruntime", tmp_path / "bare")
+    assert any("deviceid" in f for f in _files(tmp_path / "bare"))  # what plain onnxruntime does
+    code = (
+        "import numpy as np\n"
+        "from merclip.export.runtime import Bundle\n"
+        f"b = Bundle.load({str(tiny_bundle)!r}, providers='cpu')\n"
+        "b.predict(np.zeros((2, 64, 64, 3), np.uint8), np.zeros(b.window_samples, np.float32), 'hi there')\n"
+        "print(b.plan.backend)\n"
+    )
+    assert _run(code, tmp_path / "ours") == "onnxruntime"
+    assert _files(tmp_path / "ours") == []
+
+
+def test_openvino_is_loaded_without_its_usage_telemetry(tiny_bundle, tmp_path):
+    """Importing openvino imports its model converter, which writes ~/intel/openvino_ga_cid and sends an
+    "import" event to Google Analytics unless the user ran OpenVINO's opt-out."""
+    pytest.importorskip("openvino")
+    _run("import openvino", tmp_path / "bare")
+    assert "intel/openvino_ga_cid" in _files(tmp_path / "bare")
+    code = (
+        "import numpy as np\n"
+        "from merclip.export.runtime import Bundle\n"
+        f"b = Bundle.load({str(tiny_bundle)!r}, providers='openvino', precision='fp32')\n"
+        "b.predict(np.zeros((2, 64, 64, 3), np.uint8), np.zeros(b.window_samples, np.float32), 'hi there')\n"
+        "from openvino.tools.ovc import telemetry_utils\n"
+        "print(b.plan.backend, telemetry_utils.tm.__name__)\n"
+    )
+    assert _run(code, tmp_path / "ours").split() == ["openvino", "openvino.tools.ovc.telemetry_stub"]
+    assert _files(tmp_path / "ours") == []
+
+
+def test_the_served_monitors_ray_cluster_reports_no_usage_stats(tmp_path):
+    """Ray uploads usage stats from every cluster it starts unless RAY_USAGE_STATS_ENABLED=0; `merclip
+    serve` starts one. Ray's own decision is read after the serving module is imported."""
+    pytest.importorskip("ray")
+    ask = "from ray._common.usage import usage_lib\nprint(usage_lib.usage_stats_enabled())\n"
+    assert _run(ask, tmp_path / "bare") == "True"
+    assert _run("import merclip.stream.served\n" + ask, tmp_path / "ours") == "False"
+
+
+def test_a_user_who_sets_the_variables_keeps_their_choice(tmp_path):
+    code = "import os, merclip\nprint(os.environ['RAY_USAGE_STATS_ENABLED'], os.environ['ORT_DISABLE_TELEMETRY'])\n"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "1", "ORT_DISABLE_TELEMETRY": "0"}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert run.stdout.split() == ["1", "0"]
