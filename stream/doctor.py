@@ -329,13 +329,27 @@ def check_serve(cfg: Config) -> Check:
     return Check("serve", True, shown, "; ".join(notes), blocking=False)
 
 
+def check_telemetry(cfg: Config) -> Check:
+    """Whether the runtimes underneath report usage from this process (merclip turns them off unless the
+    user's environment says otherwise: ``merclip/__init__.py``)."""
+    from merclip import VENDOR_TELEMETRY_OFF
+
+    changed = {k: os.environ.get(k) for k, v in VENDOR_TELEMETRY_OFF.items() if os.environ.get(k) != v}
+    if changed:
+        shown = ", ".join(f"{k}={v}" for k, v in changed.items())
+        return Check("telemetry", False, f"{shown} in your environment: that library may report usage",
+                     "unset " + " ".join(changed), blocking=False)  # fmt: skip
+    return Check("telemetry", True, "off: onnxruntime (ORT_DISABLE_TELEMETRY=1), Ray (RAY_USAGE_STATS_ENABLED=0), "
+                 "OpenVINO (its converter's no-op stub)", blocking=False)  # fmt: skip
+
+
 def run_checks(config_path: str | None) -> list[Check]:
     cfg, config_check = check_config(config_path)
     versions = package_versions()
     text = ", ".join(f"{k} {v}" for k, v in versions.items())
     checks = [Check("versions", True, f"python {platform.python_version()}, {text}", blocking=False), config_check]
     for fn in (check_providers, check_cameras, check_microphones, check_asr, check_model, check_bundle_cache,
-               check_log_space, check_serve):  # fmt: skip
+               check_log_space, check_serve, check_telemetry):  # fmt: skip
         try:
             checks.append(fn(cfg))
         except Exception as err:  # a check that breaks is a finding, not a crash of the doctor

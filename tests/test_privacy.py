@@ -78,3 +78,18 @@ def test_a_user_who_sets_the_variables_keeps_their_choice(tmp_path):
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "1", "ORT_DISABLE_TELEMETRY": "0"}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert run.stdout.split() == ["1", "0"]
+
+
+def test_doctor_says_whether_the_runtimes_report_usage(monkeypatch):
+    from merclip.stream.doctor import check_telemetry
+
+    from merclip.config import Config
+
+    monkeypatch.setenv("ORT_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    check = check_telemetry(Config())
+    assert check.ok and check.detail.startswith("off: onnxruntime")
+    monkeypatch.setenv("ORT_DISABLE_TELEMETRY", "0")
+    check = check_telemetry(Config())
+    assert not check.ok and not check.blocking
+    assert "ORT_DISABLE_TELEMETRY=0" in check.detail and check.fix == "unset ORT_DISABLE_TELEMETRY"
