@@ -15,7 +15,7 @@ import pytest
 # The libraries skip their telemetry on CI machines they recognise; the checks run as on a user's machine.
 CI_MARKERS = ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL", "CIRCLECI", "APPVEYOR", "BUILDKITE",
               "CODEBUILD_BUILD_ID", "TF_BUILD", "TRAVIS", "TEAMCITY_VERSION", "ORT_RUNNING_UNIT_TESTS")  # fmt: skip
-TELEMETRY_VARIABLES = ("ORT_DISABLE_TELEMETRY", "RAY_USAGE_STATS_ENABLED")
+TELEMETRY_VARIABLES = ("ORT_DISABLE_TELEMETRY",)
 
 
 def _run(code: str, home) -> str:
@@ -64,20 +64,11 @@ def test_openvino_is_loaded_without_its_usage_telemetry(tiny_bundle, tmp_path):
     assert _files(tmp_path / "ours") == []
 
 
-def test_the_served_monitors_ray_cluster_reports_no_usage_stats(tmp_path):
-    """Ray uploads usage stats from every cluster it starts unless RAY_USAGE_STATS_ENABLED=0; `merclip
-    serve` starts one. Ray's own decision is read after the serving module is imported."""
-    pytest.importorskip("ray")
-    ask = "from ray._common.usage import usage_lib\nprint(usage_lib.usage_stats_enabled())\n"
-    assert _run(ask, tmp_path / "bare") == "True"
-    assert _run("import merclip.stream.served\n" + ask, tmp_path / "ours") == "False"
-
-
-def test_a_user_who_sets_the_variables_keeps_their_choice(tmp_path):
-    code = "import os, merclip\nprint(os.environ['RAY_USAGE_STATS_ENABLED'], os.environ['ORT_DISABLE_TELEMETRY'])\n"
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "1", "ORT_DISABLE_TELEMETRY": "0"}
+def test_a_user_who_sets_the_variable_keeps_their_choice(tmp_path):
+    code = "import os, merclip\nprint(os.environ['ORT_DISABLE_TELEMETRY'])\n"
+    env = {**os.environ, "ORT_DISABLE_TELEMETRY": "0"}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert run.stdout.split() == ["1", "0"]
+    assert run.stdout.strip() == "0"
 
 
 def test_doctor_says_whether_the_runtimes_report_usage(monkeypatch):
@@ -86,7 +77,6 @@ def test_doctor_says_whether_the_runtimes_report_usage(monkeypatch):
     from merclip.config import Config
 
     monkeypatch.setenv("ORT_DISABLE_TELEMETRY", "1")
-    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     check = check_telemetry(Config())
     assert check.ok and check.detail.startswith("off: onnxruntime")
     monkeypatch.setenv("ORT_DISABLE_TELEMETRY", "0")

@@ -15,6 +15,7 @@ import time
 import types
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,6 +122,18 @@ def _rows(path):
         rows = list(csv.reader(f))
     assert all(len(r) == len(rows[0]) for r in rows[1:]), "a torn row"
     return rows[0], rows[1:]
+
+
+def test_the_served_cluster_reports_no_usage_stats(service):
+    """README, Privacy: Ray's release wheels report no usage from a cluster ray.init() starts, which is how
+    `merclip serve` starts its own; the cluster's head says so in its log."""
+    import ray
+
+    log = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "dashboard.log"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and "Usage reporting is" not in (log.read_text() if log.exists() else ""):
+        time.sleep(0.2)
+    assert "Usage reporting is disabled." in log.read_text()
 
 
 def test_batched_scoring_equals_the_local_engine_window_by_window(tiny_bundle):
