@@ -339,8 +339,9 @@ def check_telemetry(cfg: Config) -> Check:
         shown = ", ".join(f"{k}={v}" for k, v in changed.items())
         return Check("telemetry", False, f"{shown} in your environment: that library may report usage",
                      "unset " + " ".join(changed), blocking=False)  # fmt: skip
-    return Check("telemetry", True, "off: onnxruntime (ORT_DISABLE_TELEMETRY=1), OpenVINO (its converter's no-op "
-                 "stub)", blocking=False)  # fmt: skip
+    ours = ", ".join(f"{k}={v}" for k, v in VENDOR_TELEMETRY_OFF.items())
+    return Check("telemetry", True, f"off: onnxruntime ({ours}), OpenVINO (its converter's no-op stub)",
+                 blocking=False)  # fmt: skip
 
 
 def run_checks(config_path: str | None) -> list[Check]:

@@ -26,6 +26,17 @@ def _run(code: str, home) -> str:
     return run.stdout.strip()
 
 
+def _read_one_window(bundle, load_args: str) -> str:
+    """Code that loads ``bundle`` as the monitor does, reads one window and prints the backend it ran on."""
+    return (
+        "import numpy as np\n"
+        "from merclip.export.runtime import Bundle\n"
+        f"b = Bundle.load({str(bundle)!r}, {load_args})\n"
+        "b.predict(np.zeros((2, 64, 64, 3), np.uint8), np.zeros(b.window_samples, np.float32), 'hi there')\n"
+        "print(b.plan.backend)\n"
+    )
+
+
 def _files(home) -> list[str]:
     return sorted(str(p.relative_to(home)) for p in home.rglob("*") if p.is_file())
 
@@ -35,14 +46,7 @@ def test_onnxruntime_keeps_no_device_id_and_sends_nothing_when_the_monitor_runs_
     (1DS) when imported, unless ORT_DISABLE_TELEMETRY is set before it is."""
     _run("import onnxruntime", tmp_path / "bare")
     assert any("deviceid" in f for f in _files(tmp_path / "bare"))  # what plain onnxruntime does
-    code = (
-        "import numpy as np\n"
-        "from merclip.export.runtime import Bundle\n"
-        f"b = Bundle.load({str(tiny_bundle)!r}, providers='cpu')\n"
-        "b.predict(np.zeros((2, 64, 64, 3), np.uint8), np.zeros(b.window_samples, np.float32), 'hi there')\n"
-        "print(b.plan.backend)\n"
-    )
-    assert _run(code, tmp_path / "ours") == "onnxruntime"
+    assert _run(_read_one_window(tiny_bundle, "providers='cpu'"), tmp_path / "ours") == "onnxruntime"
     assert _files(tmp_path / "ours") == []
 
 
@@ -52,14 +56,8 @@ def test_openvino_is_loaded_without_its_usage_telemetry(tiny_bundle, tmp_path):
     pytest.importorskip("openvino")
     _run("import openvino", tmp_path / "bare")
     assert "intel/openvino_ga_cid" in _files(tmp_path / "bare")
-    code = (
-        "import numpy as np\n"
-        "from merclip.export.runtime import Bundle\n"
-        f"b = Bundle.load({str(tiny_bundle)!r}, providers='openvino', precision='fp32')\n"
-        "b.predict(np.zeros((2, 64, 64, 3), np.uint8), np.zeros(b.window_samples, np.float32), 'hi there')\n"
-        "from openvino.tools.ovc import telemetry_utils\n"
-        "print(b.plan.backend, telemetry_utils.tm.__name__)\n"
-    )
+    code = _read_one_window(tiny_bundle, "providers='openvino', precision='fp32'")
+    code += "from openvino.tools.ovc import telemetry_utils\nprint(telemetry_utils.tm.__name__)\n"
     assert _run(code, tmp_path / "ours").split() == ["openvino", "openvino.tools.ovc.telemetry_stub"]
     assert _files(tmp_path / "ours") == []
 
