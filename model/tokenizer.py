@@ -20,6 +20,10 @@ EOT = "<end_of_text>"
 _SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
 
+# The characters ftfy's uncurl_quotes (part of open_clip's basic_clean) maps to ' and ".
+CURLY_SINGLE_QUOTES = "[\u02bc\u2018-\u201b]"
+CURLY_DOUBLE_QUOTES = "[\u201c-\u201f]"
+
 PLACEHOLDER = "X"  # one token per word; its embedding is replaced by a learnable context vector
 
 
@@ -60,7 +64,16 @@ def build_clip_tokenizer(bpe_path: str | Path) -> Tokenizer:
     vocab = {tok: i for i, tok in enumerate(vocab_list)}
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, end_of_word_suffix="</w>", fuse_unk=False))
     tok.normalizer = normalizers.Sequence(
-        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Strip(), normalizers.Lowercase()]
+        [
+            normalizers.NFC(),
+            # CLIP's own cleaning (ftfy.fix_text) straightens typographic quotes: "don’t" must read as the
+            # "don't" CLIP was trained on and Whisper writes, not as "don", "’", "t".
+            normalizers.Replace(Regex(CURLY_SINGLE_QUOTES), "'"),
+            normalizers.Replace(Regex(CURLY_DOUBLE_QUOTES), '"'),
+            normalizers.Replace(Regex(r"\s+"), " "),
+            normalizers.Strip(),
+            normalizers.Lowercase(),
+        ]
     )
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [

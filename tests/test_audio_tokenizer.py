@@ -1,3 +1,4 @@
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -6,6 +7,7 @@ import torch
 from merclip.model.audio import LogMelImage, MelConfig, mel_filterbank
 
 MEDIA = Path(__file__).resolve().parents[1] / "stream" / "assets"
+SHARED_MELD = Path(__file__).resolve().parents[2] / "shared" / "data" / "meld"
 
 
 def _speech():
@@ -56,5 +58,22 @@ def test_tokenizer_matches_open_clip(tokenizer):
         "X X X X X X X X happy.",
         "",
         "word " * 100,
+        # typographic quotes, as in a quarter of MELD's transcripts (CLIP's cleaning straightens them)
+        "Oh my God, he\u2019s lost it. You\u2019re a genius! I didn\u2019t\u2026",
+        "\u2018Cause I said \u201cno\u201d \u2014 ma\u02bcam, it\u201bs \u201ehere\u201f",
     ]
     assert np.array_equal(tokenizer(texts), open_clip.get_tokenizer("ViT-B-32")(texts).numpy())
+
+
+@pytest.mark.skipif(not SHARED_MELD.is_dir(), reason="the shared MELD CSVs are not beside this checkout")
+def test_every_meld_transcript_tokenizes_as_open_clip_does(tokenizer):
+    """Real transcripts, as written: a model trained on them reads the ids CLIP's tokenizer gives."""
+    open_clip = pytest.importorskip("open_clip")
+    texts = [row["Utterance"] for name in ("train", "dev") for row in _meld_rows(name)]
+    ours, ref = tokenizer(texts), open_clip.get_tokenizer("ViT-B-32")(texts).numpy()
+    assert [t for t, a, b in zip(texts, ours, ref, strict=True) if not np.array_equal(a, b)] == []
+
+
+def _meld_rows(split: str) -> list[dict]:
+    with open(SHARED_MELD / f"{split}_sent_emo.csv", encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
