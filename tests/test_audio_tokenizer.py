@@ -65,6 +65,15 @@ def test_tokenizer_matches_open_clip(tokenizer):
     assert np.array_equal(tokenizer(texts), open_clip.get_tokenizer("ViT-B-32")(texts).numpy())
 
 
+def test_a_bundles_tokenizer_file_straightens_quotes_too(tokenizer, tmp_path):
+    """The live monitor tokenizes with the bundle's tokenizer.json: the normalizer travels in it."""
+    from merclip.model.tokenizer import ClipTokenizer
+
+    tokenizer.save(tmp_path / "tokenizer.json")
+    carried = ClipTokenizer.from_file(tmp_path / "tokenizer.json")
+    assert np.array_equal(carried(["he\u2019s \u201cfine\u201d"]), tokenizer(['he\'s "fine"']))
+
+
 @pytest.mark.skipif(not SHARED_MELD.is_dir(), reason="the shared MELD CSVs are not beside this checkout")
 def test_every_meld_transcript_tokenizes_as_open_clip_does(tokenizer):
     """Real transcripts, as written: a model trained on them reads the ids CLIP's tokenizer gives."""
