@@ -69,6 +69,20 @@ def test_meld_text_training_writes_accuracy_and_weighted_f1(tmp_path):
     assert after["accuracy"] == raw["accuracy"] and after["sentiment_accuracy"] == raw["sentiment_accuracy"]
     assert after["emotion_ece_uncalibrated"] == pytest.approx(raw["emotion_ece"])
     assert after["emotion_nll"] != raw["emotion_nll"]
+    # a clip shorter than the monitor's shortest window gives no window: counted and said, not silently dropped
+    short = _meld(tmp_path / "short", splits=("test",), repeat=1)
+    table = short / "test_sent_emo.csv"
+    rows = list(csv.reader(table.read_text().splitlines()))
+    rows[1][-1] = "00:00:01,100"  # a 0.1-s span, as MELD has
+    with open(table, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    ev = subprocess.run([*MERCLIP, "eval", "--checkpoint", str(out / "best.safetensors"), "--dataset", "meld",
+                         "--split", "test", "--data-root", str(short), "--json", str(tmp_path / "short.json")],
+                        capture_output=True, text=True, env=ENV, timeout=300)  # fmt: skip
+    assert ev.returncode == 0, ev.stderr
+    scored = json.loads((tmp_path / "short.json").read_text())
+    assert (scored["n"], scored["clips"], scored["clips_without_windows"]) == (7, 8, 1)
+    assert "not scored: 1 clip(s) too short for a window" in " ".join(ev.stderr.split())
 
 
 def test_single_label_head_is_a_softmax(tokenizer):

@@ -45,10 +45,14 @@ def _score_checkpoint(args, model) -> tuple[dict, dict, str]:
         from .windows import window_entries
 
         split.entries = window_entries(split.entries, setting)
+    # A clip shorter than the monitor's shortest window (MELD has spans of 0.1 s) gives no window: said, not
+    # hidden in the count of clips.
+    unread = clips - len({e["clip_id"] for e in split.entries}) if protocol == "windows" else 0
     counted = f"{len(split)} windows of {clips} clips" if protocol == "windows" else f"{clips} clips"
     read = f" ({setting.describe()})" if protocol == "windows" else ""
     console.print(f"scoring {counted}{read} of the {args.split} split" + (f" (half {half})" if half else "")
-                  + (f"; {lost} lost in prepare" if lost is not None else ""))  # fmt: skip
+                  + (f"; {lost} lost in prepare" if lost is not None else "")
+                  + (f"; not scored: {unread} clip(s) too short for a window" if unread else ""))  # fmt: skip
     from merclip.model.tokenizer import ClipTokenizer
     from torch.utils.data import DataLoader
 
@@ -71,6 +75,7 @@ def _score_checkpoint(args, model) -> tuple[dict, dict, str]:
     metrics["clips"] = clips
     if protocol == "windows":
         metrics["reading"] = setting.to_json()
+        metrics["clips_without_windows"] = unread
     if half:
         metrics["half"] = half
     if lost is not None:
