@@ -1,4 +1,3 @@
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -76,13 +75,10 @@ def test_a_bundles_tokenizer_file_straightens_quotes_too(tokenizer, tmp_path):
 
 @pytest.mark.skipif(not SHARED_MELD.is_dir(), reason="the shared MELD CSVs are not beside this checkout")
 def test_every_meld_transcript_tokenizes_as_open_clip_does(tokenizer):
-    """Real transcripts, as written: a model trained on them reads the ids CLIP's tokenizer gives."""
+    """Real transcripts, as the dataset reader gives them: a model trained on them reads CLIP's ids."""
     open_clip = pytest.importorskip("open_clip")
-    texts = [row["Utterance"] for name in ("train", "dev") for row in _meld_rows(name)]
+    from merclip.train.datasets import read_meld
+
+    texts = [clip.text for clip in read_meld(SHARED_MELD, splits=("train", "dev"))]
     ours, ref = tokenizer(texts), open_clip.get_tokenizer("ViT-B-32")(texts).numpy()
     assert [t for t, a, b in zip(texts, ours, ref, strict=True) if not np.array_equal(a, b)] == []
-
-
-def _meld_rows(split: str) -> list[dict]:
-    with open(SHARED_MELD / f"{split}_sent_emo.csv", encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))

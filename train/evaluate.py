@@ -41,13 +41,14 @@ def _score_checkpoint(args, model) -> tuple[dict, dict, str]:
         split.entries = split.entries[half - 1 :: 2]
     clips = len(split)
     protocol, setting = scoring_protocol(args, mcfg)
+    unread = 0
     if protocol == "windows":
         from .windows import window_entries
 
         split.entries = window_entries(split.entries, setting)
-    # A clip shorter than the monitor's shortest window (MELD has spans of 0.1 s) gives no window: said, not
-    # hidden in the count of clips.
-    unread = clips - len({e["clip_id"] for e in split.entries}) if protocol == "windows" else 0
+        # A clip shorter than the monitor's shortest window (MELD has spans of 0.1 s) gives no window: said,
+        # not hidden in the count of clips.
+        unread = clips - len({e["clip_id"] for e in split.entries})
     counted = f"{len(split)} windows of {clips} clips" if protocol == "windows" else f"{clips} clips"
     read = f" ({setting.describe()})" if protocol == "windows" else ""
     console.print(f"scoring {counted}{read} of the {args.split} split" + (f" (half {half})" if half else "")
