@@ -1,5 +1,6 @@
-"""The research scripts behind RESULTS.md: the MELD hold-out keeps whole dialogues apart, and the
-calibration ceiling finds the temperature that synthetic logits were drawn with."""
+"""The research scripts behind RESULTS.md: the MELD hold-out keeps whole dialogues apart, the
+calibration ceiling finds the temperature that synthetic logits were drawn with, and the reading ceiling
+scores windows as eval does and gives each window its own utterance's whole reading."""
 
 import csv
 import importlib.util
@@ -61,3 +62,68 @@ def test_calibration_ceiling_recovers_the_true_temperature():
     assert r["raw"] > 0.1  # T = 1 is over-confident on these logits
     assert r["ts"] < 0.03 and r["oracle_ece"] <= r["ts"] + 1e-12
     assert r["floor"] < 0.03
+
+
+EMOTIONS = ("neutral", "joy", "anger", "sadness")
+TEXT = "so what did you say {}"
+CUES = ("okay fine whatever then", "wonderful great lovely happy", "hate you get out", "miss her so sad")
+
+
+def _meld_test_split(root: Path, spans_s: list[float]) -> Path:
+    """A MELD test CSV whose utterances last ``spans_s`` seconds (eight words each, spread over the span); the
+    emotion of utterance i is ``EMOTIONS[i % 4]``, told by its last words."""
+    root.mkdir(parents=True)
+    emotions, sentiments = EMOTIONS, ("neutral", "positive", "negative", "negative")
+    with open(root / "test_sent_emo.csv", "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID",
+                    "Season", "Episode", "StartTime", "EndTime"])  # fmt: skip
+        for i, span in enumerate(spans_s):
+            end_ms = 1000 + round(span * 1000)
+            end = f"00:00:{end_ms // 1000:02d},{end_ms % 1000:03d}"
+            w.writerow([i, TEXT.format(CUES[i % 4]), "Ross", emotions[i % 4], sentiments[i % 4], i, 0, 1, 1,
+                        "00:00:01,000", end])  # fmt: skip
+    return root
+
+
+def test_reading_ceiling_scores_windows_as_eval_does_and_whole_utterances_per_window(tmp_path, tokenizer):
+    import types
+
+    import torch
+    from merclip.model import MerClipConfig, build_model, build_prompts
+    from merclip.model.reading import ReadingSetting
+    from merclip.train.datasets import MELD_EMOTIONS, MELD_SENTIMENTS
+    from merclip.train.evaluate import _score_checkpoint
+
+    script = _load("reading_ceiling")
+    torch.manual_seed(0)
+    model = build_model(MerClipConfig(arch="tiny", modalities="L", emotion_mode="single_label",
+                                      emotion_labels=MELD_EMOTIONS, sentiment_labels=MELD_SENTIMENTS,
+                                      reading=ReadingSetting(context="utterance")))  # fmt: skip
+    # a few steps on the four cues, so that its readings depend on the words (a random tiny model reads every
+    # text alike, and would hide a window scored against another utterance's reading)
+    prompts, ids = build_prompts(model.cfg, tokenizer), torch.from_numpy(tokenizer([TEXT.format(c) for c in CUES]))
+    target = torch.tensor([MELD_EMOTIONS.index(e) for e in EMOTIONS])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(40):
+        loss = torch.nn.functional.cross_entropy(model(text=ids, prompts=prompts).emotion_logits, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    # long utterances (5.5 s: three windows, the first two holding its beginning) among short ones
+    long = _meld_test_split(tmp_path / "long", [1.2, 5.5, 1.5, 5.5, 1.8, 5.5, 0.9, 5.5] * 3)
+    rows = script.ceiling(model, str(long), "test")
+    held, beginning = rows["windows holding the whole utterance"], rows["windows holding its beginning only"]
+    assert (rows["as read"]["n"], held["n"], beginning["n"]) == (48, 12 + 12, 24)
+    args = types.SimpleNamespace(config=None, dataset="meld", data_root=str(long), allow_partial=False,
+                                 split="test", half=None, protocol="windows", context=None)  # fmt: skip
+    metrics = _score_checkpoint(args, model)[0]
+    assert rows["as read"]["emotion"] == pytest.approx(100 * metrics["weighted_f1"])
+    assert rows["as read"]["sentiment"] == pytest.approx(100 * metrics["sentiment_weighted_f1"])
+    # where every window's reading already holds its whole utterance, the ceiling is what the windows read
+    short = _meld_test_split(tmp_path / "short", [1.2, 1.5, 1.8, 0.9] * 6)
+    rows = script.ceiling(model, str(short), "test")
+    assert rows["windows holding its beginning only"]["n"] == 0 and rows["as read"]["emotion"] > 90
+    for task in ("emotion", "sentiment"):
+        assert rows["whole utterance on every window"][task] == pytest.approx(rows["as read"][task])
