@@ -65,15 +65,15 @@ def test_calibration_ceiling_recovers_the_true_temperature():
 
 
 EMOTIONS = ("neutral", "joy", "anger", "sadness")
+SENTIMENTS = ("neutral", "positive", "negative", "negative")
 TEXT = "so what did you say {}"
 CUES = ("okay fine whatever then", "wonderful great lovely happy", "hate you get out", "miss her so sad")
 
 
 def _meld_test_split(root: Path, spans_s: list[float]) -> Path:
-    """A MELD test CSV whose utterances last ``spans_s`` seconds (eight words each, spread over the span); the
+    """A MELD test CSV whose utterances last ``spans_s`` seconds (nine words each, spread over the span); the
     emotion of utterance i is ``EMOTIONS[i % 4]``, told by its last words."""
     root.mkdir(parents=True)
-    emotions, sentiments = EMOTIONS, ("neutral", "positive", "negative", "negative")
     with open(root / "test_sent_emo.csv", "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f)
         w.writerow(["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID",
@@ -81,7 +81,7 @@ def _meld_test_split(root: Path, spans_s: list[float]) -> Path:
         for i, span in enumerate(spans_s):
             end_ms = 1000 + round(span * 1000)
             end = f"00:00:{end_ms // 1000:02d},{end_ms % 1000:03d}"
-            w.writerow([i, TEXT.format(CUES[i % 4]), "Ross", emotions[i % 4], sentiments[i % 4], i, 0, 1, 1,
+            w.writerow([i, TEXT.format(CUES[i % 4]), "Ross", EMOTIONS[i % 4], SENTIMENTS[i % 4], i, 0, 1, 1,
                         "00:00:01,000", end])  # fmt: skip
     return root
 
