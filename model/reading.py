@@ -81,19 +81,26 @@ class ReadingSetting:
         return f"{self.window_s:g}-s windows every {self.hop_s:g} s, {self.frames_per_window} frames, {words}"
 
 
-def window_words(words: Sequence[TimedWord], t_end_s: float, hop_s: float, first: bool = False) -> list:
-    """The words a window owns: midpoint in ``[t_end - hop, t_end)`` (the first window also owns everything
-    before it), as the streaming transcriber assigns them (``stream/speech.py``)."""
+def window_words(
+    words: Sequence[TimedWord], t_end_s: float, hop_s: float, first: bool = False, last: bool = False
+) -> list:
+    """The words a window owns: midpoint in ``[t_end - hop, t_end)``, as the streaming transcriber assigns
+    them (``stream/speech.py``). The first window also owns everything before it; the stream's ``last`` one
+    everything after it (the end of a stream too short to make a window is heard with the last one)."""
     start = float("-inf") if first else t_end_s - hop_s
-    return [w for w in words if start <= 0.5 * (w.start_s + w.end_s) < t_end_s]
+    end = float("inf") if last else t_end_s
+    return [w for w in words if start <= 0.5 * (w.start_s + w.end_s) < end]
 
 
-def reading_words(words: Sequence[TimedWord], t_end_s: float, setting: ReadingSetting, first: bool = False) -> list:
-    """The words a reading of the window ending at ``t_end_s`` reads (``words`` in time order; any later
-    ones are ignored: a reading uses only what the monitor has by the window's end)."""
+def reading_words(
+    words: Sequence[TimedWord], t_end_s: float, setting: ReadingSetting, first: bool = False, last: bool = False
+) -> list:
+    """The words a reading of the window ending at ``t_end_s`` reads (``words`` in time order; later ones
+    are ignored: a reading uses only what the monitor has by the window's end, which for the stream's
+    ``last`` window is the stream's end)."""
     if setting.context == "window":
-        return window_words(words, t_end_s, setting.hop_s, first)
-    heard = [w for w in words if 0.5 * (w.start_s + w.end_s) < t_end_s]
+        return window_words(words, t_end_s, setting.hop_s, first, last)
+    heard = [w for w in words if last or 0.5 * (w.start_s + w.end_s) < t_end_s]
     if heard and (t_end_s - setting.hop_s) - heard[-1].end_s >= UTTERANCE_PAUSE_S:
         return []  # the window began after the last utterance had ended: silence reads no words
     start = len(heard)

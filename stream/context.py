@@ -31,7 +31,10 @@ class ReadingContext:
         if self.setting.context == "window":
             return own.text
         heard = [w for index in sorted(self._words) if index <= window.index for w in self._words[index]]
-        return join_text(reading_words(heard, window.t_end_s, self.setting, first=window.index == self._first))
+        # These are the words the transcriber gave this window and earlier ones: all heard by its end. Only the
+        # stream's last window holds any past its end (the stream's end after it, heard with it): ``last``.
+        first = window.index == self._first
+        return join_text(reading_words(heard, window.t_end_s, self.setting, first=first, last=True))
 
     def _spread(self, window: Window, text: str) -> list[SpreadWord]:
         """Words without times (a per-window transcriber): spread over the window's own span."""

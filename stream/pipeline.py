@@ -179,6 +179,7 @@ class LiveSession:
         # The consumer is the UI/CSV thread. Replaying a file it may be slower than the model (a row is one
         # fsync): then the model waits. Live, a stalled consumer loses the oldest rows, counted as dropped.
         self._rows_lost = 0
+        self._rest: tuple[float, np.ndarray] | None = None  # the stream's end after its last window (heard)
         self.readings: DropOldestQueue = DropOldestQueue(READINGS_QUEUE, backpressure, on_drop=self._row_lost)
         self._threads: list[threading.Thread] = []
         if transcriber is None:
@@ -214,13 +215,24 @@ class LiveSession:
                         self._to_encode.put(settled)
             # the open window is read at the end and on stop alike (Ctrl-C keeps the last words heard);
             # past --duration, _emit refuses it
-            self._emit(self.windower.flush())
+            if self._emit(self.windower.flush()):
+                self._rest = self._heard_rest()
         except Exception as err:  # a source that dies (corrupt file, device error) ends the session cleanly
             log.error("capture stopped: %s", err)
             self.stats.error = str(err)
         finally:
             self._to_asr.close()
             self._to_encode.close()
+
+    def _heard_rest(self) -> tuple[float, np.ndarray] | None:
+        """The audio after the last window (too short to make one), up to --duration: the transcriber hears
+        it with the last window (a word the stream's end cut short); no reading reads it alone."""
+        rest = self.windower.rest()
+        if rest is None or self.duration_s is None:
+            return rest
+        t_s, audio = rest
+        keep = int(round((self.duration_s - t_s) * self.windower.sample_rate))
+        return (t_s, audio[:keep]) if keep > 0 else None
 
     def _emit(self, windows: Iterable[Window]) -> bool:
         for window in windows:
@@ -284,7 +296,8 @@ class LiveSession:
         finally:
             if self.transcriber is not None:
                 try:
-                    self._finals.extend(self.transcriber.finish().final)
+                    rest = () if self._rest is None else self._rest  # set before the queue closed
+                    self._finals.extend(self.transcriber.finish(*rest).final)
                 except Exception as err:
                     log.warning("ASR failed at the end of the stream: %s", err)
             self._to_engine.close()

@@ -150,6 +150,33 @@ class StreamingTranscriber:
         if len(self._audio) and t_start_s > self._end + GAP_S:  # a window was dropped: start over
             final += self._finalize_all()
             self._audio = np.zeros(0, np.float32)
+        new = self._extend(t_start_s, audio)
+        span = _Span(index, self._span_from, t_end_s)
+        self._span_from = t_end_s
+
+        start = time.perf_counter()
+        error = self._hear(new)
+        final += self._finalize_due(index)
+        shown = tuple(w for w in (*self._committed, *self._tentative) if span.start_s <= w.mid_s < span.end_s)
+        self._pending.append(span)
+        self._trim()
+        ms = (time.perf_counter() - start) * 1000
+        return TranscriptUpdate(WindowText(index, join_words(shown), shown), tuple(final), ms, error)
+
+    def finish(self, t_start_s: float | None = None, audio: np.ndarray | None = None) -> TranscriptUpdate:
+        """End of stream: whatever is pending becomes final as the last pass saw it. ``audio`` from
+        ``t_start_s``: the stream's end after the last window, too short to make one (``Windower.rest``). One
+        last pass hears it with the buffer, so a word the end cut short is heard whole; the last window owns
+        its words."""
+        start, error = time.perf_counter(), ""
+        if audio is not None and t_start_s is not None and self._pending and len(self._audio):
+            if t_start_s <= self._end + GAP_S:  # the last window's continuation, not audio after a gap
+                error = self._hear(self._extend(t_start_s, audio))
+        final = tuple(self._finalize_all())
+        return TranscriptUpdate(None, final, (time.perf_counter() - start) * 1000, error)
+
+    def _extend(self, t_start_s: float, audio: np.ndarray) -> np.ndarray:
+        """Append the audio from ``t_start_s`` the buffer does not hold yet (windows may overlap); the new part."""
         if not len(self._audio):
             self._t0 = t_start_s
             new = audio
@@ -158,28 +185,19 @@ class StreamingTranscriber:
             new = audio[max(0, skip) :]
         new = np.asarray(new, np.float32)
         self._audio = np.concatenate([self._audio, new])
-        span = _Span(index, self._span_from, t_end_s)
-        self._span_from = t_end_s
+        return new
 
-        start = time.perf_counter()
-        error = ""
-        # Nothing open and nothing new heard (VAD): a pass would only re-read committed words. Skip it.
+    def _hear(self, new: np.ndarray) -> str:
+        """One pass over the buffer, unless nothing is open and nothing new is heard (VAD): a pass would only
+        re-read committed words. The error, or ""."""
         hears = getattr(self.recognizer, "hears_speech", None)
-        if self._tentative or hears is None or hears(new):
-            try:
-                self._agree(self._pass())
-            except Exception as err:  # the audio stays in the buffer: the next pass hears this window again
-                error = str(err) or type(err).__name__
-        final += self._finalize_due(index)
-        shown = tuple(w for w in (*self._committed, *self._tentative) if span.start_s <= w.mid_s < span.end_s)
-        self._pending.append(span)
-        self._trim()
-        ms = (time.perf_counter() - start) * 1000
-        return TranscriptUpdate(WindowText(index, join_words(shown), shown), tuple(final), ms, error)
-
-    def finish(self) -> TranscriptUpdate:
-        """End of stream: whatever is pending becomes final as the last pass saw it."""
-        return TranscriptUpdate(None, tuple(self._finalize_all()))
+        if not (self._tentative or hears is None or hears(new)):
+            return ""
+        try:
+            self._agree(self._pass())
+        except Exception as err:  # the audio stays in the buffer: the next pass hears this window again
+            return str(err) or type(err).__name__
+        return ""
 
     # ---- policy steps ---------------------------------------------------------------------------------
     def _pass(self) -> list[Word]:

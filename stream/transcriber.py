@@ -305,7 +305,9 @@ class PerWindow:
         text = WindowText(index, out.text)
         return TranscriptUpdate(text, (text,), out.ms, out.error)
 
-    def finish(self) -> TranscriptUpdate:
+    def finish(self, t_start_s: float | None = None, audio: np.ndarray | None = None) -> TranscriptUpdate:
+        """Nothing is pending. The stream's end after the last window (``audio``) is not transcribed: under
+        ``MIN_TRAILING_S`` alone, it is no input for Whisper, and this mode hears each window alone."""
         return TranscriptUpdate(None)
 
 

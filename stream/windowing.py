@@ -131,6 +131,18 @@ class Windower:
                 break
             yield self._close()
 
+    def rest(self) -> tuple[float, np.ndarray] | None:
+        """After ``flush``: the audio past the last window, too short to make one (a stream's end under
+        ``MIN_TRAILING_S``), as (stream time, samples); None when there is none. Not read, but heard: the
+        transcriber hears it with the last window, so a word the stream's end cut short is heard whole."""
+        start, _ = self._window_bounds(self._next_index)
+        end = self._last["A"]
+        if end is None or end - start <= _EPS:
+            return None
+        audio, heard = self._cut_audio(start)
+        n = min(len(audio), int(round((end - start) * self.sample_rate)))
+        return (start, audio[:n]) if heard and n > 0 else None
+
     def _ready(self) -> Iterator[Window]:
         while True:
             _, end = self._window_bounds(self._next_index)

@@ -16,5 +16,5 @@ class OneWindowLate:
         final = (WindowText(index - 1, self.final(index - 1)),) if index else ()
         return TranscriptUpdate(WindowText(index, self.shown(index)), final, 1.0)
 
-    def finish(self):
+    def finish(self, t_start_s=None, audio=None):
         return TranscriptUpdate(None)

@@ -233,3 +233,19 @@ def test_the_reading_setting_travels_from_training_to_the_live_monitor(tmp_path)
     fewer = run(*live, "--frames", "2", config=str(trained), live=True)
     assert "notice: reading 2 frames per window (--frames); this bundle's model was trained on 3" in fewer.stderr
     assert "each reading: 2-s windows every 2 s, 2 frames" in fewer.stderr
+
+
+def test_the_streams_last_window_owns_the_words_after_it():
+    """The end of a stream too short to make a window is heard with the last window (``Windower.rest``): a
+    word spoken there is the last window's, for its own words and its reading. A MELD span ending 0.2 s past a
+    window boundary used to lose its last word ("... throw you both in" read "... both")."""
+    said = words((1.2, 1.6, "both"), (1.8, 2.2, "in"))  # "in": midpoint 2.0, the stream ends at 2.2
+    assert texts(window_words(said, 2.0, 2.0, first=True)) == ["both"]
+    assert texts(window_words(said, 2.0, 2.0, first=True, last=True)) == ["both", "in"]
+    assert texts(reading_words(said, 2.0, UTTERANCE, first=True, last=True)) == ["both", "in"]
+    clip = {"clip_id": "c", "split": "test", "text": "or we could throw you both in", "duration_s": 4.2,
+            "emotion_class": "joy", "sentiment": 1.0, "has_video": False, "has_audio": False}  # fmt: skip
+    for setting in (WINDOW, UTTERANCE):
+        entries = window_entries([clip], setting)
+        assert len(entries) == 2  # 0.2 s after the second window: no third
+    assert " ".join(e["own_text"] for e in entries) == clip["text"] and entries[-1]["text"] == clip["text"]

@@ -239,3 +239,24 @@ def test_a_failed_pass_keeps_the_window_pending_and_its_words_come_with_the_next
     assert errors[2] == "CUDA out of memory" and sum(map(bool, errors)) == 1
     assert order == sorted(order) == list(range(6))  # final in window order, each once
     assert words_of(finals) == JFK.split()  # the failed window's words were heard by a later pass
+
+
+def test_the_streams_end_after_the_last_window_is_heard_with_it():
+    """A stream that ends 0.2 s into a window makes no window there (``MIN_TRAILING_S``), but its last word
+    runs into those 0.2 s: one last pass hears them with the buffer, and the last window's final words hold
+    the word whole, not the fragment the window's own pass heard."""
+    script = _script("we could throw you both in", 0.2, 0.7, 0.5)  # "in": 3.7-4.2 s
+    finals = {}
+    for rest in (False, True):
+        st = StreamingTranscriber(ScriptedRecognizer(script))
+        for k in range(2):
+            st.push(k, 2.0 * k, 2.0 * k + 2, speech(2.0, 2.0 * k))
+        update = st.finish(4.0, speech(0.2, 4.0)) if rest else st.finish()
+        finals[rest] = {f.index: f.text for f in update.final}
+    assert finals[False][1].split()[-1] == "i"  # the window alone heard a cut word
+    assert finals[True][1].split()[-1] == "in" and words_of(finals[True]) == "we could throw you both in".split()
+    # audio after a gap is no continuation of the last window: not heard with it
+    st = StreamingTranscriber(rec := ScriptedRecognizer(script))
+    st.push(0, 0.0, 2.0, speech(2.0))
+    passes = len(rec.passes)
+    assert [f.index for f in st.finish(3.0, speech(0.2, 3.0)).final] == [0] and len(rec.passes) == passes

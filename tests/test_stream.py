@@ -566,7 +566,7 @@ def test_a_window_without_audio_keeps_the_rows_in_window_order():
             self.pending = [i for i in self.pending if i > index - 2]
             return TranscriptUpdate(WindowText(index, f"w{index}"), tuple(WindowText(i, f"w{i}") for i in due))
 
-        def finish(self):
+        def finish(self, t_start_s=None, audio=None):
             time.sleep(0.2)  # a last Whisper pass: the model thread has long finished window 2 meanwhile
             done, self.pending = self.pending, []
             return TranscriptUpdate(None, tuple(WindowText(i, f"w{i}") for i in done))
@@ -579,3 +579,27 @@ def test_a_window_without_audio_keeps_the_rows_in_window_order():
     finals = []
     session.run(lambda r: finals.append(r.window) if r.final else None)
     assert finals == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("duration_s", [None, 4.1])
+def test_the_streams_end_after_the_last_window_is_heard_not_read(duration_s):
+    """A stream that ends 0.2 s into a window (under MIN_TRAILING_S: no window, no reading) hands those samples
+    to the transcriber with the last window, so a word the end cut short is heard whole; --duration still
+    bounds what is heard."""
+    heard = {}
+
+    class Records(OneWindowLate):
+        def finish(self, t_start_s=None, audio=None):
+            heard["rest"] = (t_start_s, audio)
+            return super().finish()
+
+    samples = np.arange(1, 4.2 * 16000 + 1, dtype=np.float32)
+    items = [AudioBlock(k * 0.1, samples[k * 1600 : (k + 1) * 1600]) for k in range(42)]
+    windower = Windower(tracks="A")
+    session = LiveSession(items, windower, FakeEngine(), Records(str), duration_s=duration_s, backpressure=True)
+    finals = []
+    session.run(lambda r: finals.append(r.window) if r.final else None)
+    assert finals == [0, 1]
+    t_start_s, audio = heard["rest"]
+    keep = 3200 if duration_s is None else 1600
+    assert t_start_s == 4.0 and np.array_equal(audio, samples[64000 : 64000 + keep])

@@ -4,7 +4,9 @@ The monitor never reads a whole clip: every ``hop_s`` it reads a window's frames
 reading context takes (``model/reading.py``). So a clip is cut exactly as ``merclip-live`` cuts a stream
 of the clip's length: the live ``Windower`` decides how many windows there are and where (the stream's end
 closes a last, shorter window once it holds ``windowing.MIN_TRAILING_S``, as live); each
-word belongs to the window whose own span holds its midpoint (``stream/speech.py``'s rule); each window's
+word belongs to the window whose own span holds its midpoint (``stream/speech.py``'s rule; the first window
+also owns the words before it, the last the words after it, as live, where the stream's end after the last
+window is heard with it); each window's
 reading reads ``reading_words`` at the window's end. Every window carries its clip's labels.
 
 Word times: a prepared clip with speech holds Whisper's word timestamps matched to its transcript
@@ -85,10 +87,11 @@ def window_entries(entries: list[dict], setting: ReadingSetting) -> list[dict]:
             bounds = window_bounds(clip_duration(entry), setting)
         words = clip_words(entry)
         for k, (t0, t1) in enumerate(bounds):
+            ends = dict(first=k == 0, last=k == len(bounds) - 1)
             out.append(entry | {
                 "clip_text": entry.get("text", ""),
-                "text": join_text(reading_words(words, t1, setting, first=k == 0)),
-                "own_text": join_text(window_words(words, t1, setting.hop_s, first=k == 0)),
+                "text": join_text(reading_words(words, t1, setting, **ends)),
+                "own_text": join_text(window_words(words, t1, setting.hop_s, **ends)),
                 "window": k, "t_start_s": t0, "t_end_s": t1,
             })  # fmt: skip
     return out

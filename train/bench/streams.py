@@ -44,7 +44,7 @@ class FixedWords:
         words = WindowText(index, SENTENCE)
         return TranscriptUpdate(words, (words,), 0.0)
 
-    def finish(self):
+    def finish(self, t_start_s=None, audio=None):
         return TranscriptUpdate(None)
 
 
