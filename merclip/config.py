@@ -47,7 +47,7 @@ class ModelSection:
     variant: str = field(default="full", metadata=_check(("full", "no_cmd", "no_le", "concat_fc")))
     modalities: str = "LVA"
     attend: str = field(default="tokens", metadata=_check(("tokens", "pooled")))
-    decoder_heads: int = field(default=8, metadata=_check(lo=1, hi=64))
+    decoder_heads: int = field(default=0, metadata=_check(lo=0, hi=64))
     text_context_length: int = field(default=77, metadata=_check(lo=8, hi=77))
     emotion_mode: str = field(default="multi_label", metadata=_check(("multi_label", "single_label")))
 

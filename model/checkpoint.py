@@ -85,10 +85,12 @@ def read_checkpoint_config(path: str | Path) -> tuple[MerClipConfig, dict]:
 
 def load_checkpoint(path: str | Path, expect: MerClipConfig | None = None) -> tuple[MerClip, dict]:
     """Return (model, extra). With ``expect``, the stored config must equal it (a None in ``expect``'s
-    quick_gelu/image_mean/image_std means "whatever the weights use" and matches any stored value)."""
+    quick_gelu/image_mean/image_std means "whatever the weights use", and decoder_heads 0 "as the text tower":
+    both match any stored value)."""
     cfg, extra = read_checkpoint_config(path)
     if expect is not None:
         expect = replace(expect, **{k: getattr(cfg, k) for k in CONFIG_KEYS_ADDED_LATER if getattr(expect, k) is None})
+        expect = replace(expect, decoder_heads=expect.decoder_heads or cfg.decoder_heads)
     if expect is not None and expect != cfg:
         diff = [k for k in cfg.to_dict() if cfg.to_dict()[k] != expect.to_dict()[k]]
         raise MerClipError(f"checkpoint {path} does not match the requested model: differs in {', '.join(diff)}")

@@ -26,7 +26,7 @@ class MerClipConfig:
     variant: str = "full"
     modalities: str = "LVA"
     attend: str = "tokens"
-    decoder_heads: int = 8
+    decoder_heads: int = 0  # 0: as the CLIP text tower (build_model records the number)
     prompt_context: int = 8
     text_context_length: int = 77
     emotion_mode: str = "multi_label"

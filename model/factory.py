@@ -43,6 +43,7 @@ class ClipArch:
     image_mean: tuple[float, float, float]
     image_std: tuple[float, float, float]
     quick_gelu: bool = False
+    text_heads: int = 8  # attention heads of the text tower (the cross-modal decoder's default)
 
     @property
     def activation(self) -> str:
@@ -162,6 +163,7 @@ def create_clip(
         image_mean=_triple(image_mean or pre.get("mean", open_clip.OPENAI_DATASET_MEAN)),
         image_std=_triple(image_std or pre.get("std", open_clip.OPENAI_DATASET_STD)),
         quick_gelu=quick,
+        text_heads=int(model.transformer.resblocks[0].attn.num_heads),
     )
     return model, info
 

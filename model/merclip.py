@@ -264,6 +264,8 @@ def build_model(cfg: MerClipConfig, weights: str = "random") -> MerClip:
     clip, arch = create_clip(cfg.arch, weights, cfg.quick_gelu, cfg.image_mean, cfg.image_std)
     # Record what the weights were built with, so that a checkpoint of this model rebuilds the same function.
     cfg = replace(cfg, quick_gelu=arch.quick_gelu, image_mean=arch.image_mean, image_std=arch.image_std)
+    if not cfg.decoder_heads:  # as the CLIP text tower (ViT-B-32: 8 of 64 dims, the paper's; tiny: 2 of 32)
+        cfg = replace(cfg, decoder_heads=arch.text_heads)
     return MerClip(cfg, clip, arch)
 
 

@@ -120,6 +120,19 @@ def test_checkpoint_round_trip_is_exact(tiny_model, tiny_prompts, tokenizer, tmp
     assert torch.allclose(a.sentiment_probs, b.sentiment_probs, atol=1e-6)
 
 
+def test_decoder_heads_follow_the_text_tower_unless_set(tmp_path):
+    """0 (the default): as many heads as the CLIP text tower (tiny: 2 of 32 dims; ViT-B-32: 8 of 64, the
+    paper's), recorded in the checkpoint so that it rebuilds the same; a number set is kept, and a model
+    saved with 8 (every one from before the default) loads with 8."""
+    auto = build_model(MerClipConfig(arch="tiny"))
+    assert auto.cfg.decoder_heads == 2 and auto.decoder.layers[0].cross_attn.heads == 2
+    set8 = build_model(MerClipConfig(arch="tiny", decoder_heads=8))
+    for model, heads in ((auto, 2), (set8, 8)):
+        save_checkpoint(model, tmp_path / "m.safetensors")
+        loaded, _ = load_checkpoint(tmp_path / "m.safetensors", expect=MerClipConfig(arch="tiny"))
+        assert loaded.cfg.decoder_heads == loaded.decoder.layers[0].cross_attn.heads == heads
+
+
 def test_checkpoint_mismatch_is_refused(tiny_model, tmp_path):
     path = tmp_path / "m.safetensors"
     save_checkpoint(tiny_model, path)
