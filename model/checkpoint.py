@@ -93,7 +93,10 @@ def load_checkpoint(path: str | Path, expect: MerClipConfig | None = None) -> tu
         expect = replace(expect, decoder_heads=expect.decoder_heads or cfg.decoder_heads)
     if expect is not None and expect != cfg:
         diff = [k for k in cfg.to_dict() if cfg.to_dict()[k] != expect.to_dict()[k]]
-        raise MerClipError(f"checkpoint {path} does not match the requested model: differs in {', '.join(diff)}")
+        hint = ""
+        if diff == ["decoder_heads"]:  # a run begun before heads followed the text tower (it has 8)
+            hint = f" (it has {cfg.decoder_heads}: set model.decoder_heads = {cfg.decoder_heads} to resume it)"
+        raise MerClipError(f"checkpoint {path} does not match the requested model: differs in {', '.join(diff)}{hint}")
     try:
         model = build_model(cfg, weights="random")
     except MerClipError as err:

@@ -31,6 +31,7 @@ from merclip.model.reading import ReadingSetting
 
 from .context import ReadingContext
 from .engine import Engine, EngineResult, WindowLost
+from .queues import Closed, DropOldestQueue
 from .records import Reading, SourceEvent, Window
 from .speech import TranscriptUpdate, WindowText
 from .transcriber import PerWindow
@@ -57,54 +58,6 @@ def window_age_ms(now: float, window: Window, clock_origin: float | None) -> flo
     if clock_origin is not None:
         captured = min(captured, clock_origin + window.t_end_s)
     return (now - captured) * 1000
-
-
-class Closed(Exception):
-    """The queue was closed and is empty."""
-
-
-class DropOldestQueue:
-    """A bounded FIFO. Live (default): ``put`` never blocks; when full, the oldest item is dropped and
-    counted. With ``backpressure`` (replaying a file as fast as possible) ``put`` waits instead."""
-
-    def __init__(self, maxsize: int, backpressure: bool = False, on_drop: Callable | None = None):
-        self.maxsize = maxsize
-        self.backpressure = backpressure
-        self.on_drop = on_drop
-        self._items: deque = deque()
-        self._cond = threading.Condition()
-        self._closed = False
-        self.dropped = 0
-
-    def put(self, item) -> None:
-        with self._cond:
-            if self.backpressure:
-                self._cond.wait_for(lambda: len(self._items) < self.maxsize or self._closed)
-            elif len(self._items) >= self.maxsize:
-                old = self._items.popleft()
-                self.dropped += 1
-                if self.on_drop is not None:
-                    self.on_drop(old)
-            self._items.append(item)
-            self._cond.notify_all()
-
-    def get(self, timeout: float | None = None):
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._items or self._closed, timeout):
-                raise TimeoutError
-            if self._items:
-                item = self._items.popleft()
-                self._cond.notify_all()  # wake a producer waiting for room
-                return item
-            raise Closed
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 @dataclass
@@ -215,7 +168,7 @@ class LiveSession:
                         self._to_encode.put(settled)
             # the open window is read at the end and on stop alike (Ctrl-C keeps the last words heard);
             # past --duration, _emit refuses it
-            if self._emit(self.windower.flush()):
+            if self._emit(self.windower.flush()) and self._rest is None:  # (not cut by --duration)
                 self._rest = self._heard_rest()
         except Exception as err:  # a source that dies (corrupt file, device error) ends the session cleanly
             log.error("capture stopped: %s", err)
@@ -228,15 +181,20 @@ class LiveSession:
         """The audio after the last window (too short to make one), up to --duration: the transcriber hears
         it with the last window (a word the stream's end cut short); no reading reads it alone."""
         rest = self.windower.rest()
-        if rest is None or self.duration_s is None:
-            return rest
-        t_s, audio = rest
+        return None if rest is None else self._within_duration(*rest)
+
+    def _within_duration(self, t_s: float, audio: np.ndarray) -> tuple[float, np.ndarray] | None:
+        if self.duration_s is None:
+            return t_s, audio
         keep = int(round((self.duration_s - t_s) * self.windower.sample_rate))
         return (t_s, audio[:keep]) if keep > 0 else None
 
     def _emit(self, windows: Iterable[Window]) -> bool:
         for window in windows:
             if self.duration_s is not None and window.t_end_s > self.duration_s + 1e-6:
+                # the window --duration cuts is not read, but its audio up to the duration is heard
+                if window.has_audio and self._rest is None:
+                    self._rest = self._within_duration(window.t_start_s, window.audio)
                 return False
             self.stats.windows += 1
             if self._prepare is not None:
@@ -297,8 +255,12 @@ class LiveSession:
             if self.transcriber is not None:
                 try:
                     rest = () if self._rest is None else self._rest  # set before the queue closed
-                    self._finals.extend(self.transcriber.finish(*rest).final)
+                    update = self.transcriber.finish(*rest)
+                    self._finals.extend(update.final)
+                    if update.error:  # the last pass failed: the words stay as the pass before heard them
+                        raise RuntimeError(update.error)
                 except Exception as err:
+                    self.stats.asr_errors += 1
                     log.warning("ASR failed at the end of the stream: %s", err)
             self._to_engine.close()
 

@@ -22,6 +22,8 @@ Rules (each tested in tests/test_speech.py):
   ``BUFFER_KEEP_S`` at a word boundary (words in it still open are committed first); committed words that
   fell out of it are passed to Whisper as a text prompt instead. A gap in the stream (a dropped window)
   finalizes everything pending and starts a fresh buffer.
+* At the end of the stream, what came after the last window (too short to make one) is heard by one last
+  pass with the buffer (``finish``); the last window owns its words, as the first owns everything before it.
 """
 
 from __future__ import annotations
@@ -171,7 +173,8 @@ class StreamingTranscriber:
         start, error = time.perf_counter(), ""
         if audio is not None and t_start_s is not None and self._pending and len(self._audio):
             if t_start_s <= self._end + GAP_S:  # the last window's continuation, not audio after a gap
-                error = self._hear(self._extend(t_start_s, audio))
+                new = self._extend(t_start_s, audio)
+                error = self._hear(new) if len(new) else ""  # overlapping windows: already in the buffer
         final = tuple(self._finalize_all())
         return TranscriptUpdate(None, final, (time.perf_counter() - start) * 1000, error)
 

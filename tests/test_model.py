@@ -131,6 +131,9 @@ def test_decoder_heads_follow_the_text_tower_unless_set(tmp_path):
         save_checkpoint(model, tmp_path / "m.safetensors")
         loaded, _ = load_checkpoint(tmp_path / "m.safetensors", expect=MerClipConfig(arch="tiny"))
         assert loaded.cfg.decoder_heads == loaded.decoder.layers[0].cross_attn.heads == heads
+    # resuming an 8-head run with a 2-head model would load 8-head weights into 2 heads: refused, with the fix
+    with pytest.raises(MerClipError, match="set model.decoder_heads = 8 to resume it"):
+        load_checkpoint(tmp_path / "m.safetensors", expect=auto.cfg)
 
 
 def test_checkpoint_mismatch_is_refused(tiny_model, tmp_path):

@@ -9,7 +9,8 @@ import pytest
 from merclip.stream.csvlog import SessionLog, escape_cell, new_session_path
 from merclip.stream.device_source import DeviceSource
 from merclip.stream.engine import BundleEngine, EngineResult
-from merclip.stream.pipeline import DropOldestQueue, LiveSession, window_age_ms
+from merclip.stream.pipeline import LiveSession, window_age_ms
+from merclip.stream.queues import DropOldestQueue
 from merclip.stream.records import AudioBlock, Frame, Reading, SourceEvent, Window
 from merclip.stream.sources import (
     REANCHOR_AHEAD_S,
@@ -581,11 +582,11 @@ def test_a_window_without_audio_keeps_the_rows_in_window_order():
     assert finals == [0, 1, 2, 3]
 
 
-@pytest.mark.parametrize("duration_s", [None, 4.1])
-def test_the_streams_end_after_the_last_window_is_heard_not_read(duration_s):
+@pytest.mark.parametrize("seconds, duration_s, heard_s", [(4.2, None, 0.2), (4.2, 4.1, 0.1), (10.0, 4.1, 0.1)])
+def test_the_streams_end_after_the_last_window_is_heard_not_read(seconds, duration_s, heard_s):
     """A stream that ends 0.2 s into a window (under MIN_TRAILING_S: no window, no reading) hands those samples
-    to the transcriber with the last window, so a word the end cut short is heard whole; --duration still
-    bounds what is heard."""
+    to the transcriber with the last window, so a word the end cut short is heard whole; --duration bounds
+    what is heard, and the window it cuts is heard up to it."""
     heard = {}
 
     class Records(OneWindowLate):
@@ -593,13 +594,45 @@ def test_the_streams_end_after_the_last_window_is_heard_not_read(duration_s):
             heard["rest"] = (t_start_s, audio)
             return super().finish()
 
-    samples = np.arange(1, 4.2 * 16000 + 1, dtype=np.float32)
-    items = [AudioBlock(k * 0.1, samples[k * 1600 : (k + 1) * 1600]) for k in range(42)]
-    windower = Windower(tracks="A")
-    session = LiveSession(items, windower, FakeEngine(), Records(str), duration_s=duration_s, backpressure=True)
+    samples = np.arange(1, seconds * 16000 + 1, dtype=np.float32)
+    items = [AudioBlock(k * 0.1, samples[k * 1600 : (k + 1) * 1600]) for k in range(round(seconds * 10))]
+    session = LiveSession(items, Windower(tracks="A"), FakeEngine(), Records(str), duration_s=duration_s,
+                          backpressure=True)  # fmt: skip
     finals = []
     session.run(lambda r: finals.append(r.window) if r.final else None)
     assert finals == [0, 1]
     t_start_s, audio = heard["rest"]
-    keep = 3200 if duration_s is None else 1600
-    assert t_start_s == 4.0 and np.array_equal(audio, samples[64000 : 64000 + keep])
+    assert t_start_s == 4.0 and np.array_equal(audio, samples[64000 : 64000 + round(heard_s * 16000)])
+
+
+def test_the_last_windows_reading_reads_the_words_heard_after_it():
+    """The utterance context: the stream's last window owns the words its final pass heard after its end (the
+    stream's end, too short to make a window), so its final reading reads them too."""
+    from merclip.model.reading import ReadingSetting
+    from merclip.stream.speech import Word
+
+    said = (Word(0.2, 0.6, " or"), Word(1.2, 1.6, " both"))
+
+    class EndHeard:
+        def push(self, index, t_start_s, t_end_s, audio):  # the window's pass heard "in" cut short, as "i"
+            shown = (*said, Word(1.8, 2.0, " i"))
+            return TranscriptUpdate(WindowText(index, "or both i", shown))
+
+        def finish(self, t_start_s=None, audio=None):  # the last pass heard the stream's end: "in" whole
+            words = (*said, Word(1.85, 2.2, " in"))  # midpoint 2.025: past the window's end
+            return TranscriptUpdate(None, (WindowText(0, "or both in", words),))
+
+    class Reads(FakeEngine):
+        texts = []
+
+        def run(self, window, transcript):
+            self.texts.append(transcript)
+            return super().run(window, transcript)
+
+    items = [AudioBlock(k * 0.1, np.full(1600, 0.1, np.float32)) for k in range(22)]
+    engine = Reads()
+    session = LiveSession(items, Windower(tracks="A"), engine, EndHeard(), backpressure=True,
+                          reading=ReadingSetting(context="utterance"))  # fmt: skip
+    rows = []
+    session.run(lambda r: rows.append(r.transcript) if r.final else None)
+    assert rows == ["or both in"] and engine.texts == ["or both i", "or both in"]
