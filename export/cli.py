@@ -85,19 +85,14 @@ def bundle_reading(cfg: Config, trained, console: Console):
     recorded) as the config says, the utterance so far unless it names a context."""
     from dataclasses import replace
 
-    from merclip.model.reading import ReadingSetting
+    from merclip.model.reading import ReadingSetting, ignored_asks
 
     cap = cfg.capture
     if trained is None:
         return ReadingSetting(cap.context if cap.context != "auto" else "utterance", cap.window_s, cap.hop_s,
                               cap.frames_per_window)  # fmt: skip
-    asked = {"context": cap.context, "window_s": cap.window_s, "hop_s": cap.hop_s,
-             "frames_per_window": cap.frames_per_window}  # fmt: skip
-    default = type(cap)()
-    for key, value in asked.items():
-        if value not in ("auto", getattr(default, key), getattr(trained, key)):
-            console.print(f"notice: capture.{key} = {value!r} ignored: the checkpoint was trained to be read with "
-                          f"{key} = {getattr(trained, key)!r}, and the bundle keeps that")  # fmt: skip
+    for notice in ignored_asks(cap, trained, "the checkpoint"):
+        console.print(notice, markup=False, highlight=False)
     return replace(trained)
 
 

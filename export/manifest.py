@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from merclip.model.reading import CONTEXTS
+from merclip.model.reading import CONTEXTS, ReadingSetting
 
 from merclip.errors import MerClipError
 
@@ -241,6 +241,10 @@ def _check(m: dict) -> None:
             raise _Bad(p + "reading.window_s", f"({window_s}) must equal window_samples / sample_rate")
         if _int(reading, "frames_per_window", p + "reading.", hi=256) != pre["frames_per_window"]:
             raise _Bad(p + "reading.frames_per_window", "must equal preprocess.frames_per_window")
+        try:  # the ranges every reading keeps (hop within the window, frames up to 64)
+            ReadingSetting.from_json(reading)
+        except MerClipError as err:
+            raise _Bad(p + "reading", str(err)) from None
     if pre.get("face") is not None:  # absent: a bundle from before face cropping (whole frames)
         face = _obj(pre, "face", p)
         _str(face, "mode", p + "face.", choices=("haar", "off"))

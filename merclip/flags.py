@@ -165,7 +165,8 @@ def _protocol_flags(parser: argparse.ArgumentParser, verb: str) -> None:
         "--protocol",
         choices=("windows", "clips"),
         help=f"{verb} the readings the monitor shows: each clip cut into its windows as merclip-live cuts a stream "
-        "(default for a model trained for windows; DESIGN §7), or whole clips (default for other models)",
+        "(the default for a checkpoint that records how it is read: every one trained by this version, --recipe "
+        "paper too; DESIGN §7), or whole clips (the paper's tables; the default for older checkpoints)",
     )
     parser.add_argument(
         "--context",
@@ -184,6 +185,7 @@ def _training_flags(parser: argparse.ArgumentParser, synthetic: dict) -> None:
                         "mosi: 8)")  # fmt: skip
     parser.add_argument("--lr", type=_number(0.0, hi=1.0), help="AdamW learning rate (default: train.lr, the paper's "
                         "8e-6; mosi: 2.2e-5; synthetic: 1e-3; random weights, e.g. --model tiny: 5e-4)")  # fmt: skip
-    parser.add_argument("--frames", type=FRAMES, help="frames per clip (default: train.frames, the paper's 12; "
-                        f"synthetic: {synthetic['frames']}; --recipe paper: always 12)")  # fmt: skip
+    parser.add_argument("--frames", type=FRAMES, help="frames the model reads: per window with our recipe (default: "
+                        "capture.frames_per_window, recorded in the checkpoint; the cache must hold as many: merclip "
+                        "prepare), per clip with --recipe paper (always 12)")  # fmt: skip
     parser.add_argument("--seed", type=_int_at_least(0, 2**32 - 1), help="random seed")

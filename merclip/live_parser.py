@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 
 from merclip import __version__
-from merclip.flags import TEXT, _asr_flags, _bundle_flags, _common, _int_at_least, _number, _Parser, _precision_flag
+from merclip.flags import (
+    FRAMES,
+    TEXT,
+    _asr_flags,
+    _bundle_flags,
+    _common,
+    _number,
+    _Parser,
+    _precision_flag,
+)
 
 LIVE_EPILOG = """\
 examples:
@@ -41,7 +50,9 @@ def build_live_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mic", metavar="DEV", help="microphone name or index (default: system default)")
     _bundle_flags(parser)
     _precision_flag(parser)
-    parser.add_argument("--frames", type=_int_at_least(1, 32), help="frames per window (default 4)")
+    parser.add_argument("--frames", type=FRAMES, help="frames per window (default: as many as the bundle's model "
+                        "was trained on, e.g. 4, or 12 for --recipe paper; fewer keep a slow CPU real-time, and "
+                        "that is said)")  # fmt: skip
     _asr_flags(parser)
     parser.add_argument(
         "--no-ui",

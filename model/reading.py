@@ -81,6 +81,19 @@ class ReadingSetting:
         return f"{self.window_s:g}-s windows every {self.hop_s:g} s, {self.frames_per_window} frames, {words}"
 
 
+def ignored_asks(capture, trained: ReadingSetting, who: str, skip: Sequence[str] = ()) -> list[str]:
+    """One notice per reading value of ``capture`` (a ``[capture]`` config section) that asks for another
+    reading than the one ``who`` was trained for, and is ignored. "auto" and the packaged defaults ask
+    nothing: the shipped config.toml spells every default out."""
+    default, notices = type(capture)(), []
+    for key in ("window_s", "hop_s", "context", "frames_per_window"):
+        asked, kept = getattr(capture, key), getattr(trained, key)
+        if key not in skip and asked not in ("auto", getattr(default, key), kept):
+            notices.append(f"notice: capture.{key} = {asked!r} ignored: {who} was trained to be read with "
+                           f"{key} = {kept!r}, so that is how it reads")  # fmt: skip
+    return notices
+
+
 def window_words(
     words: Sequence[TimedWord], t_end_s: float, hop_s: float, first: bool = False, last: bool = False
 ) -> list:

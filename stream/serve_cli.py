@@ -49,6 +49,7 @@ def client_hint(url: str, sec: ServerSecurity) -> str:
 
 
 def cmd_serve(args) -> int:
+    from merclip.model.reading import ignored_asks
     from rich.console import Console
 
     from merclip.config import load_config
@@ -70,10 +71,12 @@ def cmd_serve(args) -> int:
     labels = {"emotion": bundle.emotion_labels, "sentiment": bundle.sentiment_labels}
     if bundle.manifest["labels"]["fixed"]:
         labels = {}
+    for line in ignored_asks(cfg.capture, bundle.reading, "this bundle's model"):  # its clients read that way
+        console.print(line, style="yellow", markup=False, highlight=False)
     console.print(f"starting {'a local Ray cluster' if not opts.address else 'on Ray cluster ' + opts.address}: "
                   f"{opts.replicas} replica(s) of {bundle.describe()}, {opts.num_cpus:g} CPU / {opts.num_gpus:g} GPU "
-                  f"each, batches of up to {opts.max_batch} windows within {opts.batch_wait_ms:g} ms",
-                  markup=False, highlight=False)  # fmt: skip
+                  f"each, batches of up to {opts.max_batch} windows within {opts.batch_wait_ms:g} ms; clients read "
+                  f"{bundle.reading.describe()}", markup=False, highlight=False)  # fmt: skip
     stop = threading.Event()
     signalled: list[int] = []
 

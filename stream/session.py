@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from merclip.model.face import FaceSetting, FaceTracker
-from merclip.model.reading import ReadingSetting
+from merclip.model.reading import ReadingSetting, ignored_asks
 from rich.console import Console
 
 from merclip.config import Config
@@ -82,14 +82,8 @@ def session_reading(capture, trained: ReadingSetting, frames_flag: int | None) -
     """How this session reads: as the bundle's model was trained to be read (window, hop, context, frames),
     and one notice per ``capture`` value that asks otherwise and is ignored. Only the frame count may be
     changed, on the command line (``--frames``: fewer frames to keep a slow CPU real-time), and that is said."""
-    default, notices = type(capture)(), []
-    for key in ("window_s", "hop_s", "context", "frames_per_window"):
-        asked = getattr(capture, key)
-        if key == "frames_per_window" and frames_flag is not None:
-            continue
-        if asked not in ("auto", getattr(default, key), getattr(trained, key)):
-            notices.append(f"notice: capture.{key} = {asked!r} ignored: this bundle's model was trained to be "
-                           f"read with {key} = {getattr(trained, key)!r}, so that is how it reads")  # fmt: skip
+    skip = ("frames_per_window",) if frames_flag is not None else ()
+    notices = ignored_asks(capture, trained, "this bundle's model", skip)
     if frames_flag is not None and frames_flag != trained.frames_per_window:
         notices.append(f"notice: reading {frames_flag} frames per window (--frames); this bundle's model was "
                        f"trained on {trained.frames_per_window}")  # fmt: skip

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 # The suite runs as on a plain AVX2 CPU, whatever CI's CPU is, so no run measures or picks bf16 behind a test's
 # back; tests/test_backends.py fakes the CPUs it needs (and runs OpenVINO where it is installed).
 os.environ["MERCLIP_CPU_FLAGS"] = "avx2 fma"
+
+
+# MELD's CSVs beside the checkout (GPL: read where they lie, never copied into the repository)
+SHARED_MELD = Path(__file__).resolve().parents[2] / "shared" / "data" / "meld"
+
+
+@pytest.fixture(scope="session")
+def shared_meld() -> Path:
+    if not SHARED_MELD.is_dir():
+        pytest.skip("the shared MELD CSVs are not beside this checkout")
+    return SHARED_MELD
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ import torch
 from merclip.model.audio import LogMelImage, MelConfig, mel_filterbank
 
 MEDIA = Path(__file__).resolve().parents[1] / "stream" / "assets"
-SHARED_MELD = Path(__file__).resolve().parents[2] / "shared" / "data" / "meld"
 
 
 def _speech():
@@ -73,12 +72,11 @@ def test_a_bundles_tokenizer_file_straightens_quotes_too(tokenizer, tmp_path):
     assert np.array_equal(carried(["he\u2019s \u201cfine\u201d"]), tokenizer(['he\'s "fine"']))
 
 
-@pytest.mark.skipif(not SHARED_MELD.is_dir(), reason="the shared MELD CSVs are not beside this checkout")
-def test_every_meld_transcript_tokenizes_as_open_clip_does(tokenizer):
+def test_every_meld_transcript_tokenizes_as_open_clip_does(tokenizer, shared_meld):
     """Real transcripts, as the dataset reader gives them: a model trained on them reads CLIP's ids."""
     open_clip = pytest.importorskip("open_clip")
     from merclip.train.datasets import read_meld
 
-    texts = [clip.text for clip in read_meld(SHARED_MELD, splits=("train", "dev"))]
+    texts = [clip.text for clip in read_meld(shared_meld, splits=("train", "dev"))]
     ours, ref = tokenizer(texts), open_clip.get_tokenizer("ViT-B-32")(texts).numpy()
     assert [t for t, a, b in zip(texts, ours, ref, strict=True) if not np.array_equal(a, b)] == []

@@ -145,3 +145,22 @@ def test_model_flag_exports_into_the_cache_once_then_runs(tmp_path):
     assert list((tmp_path / ".cache" / "merclip" / "bundles").glob("tiny-random-*/manifest.json"))
     again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 0 and "exporting" not in again.stderr
+
+
+def test_a_still_image_is_held_for_the_bundles_window_not_the_configs(tiny_bundle, tmp_path):
+    """A config asking for 3-s windows is ignored for the bundle's 2-s ones (one notice each), and the still
+    image is held for one bundle window: one reading, as the session says."""
+    import cv2
+    import numpy as np
+
+    image = tmp_path / "face.png"
+    cv2.imwrite(str(image), np.full((48, 64, 3), 120, np.uint8))
+    config = tmp_path / "c.toml"
+    config.write_text("[capture]\nwindow_s = 3.0\nhop_s = 3.0\n")
+    run = subprocess.run([*LIVE, "--no-ui", "--no-asr", "--fast", "--bundle", str(tiny_bundle), "--source", str(image),
+                          "--config", str(config)], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    said = run.stdout + run.stderr
+    assert said.count("notice: capture.window_s = 3.0 ignored") == 1 and said.count("capture.hop_s = 3.0") == 1
+    finals = [r for r in map(json.loads, filter(str.strip, run.stdout.splitlines())) if r.get("final")]
+    assert [(r["t_start_s"], r["t_end_s"]) for r in finals] == [(0.0, 2.0)]

@@ -11,7 +11,6 @@ import pytest
 
 MERCLIP = [sys.executable, "-m", "merclip.cli"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-SHARED_MELD = Path(__file__).resolve().parents[2] / "shared" / "data" / "meld"
 COLUMNS = ["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID", "Season",
            "Episode", "StartTime", "EndTime"]  # fmt: skip
 LINES = [("I am so happy for you!", "joy", "positive"), ("Get out of here, I hate this", "anger", "negative"),
@@ -114,11 +113,10 @@ def test_baselines_scored_by_the_same_metrics(tmp_path):
     assert json.loads((tmp_path / "tfidf.json").read_text())["accuracy"] == 1.0  # the lines repeat exactly
 
 
-@pytest.mark.skipif(not SHARED_MELD.is_dir(), reason="the shared MELD CSVs are not beside this checkout")
-def test_real_meld_csvs_read_with_their_labels():
+def test_real_meld_csvs_read_with_their_labels(shared_meld):
     from merclip.train.datasets import MELD_EMOTIONS, read_meld
 
-    clips = read_meld(SHARED_MELD)
+    clips = read_meld(shared_meld)
     assert sum(c.split == "train" for c in clips) == 9989 and sum(c.split == "valid" for c in clips) == 1109
     assert {c.emotion_class for c in clips} == set(MELD_EMOTIONS)
     assert not any(c.media for c in clips)  # no videos there: text only

@@ -180,6 +180,18 @@ def test_mosi_trains_sentiment_by_default_and_best_follows_acc2(tmp_path):
                         capture_output=True, text=True, env=ENV)  # fmt: skip
     assert ev.returncode == 0, ev.stderr
     assert "scoring 12 windows of 12 clips" in ev.stderr and "partial" in ev.stdout
+    assert "notice" not in ev.stderr
+    # a config asking for another reading is scored as the checkpoint is read, and says so once per value
+    (tmp_path / "c.toml").write_text('[capture]\nwindow_s = 3.0\nhop_s = 3.0\ncontext = "window"\n')
+    asked = subprocess.run([*MERCLIP, "eval", "--checkpoint", str(tmp_path / "r" / "best.safetensors"), "--dataset",
+                            "mosi", "--data-root", str(tmp_path / "MOSI"), "--split", "valid", "--allow-partial",
+                            "--config", str(tmp_path / "c.toml")], capture_output=True, text=True, env=ENV)  # fmt: skip
+    assert asked.returncode == 0, asked.stderr
+    assert "scoring 12 windows of 12 clips (2-s windows every 2 s" in asked.stderr
+    notices = [line for line in asked.stderr.splitlines() if line.startswith("notice:")]
+    assert [n.split(" ignored")[0] for n in notices] == ["notice: capture.window_s = 3.0",
+                                                        "notice: capture.hop_s = 3.0",
+                                                        "notice: capture.context = 'window'"]  # fmt: skip
 
 
 def test_unannotated_clips_contribute_no_bce():
@@ -223,6 +235,7 @@ def test_paper_recipe_config():
     from types import SimpleNamespace
 
     from merclip.train.training import train_config
+    from merclip.train.windows import training_reading
 
     args = SimpleNamespace(config=None, lr=None, epochs=None, batch_size=None, frames=None, weights=None,
                            model="tiny", variant=None, modalities=None, emotion_labels=None, dataset="mosi",
@@ -233,6 +246,10 @@ def test_paper_recipe_config():
     assert cfg.train.recipe == "paper" and cfg.train.lr == pytest.approx(2.2e-5)  # the paper's MOSI lr
     with pytest.raises(MerClipError, match="12 frames"):
         train_config(SimpleNamespace(**{**vars(args), "frames": 4}))
+    # our recipe reads the monitor's windows: --frames is a window's frame count, which the checkpoint records
+    ours = train_config(SimpleNamespace(**{**vars(args), "recipe": None, "frames": 8}))
+    assert training_reading(ours)[0].frames_per_window == 8
+    assert training_reading(train_config(SimpleNamespace(**{**vars(args), "recipe": None})))[0].frames_per_window == 4
 
 
 def test_ablate_prints_both_tables_beside_the_papers_and_language_matters(tmp_path, capsys):

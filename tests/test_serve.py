@@ -408,3 +408,23 @@ def test_serve_help_tells_how_to_point_cameras_at_it():
         "MERCLIP_TOKEN",
     ):
         assert flag in run.stdout
+
+
+def test_serve_says_how_its_clients_read_and_what_of_its_config_it_ignores(tiny_bundle, tmp_path, monkeypatch, capsys):
+    """The service's start line says how every client reads (the bundle's setting: clients follow it), and a
+    config asking for another reading gets one notice per value, as merclip-live and eval give."""
+    from merclip.stream import served
+
+    from merclip.cli import main
+    from merclip.errors import MerClipError
+
+    def connect(opts, security, num_cpus=None):
+        raise MerClipError("(the test stops here, before Ray)")
+
+    monkeypatch.setattr(served, "connect_cluster", connect)
+    (tmp_path / "c.toml").write_text("[capture]\nframes_per_window = 6\n")
+    code = main(["serve", "--bundle", str(tiny_bundle), "--port", str(_free_port()), "--config",
+                 str(tmp_path / "c.toml")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "clients read 2-s windows every 2 s, 4 frames" in err
+    assert err.count("notice: capture.frames_per_window = 6 ignored") == 1

@@ -87,10 +87,12 @@ def cmd_ablate(args) -> int:
             reading = _cache_reading(load_config(args.config))
             if args.recipe == "paper":  # its model reads its 12 frames in each window too
                 reading = replace(reading, frames_per_window=PAPER_RECIPE["train"]["frames"])
+            elif args.frames:  # ours reads --frames per window
+                reading = replace(reading, frames_per_window=args.frames)
             generate(data, s["clips"], informative=s["informative"], frames=s["frames"], reading=reading)
-        # --recipe paper samples its own 12 frames (§4.3): the synthetic frame count is not passed as if asked
-        frames = args.frames or (None if args.recipe == "paper" else SYNTHETIC_ABLATION["frames"])
-        base |= {"data_root": str(data), "epochs": args.epochs or SYNTHETIC_ABLATION["epochs"], "frames": frames}
+        # the synthetic clips' frame count is the data's, not a reading's: not passed as if asked (--recipe
+        # paper samples its own 12 frames, §4.3; ours reads capture.frames_per_window per window)
+        base |= {"data_root": str(data), "epochs": args.epochs or SYNTHETIC_ABLATION["epochs"], "frames": args.frames}
     rows = [("t3", mods, "full", mods, p_acc, p_f1) for mods, p_acc, p_f1 in TABLE3]
     rows += [("t4", name, variant, "LVA", p_acc, p_f1) for name, variant, p_acc, p_f1 in TABLE4]
     if args.rows:  # a subset: Table 3 rows by modalities (LVA, VL, ...), Table 4 rows by variant

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from merclip.model.reading import ignored_asks
 from rich.console import Console
 from rich.table import Table
 
@@ -41,6 +42,10 @@ def _score_checkpoint(args, model) -> tuple[dict, dict, str]:
         split.entries = split.entries[half - 1 :: 2]
     clips = len(split)
     protocol, setting = scoring_protocol(args, mcfg)
+    if protocol == "windows" and mcfg.reading is not None:  # scored as the monitor reads it, whatever the config
+        skip = ("context",) if getattr(args, "context", None) else ()
+        for notice in ignored_asks(cfg.capture, setting, "the checkpoint", skip):
+            console.print(notice, markup=False, highlight=False)
     unread = 0
     if protocol == "windows":
         from .windows import window_entries

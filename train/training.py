@@ -41,6 +41,8 @@ def train_config(args) -> Config:
         if "frames" in explicit and explicit["frames"] != 12:
             raise MerClipError("--recipe paper samples 12 frames per clip (§4.3): leave --frames out")
         cfg = override(cfg, **PAPER_RECIPE)
+    elif "frames" in explicit:  # our recipe reads the monitor's windows: --frames is a window's frame count
+        cfg = override(cfg, capture={"frames_per_window": explicit["frames"]})
     if cfg.model.weights == "random" and "lr" not in explicit and cfg.train.lr == type(cfg.train)().lr:
         # 8e-6 is the paper's lr for fine-tuning pretrained CLIP; from scratch it would barely move.
         cfg = override(cfg, train={"lr": RANDOM_INIT_LR})
@@ -162,6 +164,10 @@ def _train(args, cfg: Config, out: Path) -> int:
         f"on {t.dataset}: {clips[0]} train / {clips[1]} valid clips as {samples} ({len(train_ds)} / "
         f"{len(valid_ds)} samples), read as {setting.describe()}; lr {t.lr}, {t.epochs} epochs -> {t.out}"
     )
+    if abs(setting.window_s - model.cfg.mel.segment_s) > 1e-9:  # said now, not after the run
+        console.print(f"notice: read in {setting.window_s:g}-s windows, this model trains and scores (merclip eval) "
+                      f"but cannot be exported: a bundle reads {model.cfg.mel.segment_s:g}-s windows, the audio "
+                      "encoder's segment (capture.window_s)", style="yellow", markup=False)  # fmt: skip
     summary = train(model, train_ds, valid_ds, opts)
     if summary:
         console.print(

@@ -95,6 +95,12 @@ CASES = [
         "image_std",
     ),
     Case(
+        "manifest-reading-hop-past-window",
+        "live",
+        live_bundle(lambda w: w.bundle_copy(_edit(lambda m: m["preprocess"]["reading"].update(hop_s=5.0)))),
+        "manifest.json: preprocess.reading hop_s must be in (0, window_s]",
+    ),
+    Case(
         "manifest-threshold-nan",
         "live",
         live_bundle(lambda w: w.bundle_copy(_edit(lambda m: m["thresholds"].update(emotion=float("nan"))))),
