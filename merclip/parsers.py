@@ -200,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("stream", "window-unpadded"),
         help="speech path timed end to end (default: asr.mode, stream)",
     )
-    p.add_argument("--frames", type=FRAMES, help="frames per window (default: capture.frames_per_window)")
+    p.add_argument("--frames", type=FRAMES, help="frames per window (default: as many as --checkpoint's model was "
+                   "trained on; else capture.frames_per_window)")  # fmt: skip
     p.add_argument("--windows", type=POSITIVE, default=5, help="windows timed per measurement (default 5)")
     p.add_argument(
         "--streams",

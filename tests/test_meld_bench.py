@@ -146,3 +146,23 @@ def test_bench_json_on_the_tiny_model(tmp_path):
     # measured per word (its size is a benchmark number, not a unit-test assertion)
     assert result["asr_wer"]["stream"] <= 0.05 < result["asr_wer"]["window-unpadded"] and e2e["wer"] <= 0.05
     assert e2e["word_to_screen_s"]["words"] == 22 and 0 < e2e["word_to_screen_s"]["median"] < 10
+
+
+def test_bench_times_a_checkpoint_at_the_frames_it_was_trained_on(tmp_path):
+    from types import SimpleNamespace
+
+    import torch
+    from merclip.model import MerClipConfig, build_model
+    from merclip.model.checkpoint import save_checkpoint
+    from merclip.model.reading import ReadingSetting
+    from merclip.train.bench.cli import bench_frames
+
+    from merclip.config import Config
+
+    torch.manual_seed(0)
+    save_checkpoint(build_model(MerClipConfig(arch="tiny", reading=ReadingSetting("utterance", frames_per_window=12))),
+                    tmp_path / "paper.safetensors")  # fmt: skip
+    cfg = Config()  # capture.frames_per_window = 4
+    assert bench_frames(SimpleNamespace(frames=None, checkpoint=str(tmp_path / "paper.safetensors")), cfg) == 12
+    assert bench_frames(SimpleNamespace(frames=3, checkpoint=str(tmp_path / "paper.safetensors")), cfg) == 3
+    assert bench_frames(SimpleNamespace(frames=None, checkpoint=None), cfg) == 4

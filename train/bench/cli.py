@@ -15,6 +15,20 @@ from .speech import speech_report
 from .streams import serve_bench
 
 
+def bench_frames(args, cfg) -> int:
+    """Frames per window timed: --frames, else as many as --checkpoint's model was trained on (as the monitor
+    reads it), else the config's."""
+    if args.frames:
+        return args.frames
+    if args.checkpoint:
+        from merclip.model.checkpoint import read_checkpoint_config
+
+        trained = read_checkpoint_config(args.checkpoint)[0].reading
+        if trained is not None:
+            return trained.frames_per_window
+    return cfg.capture.frames_per_window
+
+
 def cmd_bench(args) -> int:
     from rich.console import Console
 
@@ -34,7 +48,7 @@ def cmd_bench(args) -> int:
     if args.checkpoint and not Path(args.checkpoint).is_file():
         raise MerClipError(f"checkpoint not found: {args.checkpoint}")
     opts = BenchOptions(
-        model=args.model, checkpoint=args.checkpoint or "", frames=args.frames or cfg.capture.frames_per_window,
+        model=args.model, checkpoint=args.checkpoint or "", frames=bench_frames(args, cfg),
         windows=args.windows,
         streams=max(args.streams), providers=args.providers or cfg.runtime.providers,
         precision=args.precision or cfg.runtime.precision,
