@@ -170,8 +170,9 @@ def export_bundle(model: MerClip, opts: ExportOptions, tokenizer: ClipTokenizer 
         raise MerClipError(f"export mode must be trained or zero-shot, got {opts.mode!r}")
     window_s = opts.reading.window_s
     if abs(window_s - model.cfg.mel.segment_s) > 1e-9:
+        fix = "train it again" if model.cfg.reading is not None else "set"  # a trained model keeps its own
         raise MerClipError(f"a bundle reads {model.cfg.mel.segment_s:g}-s windows (the audio encoder's segment) and "
-                           f"this model is read in {window_s:g}-s ones: train it, or run it, with capture.window_s = "
+                           f"this model is read in {window_s:g}-s ones: {fix} with capture.window_s = "
                            f"{model.cfg.mel.segment_s:g}")  # fmt: skip
     model = model.eval().float()
     tokenizer = tokenizer or ClipTokenizer.default()

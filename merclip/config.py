@@ -75,7 +75,7 @@ class CaptureSection:
     mic_latency_s: float = field(default=0.05, metadata=_check(lo=0.0, hi=1.0))
     window_s: float = field(default=2.0, metadata=_check(lo=0.5, hi=30.0))
     hop_s: float = field(default=2.0, metadata=_check(lo=0.25, hi=30.0))
-    frames_per_window: int = field(default=4, metadata=_check(lo=1, hi=32))
+    frames_per_window: int = field(default=4, metadata=_check(lo=1, hi=64))
     allow_missing: bool = False
     # auto: preparing/exporting crops the face (haar; synthetic sets: off), live follows the bundle
     face: str = field(default="auto", metadata=_check(("auto", "haar", "off")))

@@ -22,7 +22,7 @@ def _training_epilog(synthetic: dict) -> str:
     return f"""\
 defaults that depend on the dataset and the model: a setting that the config file leaves at
 its packaged value and that no flag gives takes the dataset's own value
-  synthetic  {synthetic["epochs"]} epochs, lr 1e-3, {frames} (a small model trained from scratch; its
+  synthetic  {synthetic["epochs"]} epochs, lr 1e-3, clips of {frames} (a small model trained from scratch; its
              labels are exact: no label smoothing)
   mosi       lr 2.2e-5, batch 8 (the paper's MOSI recipe)
   meld       its 7 emotions and 3 sentiments, single-label emotion
@@ -178,7 +178,7 @@ def _protocol_flags(parser: argparse.ArgumentParser, verb: str) -> None:
 
 def _training_flags(parser: argparse.ArgumentParser, synthetic: dict) -> None:
     """Optimisation flags shared by `train` and `ablate` (each ablation row is one training run); ``synthetic``:
-    the epochs and frames that command uses on the synthetic set."""
+    the epochs that command trains on the synthetic set."""
     parser.add_argument("--epochs", type=POSITIVE, help="training epochs (default: train.epochs, the paper's 20; "
                         f"synthetic: {synthetic['epochs']})")  # fmt: skip
     parser.add_argument("--batch-size", type=POSITIVE, help="batch size (default: train.batch_size, the paper's 16; "
@@ -186,6 +186,7 @@ def _training_flags(parser: argparse.ArgumentParser, synthetic: dict) -> None:
     parser.add_argument("--lr", type=_number(0.0, hi=1.0), help="AdamW learning rate (default: train.lr, the paper's "
                         "8e-6; mosi: 2.2e-5; synthetic: 1e-3; random weights, e.g. --model tiny: 5e-4)")  # fmt: skip
     parser.add_argument("--frames", type=FRAMES, help="frames the model reads: per window with our recipe (default: "
-                        "capture.frames_per_window, recorded in the checkpoint; the cache must hold as many: merclip "
-                        "prepare), per clip with --recipe paper (always 12)")  # fmt: skip
+                        "capture.frames_per_window, recorded in the checkpoint; a prepared cache must hold as many "
+                        "per window: prepare with capture.frames_per_window = N), per clip with --recipe paper "
+                        "(always 12)")  # fmt: skip
     parser.add_argument("--seed", type=_int_at_least(0, 2**32 - 1), help="random seed")

@@ -36,6 +36,15 @@ UTTERANCE_PAUSE_S = 1.0
 CONTEXT_MAX_S = 10.0
 
 
+class AskedReading(Protocol):
+    """What a ``[capture]`` config section asks of a reading (its class's defaults: the packaged ones)."""
+
+    context: str
+    window_s: float
+    hop_s: float
+    frames_per_window: int
+
+
 class TimedWord(Protocol):
     start_s: float
     end_s: float
@@ -81,7 +90,7 @@ class ReadingSetting:
         return f"{self.window_s:g}-s windows every {self.hop_s:g} s, {self.frames_per_window} frames, {words}"
 
 
-def ignored_asks(capture, trained: ReadingSetting, who: str, skip: Sequence[str] = ()) -> list[str]:
+def ignored_asks(capture: AskedReading, trained: ReadingSetting, who: str, skip: Sequence[str] = ()) -> list[str]:
     """One notice per reading value of ``capture`` (a ``[capture]`` config section) that asks for another
     reading than the one ``who`` was trained for, and is ignored. "auto" and the packaged defaults ask
     nothing: the shipped config.toml spells every default out."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.live import Live
 
-from merclip.config import Config, override
+from merclip.config import Config
 from merclip.errors import MerClipError
 
 from .csvlog import SessionLog
@@ -80,9 +80,7 @@ def run_live(cfg: Config, console: Console, request: LiveRequest) -> int:
     reading, notices = session_reading(cfg.capture, bundle.reading, request.frames)
     for line in notices:
         console.print(line, style="yellow", markup=False, highlight=False)
-    # what is sized by the window from here on (a still image's hold, Whisper's window) is the bundle's
-    cfg = override(cfg, capture={"window_s": reading.window_s, "hop_s": reading.hop_s})
-    source, source_name = open_source(cfg, request.fast, request.duration_s, exact=request.exact)
+    source, source_name = open_source(cfg, request.fast, request.duration_s, reading.window_s, exact=request.exact)
     recorder = None
     if request.record:
         recorder = Recorder(request.record)
@@ -91,7 +89,7 @@ def run_live(cfg: Config, console: Console, request: LiveRequest) -> int:
         beside = f" ({kept} exists and is kept)" if request.record != kept else ""
         console.print(f"REC: recording camera frames and microphone audio (face and voice) to {request.record}{beside}",
                       style="bold red", markup=False, highlight=False)  # fmt: skip
-    transcriber = open_transcriber(cfg, console, explicit=request.explicit_asr)
+    transcriber = open_transcriber(cfg, console, explicit=request.explicit_asr, window_s=reading.window_s)
     notice = face_notice(cfg.capture.face, bundle.face)
     if notice:
         console.print(notice, style="yellow", markup=False, highlight=False)

@@ -76,7 +76,8 @@ def cmd_serve(args) -> int:
     console.print(f"starting {'a local Ray cluster' if not opts.address else 'on Ray cluster ' + opts.address}: "
                   f"{opts.replicas} replica(s) of {bundle.describe()}, {opts.num_cpus:g} CPU / {opts.num_gpus:g} GPU "
                   f"each, batches of up to {opts.max_batch} windows within {opts.batch_wait_ms:g} ms; clients read "
-                  f"{bundle.reading.describe()}", markup=False, highlight=False)  # fmt: skip
+                  f"{bundle.reading.describe()} (--frames may lower the frames)",
+                  markup=False, highlight=False)  # fmt: skip
     stop = threading.Event()
     signalled: list[int] = []
 

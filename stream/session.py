@@ -100,7 +100,8 @@ def face_notice(asked: str, face: FaceSetting) -> str:
             f"{face.describe()}, so that is what it is shown")  # fmt: skip
 
 
-def open_source(cfg: Config, fast: bool, duration: float | None, exact: bool = False):
+def open_source(cfg: Config, fast: bool, duration: float | None, window_s: float, exact: bool = False):
+    """(source, its name). ``window_s``: the session's window (its bundle's), for which a still image is held."""
     spec = cfg.capture.source
     if spec == "sample":
         return FileSource(sample_path(), realtime=not fast, max_fps=cfg.capture.fps), "sample clip"
@@ -118,7 +119,7 @@ def open_source(cfg: Config, fast: bool, duration: float | None, exact: bool = F
         )  # not started here: cmd_live starts it last (start_capture)
         return src, camera_name(cfg.capture.camera)
     # a still image given as the source is held for one window (one vision-only reading)
-    return (FileSource(spec, realtime=not fast, max_fps=cfg.capture.fps, still_s=cfg.capture.window_s, exact=exact),
+    return (FileSource(spec, realtime=not fast, max_fps=cfg.capture.fps, still_s=window_s, exact=exact),
             Path(spec).name)  # fmt: skip
 
 
@@ -134,11 +135,12 @@ def start_capture(source, console: Console) -> None:
         console.print(f"missing: {text}", style="yellow", markup=False, highlight=False)
 
 
-def open_transcriber(cfg: Config, console: Console, explicit: bool):
-    """The streaming transcriber (stream/speech.py over faster-whisper), or None when speech is off."""
+def open_transcriber(cfg: Config, console: Console, explicit: bool, window_s: float):
+    """The streaming transcriber (stream/speech.py over faster-whisper), or None when speech is off;
+    ``window_s``: the session's window (its bundle's)."""
     if not cfg.asr.enabled:
         return None
-    opts = WhisperOptions.from_config(cfg.asr, cfg.capture.window_s)
+    opts = WhisperOptions.from_config(cfg.asr, window_s)
     try:
         transcriber, notice = open_speech(opts, cfg.asr.context_words)
     except MerClipError as err:

@@ -307,7 +307,7 @@ def test_devices_start_after_a_slow_whisper_load_so_the_first_window_is_fresh(ti
         def transcribe(self, audio, context=""):
             return Transcript("", 1.0)
 
-    def slow_whisper(cfg, console, explicit):
+    def slow_whisper(cfg, console, explicit, window_s):
         time.sleep(load_s)  # a first-run download or a big model
         loaded.append(time.monotonic())
         return Words()

@@ -133,10 +133,10 @@ def test_train_and_ablate_help_state_the_dataset_and_model_defaults(capsys):
     text = _help("train", capsys=capsys)
     assert "training epochs (default: train.epochs, the paper's 20; synthetic: 6)" in text
     assert "8e-6; mosi: 2.2e-5; synthetic: 1e-3; random weights, e.g. --model tiny: 5e-4" in text
-    assert "synthetic 6 epochs, lr 1e-3, 2 frames" in text and "mosi lr 2.2e-5, batch 8" in text
+    assert "synthetic 6 epochs, lr 1e-3, clips of 2 frames" in text and "mosi lr 2.2e-5, batch 8" in text
     assert "no label smoothing" in text
     text = _help("ablate", capsys=capsys)
-    assert "synthetic: 3)" in text and "synthetic 3 epochs, lr 1e-3, 1 frame " in text
+    assert "synthetic: 3)" in text and "synthetic 3 epochs, lr 1e-3, clips of 1 frame " in text
 
 
 def test_readme_and_ablate_help_count_the_rows_the_code_runs(capsys):

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from merclip.model.reading import ignored_asks
+from merclip.model.reading import ReadingSetting, ignored_asks
 from rich.console import Console
 from rich.table import Table
 
@@ -97,8 +97,6 @@ def scoring_protocol(args, mcfg):
     records how it reads them (trained by this version), whole clips for older ones; ``--context`` reads the
     windows another way, to measure the choice."""
     from dataclasses import replace
-
-    from merclip.model.reading import ReadingSetting
 
     protocol = getattr(args, "protocol", None) or ("windows" if mcfg.reading is not None else "clips")
     setting = mcfg.reading or ReadingSetting()

@@ -167,7 +167,8 @@ def _train(args, cfg: Config, out: Path) -> int:
     if abs(setting.window_s - model.cfg.mel.segment_s) > 1e-9:  # said now, not after the run
         console.print(f"notice: read in {setting.window_s:g}-s windows, this model trains and scores (merclip eval) "
                       f"but cannot be exported: a bundle reads {model.cfg.mel.segment_s:g}-s windows, the audio "
-                      "encoder's segment (capture.window_s)", style="yellow", markup=False)  # fmt: skip
+                      "encoder's segment (capture.window_s)",
+                      style="yellow", markup=False, highlight=False)  # fmt: skip
     summary = train(model, train_ds, valid_ds, opts)
     if summary:
         console.print(

@@ -79,8 +79,9 @@ def window_entries(entries: list[dict], setting: ReadingSetting) -> list[dict]:
             if entry.get("window_frames", setting.frames_per_window) != setting.frames_per_window:
                 raise MerClipError(
                     f"the cache holds {entry['window_frames']} frames per window and the model reads "
-                    f"{setting.frames_per_window}: run `merclip prepare` again with capture.frames_per_window = "
-                    f"{setting.frames_per_window} (or score whole clips: --protocol clips)"
+                    f"{setting.frames_per_window}: cut the windows again with capture.frames_per_window = "
+                    f"{setting.frames_per_window} (`merclip prepare`; ablate's own synthetic set: delete it), or "
+                    "let eval score whole clips (--protocol clips)"
                 )
             bounds = [(w["t_start_s"], w["t_end_s"]) for w in cached]
         else:

@@ -15,7 +15,7 @@ from .speech import speech_report
 from .streams import serve_bench
 
 
-def bench_frames(args, cfg) -> int:
+def bench_frames(args, cfg: Config) -> int:
     """Frames per window timed: --frames, else as many as --checkpoint's model was trained on (as the monitor
     reads it), else the config's."""
     if args.frames:
