@@ -1,7 +1,8 @@
 """config.toml -> typed, validated dataclasses.
 
 The dataclass defaults *are* the packaged defaults; the repository's ``config.toml`` documents every key
-with the same values (a test keeps the two equal). Unknown keys, wrong types and bad values are refused
+with the same values, set or, where setting it would ask a trained model for another reading, shown
+commented out (a test keeps the two equal). Unknown keys, wrong types and bad values are refused
 with one line naming the key and what is expected.
 """
 
@@ -201,6 +202,19 @@ class Config:
     log: LogSection = LogSection()
     train: TrainSection = TrainSection()
     export: ExportSection = ExportSection()
+    # "section.key" for each value the file or a command-line flag set: what a user wrote is asked for even
+    # where it equals the packaged default (a 4-frame window asked of a 12-frame bundle gets its notice).
+    spelled: frozenset[str] = field(default=frozenset(), compare=False, repr=False, metadata={"internal": True})
+
+    def asked(self, section: str) -> dict[str, Any]:
+        """The ``[section]`` values a user asked for: set in the file or by a flag, or (a Config built in
+        code) other than the packaged default."""
+        values, default = dataclasses.asdict(getattr(self, section)), dataclasses.asdict(getattr(Config(), section))
+        return {k: v for k, v in values.items() if f"{section}.{k}" in self.spelled or v != default[k]}
+
+
+def _sections() -> list[dataclasses.Field]:
+    return [f for f in fields(Config) if not f.metadata.get("internal")]
 
 
 def _type_name(tp: Any) -> str:
@@ -328,7 +342,7 @@ def _validate(cfg: Config) -> None:
 
 
 def from_dict(data: dict[str, Any]) -> Config:
-    sections = {f.name: f.type for f in fields(Config)}
+    sections = {f.name: f.type for f in _sections()}
     hints = typing.get_type_hints(Config)
     built = {}
     for name, table in data.items():
@@ -339,7 +353,7 @@ def from_dict(data: dict[str, Any]) -> Config:
                 )
             raise MerClipError(f"config: unknown section [{_show(name)[1:-1]}] (known: {', '.join(sections)})")
         built[name] = _build_section(hints[name], name, table)
-    cfg = Config(**built)
+    cfg = Config(**built, spelled=frozenset(f"{name}.{key}" for name, table in data.items() for key in table))
     _validate(cfg)
     return cfg
 
@@ -404,7 +418,7 @@ def weights_flag(arch: str | None, weights: str | None) -> str | None:
 
 def override(cfg: Config, **sections: dict[str, Any]) -> Config:
     """Apply CLI flags, e.g. ``override(cfg, model={"arch": "tiny"})``; None values are ignored."""
-    changes = {}
+    changes, spelled = {}, set(cfg.spelled)
     for name, values in sections.items():
         values = {k: v for k, v in values.items() if v is not None}
         if not values:
@@ -412,7 +426,8 @@ def override(cfg: Config, **sections: dict[str, Any]) -> Config:
         current = dataclasses.asdict(getattr(cfg, name))
         current.update(values)
         changes[name] = _build_section(type(getattr(cfg, name)), name, current)
-    new = dataclasses.replace(cfg, **changes)
+        spelled.update(f"{name}.{key}" for key in values)
+    new = dataclasses.replace(cfg, **changes, spelled=frozenset(spelled))
     _validate(new)
     return new
 
@@ -420,7 +435,7 @@ def override(cfg: Config, **sections: dict[str, Any]) -> Config:
 def to_toml(cfg: Config) -> str:
     """Render the effective configuration as TOML (for ``merclip config``)."""
     lines = []
-    for section in fields(cfg):
+    for section in _sections():
         lines.append(f"[{section.name}]")
         for key, value in dataclasses.asdict(getattr(cfg, section.name)).items():
             lines.append(f"{key} = {_toml_value(value)}")

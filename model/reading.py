@@ -21,7 +21,7 @@ Words are any objects with ``start_s``, ``end_s`` and ``text`` (``stream.speech.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
@@ -34,15 +34,6 @@ UTTERANCE_PAUSE_S = 1.0
 # However long someone speaks without a pause, a reading reads at most this much speech (CLIP's text tower
 # reads 77 tokens; MELD utterances: 95 % are under 8 s).
 CONTEXT_MAX_S = 10.0
-
-
-class AskedReading(Protocol):
-    """What a ``[capture]`` config section asks of a reading (its class's defaults: the packaged ones)."""
-
-    context: str
-    window_s: float
-    hop_s: float
-    frames_per_window: int
 
 
 class TimedWord(Protocol):
@@ -90,15 +81,14 @@ class ReadingSetting:
         return f"{self.window_s:g}-s windows every {self.hop_s:g} s, {self.frames_per_window} frames, {words}"
 
 
-def ignored_asks(capture: AskedReading, trained: ReadingSetting, who: str, skip: Sequence[str] = ()) -> list[str]:
-    """One notice per reading value of ``capture`` (a ``[capture]`` config section) that asks for another
-    reading than the one ``who`` was trained for, and is ignored. "auto" and the packaged defaults ask
-    nothing: the shipped config.toml spells every default out."""
-    default, notices = type(capture)(), []
+def ignored_asks(asked: Mapping[str, object], trained: ReadingSetting, who: str, skip: Sequence[str] = ()) -> list[str]:
+    """One notice per reading value in ``asked`` (what a user's config or flags ask of ``[capture]``) other
+    than the reading ``who`` was trained for, which wins. "auto" asks nothing."""
+    notices = []
     for key in ("window_s", "hop_s", "context", "frames_per_window"):
-        asked, kept = getattr(capture, key), getattr(trained, key)
-        if key not in skip and asked not in ("auto", getattr(default, key), kept):
-            notices.append(f"notice: capture.{key} = {asked!r} ignored: {who} was trained to be read with "
+        kept = getattr(trained, key)
+        if key in asked and key not in skip and asked[key] not in ("auto", kept):
+            notices.append(f"notice: capture.{key} = {asked[key]!r} ignored: {who} was trained to be read with "
                            f"{key} = {kept!r}, so that is how it reads")  # fmt: skip
     return notices
 

@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -77,10 +77,12 @@ def run_live(cfg: Config, console: Console, request: LiveRequest) -> int:
     plan = getattr(bundle, "plan", None)  # None: the model runs at a `merclip serve` service (its own choice)
     if plan is not None:
         log.info("model runs on %s", bundle.runtime_line())
-    reading, notices = session_reading(cfg.capture, bundle.reading, request.frames)
+    reading, notices = session_reading(cfg.asked("capture"), bundle.reading, request.frames)
     for line in notices:
         console.print(line, style="yellow", markup=False, highlight=False)
     source, source_name = open_source(cfg, request.fast, request.duration_s, reading.window_s, exact=request.exact)
+    if getattr(source, "still", False):  # one picture, held for one window: overlapping windows would read it twice
+        reading = replace(reading, hop_s=reading.window_s)
     recorder = None
     if request.record:
         recorder = Recorder(request.record)

@@ -71,7 +71,7 @@ def cmd_serve(args) -> int:
     labels = {"emotion": bundle.emotion_labels, "sentiment": bundle.sentiment_labels}
     if bundle.manifest["labels"]["fixed"]:
         labels = {}
-    for line in ignored_asks(cfg.capture, bundle.reading, "this bundle's model"):  # its clients read that way
+    for line in ignored_asks(cfg.asked("capture"), bundle.reading, "this bundle's model"):  # its clients read that way
         console.print(line, style="yellow", markup=False, highlight=False)
     console.print(f"starting {'a local Ray cluster' if not opts.address else 'on Ray cluster ' + opts.address}: "
                   f"{opts.replicas} replica(s) of {bundle.describe()}, {opts.num_cpus:g} CPU / {opts.num_gpus:g} GPU "

@@ -4,6 +4,7 @@ the transcriber, and the windower and pipeline that join them (``build_session``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -78,12 +79,15 @@ def open_engine(cfg: Config, console: Console, explicit_labels: bool = False):
     return bundle, BundleEngine(bundle)
 
 
-def session_reading(capture, trained: ReadingSetting, frames_flag: int | None) -> tuple[ReadingSetting, list[str]]:
+def session_reading(
+    asked: Mapping[str, object], trained: ReadingSetting, frames_flag: int | None
+) -> tuple[ReadingSetting, list[str]]:
     """How this session reads: as the bundle's model was trained to be read (window, hop, context, frames),
-    and one notice per ``capture`` value that asks otherwise and is ignored. Only the frame count may be
-    changed, on the command line (``--frames``: fewer frames to keep a slow CPU real-time), and that is said."""
+    and one notice per ``[capture]`` value a user asked for otherwise (``Config.asked``), which is ignored.
+    Only the frame count may be changed, on the command line (``--frames``: fewer frames to keep a slow CPU
+    real-time), and that is said."""
     skip = ("frames_per_window",) if frames_flag is not None else ()
-    notices = ignored_asks(capture, trained, "this bundle's model", skip)
+    notices = ignored_asks(asked, trained, "this bundle's model", skip)
     if frames_flag is not None and frames_flag != trained.frames_per_window:
         notices.append(f"notice: reading {frames_flag} frames per window (--frames); this bundle's model was "
                        f"trained on {trained.frames_per_window}")  # fmt: skip

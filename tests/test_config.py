@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 import tomllib
@@ -12,10 +13,36 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_repository_config_documents_exactly_the_defaults():
+    """Every key is set to its packaged default, or shown as a ``# key = value`` line (left unset)."""
+    text = (ROOT / "config.toml").read_text()
     assert load_config(ROOT / "config.toml") == Config()
-    data = tomllib.loads((ROOT / "config.toml").read_text())
+    data = tomllib.loads(text)
+    shown: dict[str, dict] = {}
+    section = None
+    for line in text.splitlines():
+        if line.startswith("["):
+            section = line.strip("[]")
+        elif match := re.fullmatch(r"# (\w+) = (true|false|[-\d.\"\[].*)", line):  # not prose ("auto = ...")
+            shown.setdefault(section, {})[match[1]] = tomllib.loads(f"v = {match[2]}")["v"]
     for section, table in data.items():
-        assert set(table) == set(getattr(Config(), section).__dataclass_fields__), section
+        default = getattr(Config(), section)
+        unset = shown.get(section, {})
+        assert set(table) | set(unset) == set(default.__dataclass_fields__) and not set(table) & set(unset), section
+        assert all(getattr(default, key) == value for key, value in unset.items()), section
+
+
+def test_a_spelled_value_is_asked_even_when_it_is_the_default(tmp_path):
+    """The reading notices go by what a user wrote: the shipped file leaves the reading unset, so it asks
+    for nothing a trained bundle would ignore; a file or flag that writes a default asks for it."""
+    shipped = load_config(ROOT / "config.toml").asked("capture")
+    assert not shipped.keys() & {"window_s", "hop_s", "frames_per_window"} and shipped["context"] == "auto"
+    path = tmp_path / "c.toml"
+    path.write_text("[capture]\nframes_per_window = 4\nhop_s = 1.0\n")
+    cfg = load_config(path)
+    assert cfg.asked("capture") == {"frames_per_window": 4, "hop_s": 1.0}
+    assert override(cfg, capture={"window_s": 2.0}).asked("capture")["window_s"] == 2.0
+    assert Config().asked("capture") == {}
+    assert override(Config(), capture={"frames_per_window": None}).asked("capture") == {}
 
 
 @pytest.mark.parametrize(

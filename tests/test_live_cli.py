@@ -164,3 +164,24 @@ def test_a_still_image_is_held_for_the_bundles_window_not_the_configs(tiny_bundl
     assert said.count("notice: capture.window_s = 3.0 ignored") == 1 and said.count("capture.hop_s = 3.0") == 1
     finals = [r for r in map(json.loads, filter(str.strip, run.stdout.splitlines())) if r.get("final")]
     assert [(r["t_start_s"], r["t_end_s"]) for r in finals] == [(0.0, 2.0)]
+
+
+def test_a_still_image_read_by_an_overlapping_bundle_gives_one_reading(tiny_bundle, tmp_path):
+    """A bundle read every 1 s would cut the held picture into 0-2 and 1-3: two readings of one photo."""
+    import shutil
+
+    import cv2
+    import numpy as np
+
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["preprocess"]["reading"]["hop_s"] = 1.0
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    image = tmp_path / "face.png"
+    cv2.imwrite(str(image), np.full((48, 64, 3), 120, np.uint8))
+    run = subprocess.run([*LIVE, "--no-ui", "--no-asr", "--fast", "--bundle", str(bundle), "--source", str(image)],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    finals = [r for r in map(json.loads, filter(str.strip, run.stdout.splitlines())) if r.get("final")]
+    assert [(r["t_start_s"], r["t_end_s"]) for r in finals] == [(0.0, 2.0)]

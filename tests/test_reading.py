@@ -16,7 +16,7 @@ from merclip.stream.sources import SyntheticSource
 from merclip.stream.windowing import Windower, cut_windows
 from merclip.train.windows import clip_words, window_bounds, window_entries
 
-from merclip.config import CaptureSection
+from merclip.config import CaptureSection, Config, from_dict
 from merclip.errors import MerClipError
 
 UTTERANCE = ReadingSetting(context="utterance")
@@ -75,13 +75,18 @@ def test_setting_round_trips_and_refuses_nonsense():
 
 def test_a_session_reads_as_its_bundle_was_trained_and_says_what_it_ignores():
     trained = ReadingSetting("utterance", 2.0, 2.0, 3)
-    asked = CaptureSection(window_s=3.0, context="window")
+    asked = Config(capture=CaptureSection(window_s=3.0, context="window")).asked("capture")
     reading, notices = session_reading(asked, trained, frames_flag=None)
     assert reading == trained
     assert [n.split(" ignored")[0] for n in notices] == ["notice: capture.window_s = 3.0",
                                                         "notice: capture.context = 'window'"]  # fmt: skip
-    assert session_reading(CaptureSection(), trained, frames_flag=None) == (trained, [])  # defaults ask nothing
-    fewer, notices = session_reading(CaptureSection(), trained, frames_flag=2)
+    assert session_reading(Config().asked("capture"), trained, frames_flag=None) == (trained, [])  # nothing asked
+    # a file that writes the packaged 4 frames asks for them: the 3-frame bundle wins, and says so
+    spelled = from_dict({"capture": {"frames_per_window": 4, "context": "auto"}}).asked("capture")
+    _, notices = session_reading(spelled, trained, frames_flag=None)
+    assert notices == ["notice: capture.frames_per_window = 4 ignored: this bundle's model was trained to be read "
+                       "with frames_per_window = 3, so that is how it reads"]  # fmt: skip
+    fewer, notices = session_reading(spelled, trained, frames_flag=2)  # --frames wins over the file, and is said
     assert fewer.frames_per_window == 2 and len(notices) == 1
 
 

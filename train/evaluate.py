@@ -44,7 +44,7 @@ def _score_checkpoint(args, model) -> tuple[dict, dict, str]:
     protocol, setting = scoring_protocol(args, mcfg)
     if protocol == "windows" and mcfg.reading is not None:  # scored as the monitor reads it, whatever the config
         skip = ("context",) if getattr(args, "context", None) else ()
-        for notice in ignored_asks(cfg.capture, setting, "the checkpoint", skip):
+        for notice in ignored_asks(cfg.asked("capture"), setting, "the checkpoint", skip):
             console.print(notice, markup=False, highlight=False)
     unread = 0
     if protocol == "windows":
