@@ -104,3 +104,9 @@ def test_a_word_the_recordings_end_cuts_short_is_heard_whole(tmp_path):
     session.run(lambda r: rows.append(r.transcript) if r.final else None)
     assert len(rows) == 1 and offline.endswith("only sense with")
     assert plain(" ".join(rows)) == offline
+    # `merclip bench --speech` scores the words the session wrote (it cut the file in equal, padded chunks:
+    # a second window of 0.24 s of speech and 1.76 s of silence, which the monitor never reads)
+    from merclip.train.bench.speech import speech_report
+
+    report = speech_report(str(path), "tiny.en")
+    assert plain(report["stream"]["text"]) == plain(" ".join(rows)) and report["stream"]["ms_per_window"]["n"] == 1

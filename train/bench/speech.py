@@ -74,8 +74,15 @@ def read_speech(path: str) -> np.ndarray:
 def speech_report(path: str, asr_model: str, transcript: str | None = None, window_s: float = 2.0) -> dict:
     """Each speech path over any recording, window by window as live, scored against the same model's
     offline transcript of the whole file (and against ``transcript`` when given)."""
+    from merclip.stream.records import AudioBlock
+    from merclip.stream.windowing import Windower, cut_windows
+
     audio = read_speech(path)
-    n = int(window_s * SAMPLE_RATE)
+    # cut as a session cuts it (the stream's last words in a short window, or heard as its rest), not in
+    # equal chunks with the last one padded: the words scored are the words the monitor would show
+    windower = Windower(window_s, window_s, tracks="A")
+    windows = list(cut_windows([AudioBlock(0.0, audio)], windower))
+    rest = windower.rest() or ()
     model, source, _ = load_whisper(WhisperOptions(model=asr_model))
     # temperature 0 only: the default fallback samples, so the reference would change from run to run
     segments, _ = model.transcribe(audio, language="en", temperature=0.0)
@@ -84,13 +91,12 @@ def speech_report(path: str, asr_model: str, transcript: str | None = None, wind
     for mode in ("stream", "window-unpadded"):
         transcriber, _ = open_speech(WhisperOptions(model=asr_model, mode=mode), model=model)
         finals, shown, ms = {}, [], []
-        for k in range(-(-len(audio) // n)):
-            chunk = np.pad(audio[k * n : (k + 1) * n], (0, max(0, (k + 1) * n - len(audio))))
-            update = transcriber.push(k, k * window_s, (k + 1) * window_s, chunk)
+        for w in windows:
+            update = transcriber.push(w.index, w.t_start_s, w.t_end_s, w.audio)
             ms.append(update.ms / 1000)
             shown.append(update.current.text)
             finals.update({f.index: f.text for f in update.final})
-        finals.update({f.index: f.text for f in transcriber.finish().final})
+        finals.update({f.index: f.text for f in transcriber.finish(*rest).final})
         text = " ".join(finals[k] for k in sorted(finals))
         out[mode] = {"text": text, "wer_vs_offline": word_error_rate(offline, text),
                      "provisional_wer_vs_offline": word_error_rate(offline, " ".join(shown)),
