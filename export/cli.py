@@ -89,8 +89,7 @@ def bundle_reading(cfg: Config, trained, console: Console):
 
     cap = cfg.capture
     if trained is None:
-        return ReadingSetting(cap.context if cap.context != "auto" else "utterance", cap.window_s, cap.hop_s,
-                              cap.frames_per_window)  # fmt: skip
+        return ReadingSetting.for_untrained(cap.context, cap.window_s, cap.hop_s, cap.frames_per_window)
     for notice in ignored_asks(cfg.asked("capture"), trained, "the checkpoint"):
         console.print(notice, markup=False, highlight=False)
     return replace(trained)

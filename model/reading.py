@@ -76,6 +76,13 @@ class ReadingSetting:
         except (TypeError, ValueError) as err:
             raise MerClipError(f"reading setting is malformed: {err}") from None
 
+    @classmethod
+    def for_untrained(cls, context: str, window_s: float, hop_s: float, frames_per_window: int) -> ReadingSetting:
+        """How a model that records no reading (zero-shot, random weights, a checkpoint from before the
+        setting) is read: as a config's ``[capture]`` asks, its "auto" context the utterance so far (nearest
+        to the whole clips such a model was trained on). One rule for its bundle (export) and its score (eval)."""
+        return cls(context if context != "auto" else "utterance", window_s, hop_s, frames_per_window)
+
     def describe(self) -> str:
         words = "the window's own words" if self.context == "window" else "the utterance so far"
         return f"{self.window_s:g}-s windows every {self.hop_s:g} s, {self.frames_per_window} frames, {words}"

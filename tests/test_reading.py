@@ -254,3 +254,21 @@ def test_the_streams_last_window_owns_the_words_after_it():
         entries = window_entries([clip], setting)
         assert len(entries) == 2  # 0.2 s after the second window: no third
     assert " ".join(e["own_text"] for e in entries) == clip["text"] and entries[-1]["text"] == clip["text"]
+
+
+def test_a_checkpoint_without_a_reading_is_scored_as_its_bundle_reads():
+    """A checkpoint from before the setting records none: its bundle reads as the config asks (the utterance
+    so far for "auto"), and `eval --protocol windows` scores those readings, not each window's own words."""
+    from types import SimpleNamespace
+
+    from merclip.export.cli import bundle_reading
+    from merclip.model.config import MerClipConfig
+    from merclip.train.evaluate import scoring_protocol
+    from rich.console import Console
+
+    old = MerClipConfig(arch="tiny", reading=None)
+    for capture in (CaptureSection(), CaptureSection(frames_per_window=3, hop_s=1.0), CaptureSection(context="window")):
+        protocol, scored = scoring_protocol(SimpleNamespace(protocol="windows", context=None), old, capture)
+        assert protocol == "windows"
+        assert scored == bundle_reading(Config(capture=capture), None, Console(quiet=True))
+    assert scoring_protocol(SimpleNamespace(protocol=None), old, CaptureSection())[0] == "clips"  # its default

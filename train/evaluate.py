@@ -41,7 +41,7 @@ def _score_checkpoint(args, model) -> tuple[dict, dict, str]:
     if half:  # alternate clips in file order: half 1 = 1st, 3rd, ...; half 2 = 2nd, 4th, ...
         split.entries = split.entries[half - 1 :: 2]
     clips = len(split)
-    protocol, setting = scoring_protocol(args, mcfg)
+    protocol, setting = scoring_protocol(args, mcfg, cfg.capture)
     if protocol == "windows" and mcfg.reading is not None:  # scored as the monitor reads it, whatever the config
         skip = ("context",) if getattr(args, "context", None) else ()
         for notice in ignored_asks(cfg.asked("capture"), setting, "the checkpoint", skip):
@@ -92,14 +92,16 @@ def _score_checkpoint(args, model) -> tuple[dict, dict, str]:
     return metrics, outputs, title
 
 
-def scoring_protocol(args, mcfg):
+def scoring_protocol(args, mcfg, capture) -> tuple[str, ReadingSetting]:
     """(protocol, reading setting) for eval and calibrate: the monitor's windows by default for a model that
-    records how it reads them (trained by this version), whole clips for older ones; ``--context`` reads the
-    windows another way, to measure the choice."""
+    records how it reads them (trained by this version), whole clips for older ones, whose windows (asked
+    with ``--protocol windows``) are read as their bundle reads them: as ``capture`` (the config) says.
+    ``--context`` reads the windows another way, to measure the choice."""
     from dataclasses import replace
 
     protocol = getattr(args, "protocol", None) or ("windows" if mcfg.reading is not None else "clips")
-    setting = mcfg.reading or ReadingSetting()
+    setting = mcfg.reading or ReadingSetting.for_untrained(capture.context, capture.window_s, capture.hop_s,
+                                                           capture.frames_per_window)  # fmt: skip
     if getattr(args, "context", None):
         if protocol != "windows":
             raise MerClipError("--context reads the monitor's windows: use it with --protocol windows")
