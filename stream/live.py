@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from merclip.model.reading import ReadingSetting
 from rich.console import Console
 from rich.live import Live
 
@@ -21,6 +22,7 @@ from merclip.config import Config
 from merclip.errors import MerClipError
 
 from .csvlog import SessionLog
+from .pipeline import LiveSession
 from .readout import Baseline, ReadoutRule, interpret
 from .record import Recorder, RecordingSource
 from .session import (
@@ -57,8 +59,22 @@ class LiveRequest:
     record_asked: str = ""  # --record as given (another name is taken when that file exists)
 
 
-def run_live(cfg: Config, console: Console, request: LiveRequest) -> int:
-    """Run one session to its end; the exit code: 0, ``NO_READING_EXIT``, or 128 + the signal that ended it."""
+@dataclass
+class _Opened:
+    """A session ready to start: what runs the model, how it reads, and what it reads from."""
+
+    bundle: object  # a Bundle, or a service's BundleInfo (``merclip serve``)
+    engine: object
+    reading: ReadingSetting  # how the session cuts and reads
+    source: object
+    source_name: str
+    recorder: Recorder | None
+    session: LiveSession
+
+
+def _open(cfg: Config, console: Console, request: LiveRequest) -> _Opened:
+    """The model, the reading (notices said), the source, a recording and Whisper, in the order that says
+    a user's mistake soonest: a refusing service, then a missing device, then everything slow."""
     served = bool(cfg.runtime.server)
     if served:  # a service that refuses this client (token, CA, name, TLS) is said before a device is opened
         bundle, engine = open_engine(cfg, console, request.explicit_labels)
@@ -98,6 +114,13 @@ def run_live(cfg: Config, console: Console, request: LiveRequest) -> int:
     opts = SessionOptions(reading, bundle.face, bundle.sample_rate, cfg.runtime.queue_windows, cfg.asr.context_words,
                           request.duration_s, backpressure=request.fast, overlap=cfg.runtime.overlap)  # fmt: skip
     session = build_session(source, engine, transcriber, opts)
+    return _Opened(bundle, engine, reading, source, source_name, recorder, session)
+
+
+def run_live(cfg: Config, console: Console, request: LiveRequest) -> int:
+    """Run one session to its end; the exit code: 0, ``NO_READING_EXIT``, or 128 + the signal that ended it."""
+    opened = _open(cfg, console, request)
+    bundle, reading, session, recorder = opened.bundle, opened.reading, opened.session, opened.recorder
     csv_log = None
     if cfg.log.path:
         csv_log = SessionLog(cfg.log.path, bundle.emotion_labels, bundle.sentiment_labels,
@@ -105,8 +128,9 @@ def run_live(cfg: Config, console: Console, request: LiveRequest) -> int:
                              adjusted=cfg.ui.baseline_s > 0)  # fmt: skip
     json_out = JsonLines()
     title = "MER-CLIP Live  ● REC" if recorder is not None else "MER-CLIP Live"  # recording is always visible
+    plan = getattr(bundle, "plan", None)
     shown = bundle.describe() + (f" · {plan.name} {plan.precision}" if plan is not None else "")  # what runs it
-    state = UiState(title, shown, source_name, bundle.emotion_labels, bundle.sentiment_labels,
+    state = UiState(title, shown, opened.source_name, bundle.emotion_labels, bundle.sentiment_labels,
                     bundle.emotion_threshold, banner_for(bundle), cfg.ui.smoothing_s)  # fmt: skip
     rule = ReadoutRule(bundle.multi_label, bundle.emotion_threshold, cfg.labels.neutral, cfg.ui.uncertain_below)
     baseline = Baseline(cfg.ui.baseline_s) if cfg.ui.baseline_s > 0 else None
@@ -135,7 +159,7 @@ def run_live(cfg: Config, console: Console, request: LiveRequest) -> int:
         return stop.is_set() or (keys is not None and keys.pressed.is_set())
 
     try:
-        start_capture(source, console)  # last: the transcriber, model and log are ready for its first item
+        start_capture(opened.source, console)  # last: the transcriber, model and log are ready for its first item
         console.print(f"each reading: {reading.describe()}", style="dim", markup=False, highlight=False)
         if cfg.ui.enabled:
             with Live(render(state, session.stats), console=Console(), refresh_per_second=cfg.ui.refresh_hz,
@@ -158,6 +182,12 @@ def run_live(cfg: Config, console: Console, request: LiveRequest) -> int:
             keys.restore()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    return _ending(console, opened, csv_log, state, signalled, should_stop())
+
+
+def _ending(console: Console, opened: _Opened, csv_log, state: UiState, signalled: list[int], stopped: bool) -> int:
+    """The summary and the exit code of a session that has ended (``stopped``: by the user)."""
+    source, engine, recorder, session = opened.source, opened.engine, opened.recorder, opened.session
     notes = session_notes(source, csv_log)
     if signalled:
         notes.insert(0, f"interrupted by {'Ctrl-C' if signalled[0] == signal.SIGINT else 'SIGTERM'}")
@@ -176,7 +206,7 @@ def run_live(cfg: Config, console: Console, request: LiveRequest) -> int:
     if stats.readings == 0:
         if stats.error and not stats.engine_errors:  # the source failed: the user's to fix (exit 2)
             raise MerClipError(stats.error)
-        if not (should_stop() and stats.windows == 0):  # not merely stopped before the first window closed
+        if not (stopped and stats.windows == 0):  # not merely stopped before the first window closed
             console.print(f"error: no reading could be made: {no_reading_reason(stats)}", markup=False)
             return NO_READING_EXIT
     return 0
