@@ -432,13 +432,21 @@ def override(cfg: Config, **sections: dict[str, Any]) -> Config:
     return new
 
 
+# Values a trained model records and is read with (model/reading.py): written out, they ask a bundle for
+# another reading (a notice each), so a rendering shows them commented out unless they were asked for.
+READ_AS_TRAINED = ("capture.window_s", "capture.hop_s", "capture.frames_per_window")
+
+
 def to_toml(cfg: Config) -> str:
-    """Render the effective configuration as TOML (for ``merclip config``)."""
+    """Render the effective configuration as TOML (for ``merclip config``); loaded again, it asks for what
+    ``cfg`` asked for."""
     lines = []
     for section in _sections():
         lines.append(f"[{section.name}]")
+        asked = cfg.asked(section.name)
         for key, value in dataclasses.asdict(getattr(cfg, section.name)).items():
-            lines.append(f"{key} = {_toml_value(value)}")
+            unasked = f"{section.name}.{key}" in READ_AS_TRAINED and key not in asked
+            lines.append(f"{'# ' if unasked else ''}{key} = {_toml_value(value)}")
         lines.append("")
     return "\n".join(lines)
 

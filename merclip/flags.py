@@ -166,8 +166,9 @@ def _protocol_flags(parser: argparse.ArgumentParser, verb: str) -> None:
         choices=("windows", "clips"),
         help=f"{verb} the readings the monitor shows: each clip cut into its windows as merclip-live cuts a stream "
         "(the default for a checkpoint that records how it is read: every one trained by this version, --recipe "
-        "paper too; DESIGN §7), or whole clips (the paper's tables; the default for older checkpoints, whose windows "
-        "are read as their bundle reads them: as [capture] asks, the utterance so far for context = auto)",
+        "paper too; DESIGN §7), or whole clips (the paper's tables; the default for older checkpoints, whose windows, "
+        "asked for with --protocol windows, are read as their bundle reads them: as [capture] asks, the utterance so "
+        "far for context = auto)",
     )
     parser.add_argument(
         "--context",

@@ -46,8 +46,8 @@ class MerClipConfig:
     face: str = "off"
     face_margin: float = 0.3
     # How the monitor reads with this model (model/reading.py): window length, frames per window and the
-    # reading context it was trained for. None: a checkpoint from before the setting was recorded (it read
-    # each window's own words; its frame count is not known, so export takes capture.frames_per_window).
+    # reading context it was trained for. None: a checkpoint from before the setting was recorded; its bundle
+    # and its window scores read as the config's [capture] asks (ReadingSetting.for_untrained).
     reading: ReadingSetting | None = None
 
     def __post_init__(self):

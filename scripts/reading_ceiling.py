@@ -43,8 +43,8 @@ def _outputs(model, root: str, split: str, protocol: str) -> dict:
 def ceiling(model, root: str, split: str) -> dict[str, dict[str, float]]:
     """{row: {"n", "emotion", "sentiment"}} for the rows the module docstring lists (wF1 in %)."""
     args = types.SimpleNamespace(protocol="windows", context=None)
-    _, setting = scoring_protocol(args, model.cfg)
     cfg = override(load_config(None), train={"dataset": "meld", "data_root": root})
+    _, setting = scoring_protocol(args, model.cfg, cfg.capture)
     (clips,) = _datasets(cfg, (split,))
     windows = window_entries(clips.entries, setting)  # the order eval scores them in
     clip_row = {e["clip_id"]: k for k, e in enumerate(clips.entries)}

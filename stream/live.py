@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -182,11 +183,13 @@ def run_live(cfg: Config, console: Console, request: LiveRequest) -> int:
             keys.restore()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return _ending(console, opened, csv_log, state, signalled, should_stop())
+    return _ending(console, opened, csv_log, state, signalled, should_stop)
 
 
-def _ending(console: Console, opened: _Opened, csv_log, state: UiState, signalled: list[int], stopped: bool) -> int:
-    """The summary and the exit code of a session that has ended (``stopped``: by the user)."""
+def _ending(
+    console: Console, opened: _Opened, csv_log, state: UiState, signalled: list[int], stopped: Callable[[], bool]
+) -> int:
+    """The summary and the exit code of a session that has ended (``stopped()``: by the user)."""
     source, engine, recorder, session = opened.source, opened.engine, opened.recorder, opened.session
     notes = session_notes(source, csv_log)
     if signalled:
@@ -206,7 +209,7 @@ def _ending(console: Console, opened: _Opened, csv_log, state: UiState, signalle
     if stats.readings == 0:
         if stats.error and not stats.engine_errors:  # the source failed: the user's to fix (exit 2)
             raise MerClipError(stats.error)
-        if not (stopped and stats.windows == 0):  # not merely stopped before the first window closed
+        if not (stopped() and stats.windows == 0):  # not merely stopped before the first window closed
             console.print(f"error: no reading could be made: {no_reading_reason(stats)}", markup=False)
             return NO_READING_EXIT
     return 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from merclip.config import Config, from_dict, load_config, override
+from merclip.config import Config, from_dict, load_config, override, to_toml
 from merclip.errors import MerClipError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,6 +69,17 @@ def test_cli_flags_override_config():
     assert cfg.model.arch == "tiny" and cfg.model.weights == "openai" and cfg.capture.frames_per_window == 8
     with pytest.raises(MerClipError, match="capture.frames_per_window must be >= 1"):
         override(Config(), capture={"frames_per_window": 0})
+
+
+def test_a_rendered_config_asks_for_what_its_source_asked(tmp_path):
+    """`merclip config > my.toml` (and the config handed to an export child) must not turn the packaged
+    reading into a request: written out, 4 frames would be asked of a 12-frame bundle."""
+    reading = {"window_s", "hop_s", "frames_per_window"}
+    for cfg in (Config(), from_dict({"capture": {"frames_per_window": 4}}), override(Config(), capture={"hop_s": 1.0})):
+        again = from_dict(tomllib.loads(to_toml(cfg)))
+        assert again == cfg and again.asked("capture").keys() & reading == cfg.asked("capture").keys() & reading
+    assert "# window_s = 2.0" in to_toml(Config()) and "\nframes_per_window = 4" in to_toml(
+        from_dict({"capture": {"frames_per_window": 4}}))  # fmt: skip
 
 
 def test_merclip_config_command_exit_codes(tmp_path):

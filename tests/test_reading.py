@@ -272,3 +272,7 @@ def test_a_checkpoint_without_a_reading_is_scored_as_its_bundle_reads():
         assert protocol == "windows"
         assert scored == bundle_reading(Config(capture=capture), None, Console(quiet=True))
     assert scoring_protocol(SimpleNamespace(protocol=None), old, CaptureSection())[0] == "clips"  # its default
+    windows = SimpleNamespace(protocol="windows", context=None)
+    assert scoring_protocol(windows, old, CaptureSection())[1] == ReadingSetting("utterance", 2.0, 2.0, 4)
+    assert scoring_protocol(windows, old, CaptureSection(context="window", frames_per_window=3))[1] == ReadingSetting(
+        "window", 2.0, 2.0, 3)  # fmt: skip

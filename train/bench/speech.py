@@ -78,8 +78,9 @@ def speech_report(path: str, asr_model: str, transcript: str | None = None, wind
     from merclip.stream.windowing import Windower, cut_windows
 
     audio = read_speech(path)
-    # cut as a session cuts it (the stream's last words in a short window, or heard as its rest), not in
-    # equal chunks with the last one padded: the words scored are the words the monitor would show
+    # cut as a session cuts it: a tail too short for a window (under MIN_TRAILING_S) is heard with the last
+    # window as the stream's rest, not read as a window of its own padded with silence; the words scored
+    # are the words the monitor would show
     windower = Windower(window_s, window_s, tracks="A")
     windows = list(cut_windows([AudioBlock(0.0, audio)], windower))
     rest = windower.rest() or ()
