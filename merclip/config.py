@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from merclip.cache_dir import DEFAULT_CACHE_DIR, check_cache_dir
 from merclip.errors import MerClipError
 
 MOSEI_EMOTIONS = ("happy", "sad", "angry", "surprise", "disgust", "fear")
@@ -109,7 +110,7 @@ class RuntimeSection:
     # what the model computes in (export/backends.py): auto = the fastest that agrees with fp32 here
     precision: str = field(default="auto", metadata=_check(("auto", "fp32", "bf16", "int8")))
     threads: int = field(default=0, metadata=_check(lo=0, hi=256))
-    cache_dir: str = field(default="~/.cache/merclip", metadata=_TEXT)
+    cache_dir: str = field(default=DEFAULT_CACHE_DIR, metadata=_TEXT)
     queue_windows: int = field(default=2, metadata=_check(lo=1, hi=64))
     overlap: bool = True
     # URL of a `merclip serve` service to send windows to ("" = run the bundle in this process)
@@ -307,22 +308,6 @@ def _check_template(key: str, template: str) -> None:
         )
 
 
-def _check_cache_dir(value: str) -> None:
-    """``runtime.cache_dir`` must be a folder or creatable as one: refuse a file in the way up front."""
-    path = Path(value).expanduser()
-    probe = path
-    try:
-        while not probe.exists() and not probe.is_symlink() and probe.parent != probe:
-            probe = probe.parent
-        if probe.is_symlink() and not probe.exists():
-            raise MerClipError(f"config: runtime.cache_dir {value}: {probe} is a broken or looping symbolic link")
-        if probe.exists() and not probe.is_dir():
-            where = "is a file, not a folder" if probe == path else f"cannot be created: {probe} is a file"
-            raise MerClipError(f"config: runtime.cache_dir {value} {where}")
-    except OSError as err:  # e.g. a name too long for the file system
-        raise MerClipError(f"config: runtime.cache_dir {_show(value)} is unusable: {err.strerror}") from None
-
-
 def _validate(cfg: Config) -> None:
     mods = cfg.model.modalities
     if not mods or set(mods) - set("LVA") or len(set(mods)) != len(mods):
@@ -336,7 +321,7 @@ def _validate(cfg: Config) -> None:
             raise MerClipError(f"config: {name} must hold distinct, non-empty labels")
     _check_template("export.emotion_template", cfg.export.emotion_template)
     _check_template("export.sentiment_template", cfg.export.sentiment_template)
-    _check_cache_dir(cfg.runtime.cache_dir)
+    check_cache_dir(cfg.runtime.cache_dir)
     if not cfg.serve.route.startswith("/") or cfg.serve.route == "/":
         raise MerClipError(f"config: serve.route must be a path such as /merclip, got {_show(cfg.serve.route)}")
 
@@ -396,20 +381,6 @@ def load_config(path: str | Path | None = None) -> Config:
     return from_dict(data)
 
 
-def cache_path(cache_dir: str | Path | None, *parts: str) -> Path:
-    """``cache_dir/parts...`` created if needed; one clear line when it cannot be (a file in the way, no
-    permission, disk full). ``cache_dir`` is ``runtime.cache_dir`` (None: the packaged default)."""
-    root = str(cache_dir) if cache_dir else RuntimeSection().cache_dir
-    path = Path(root).expanduser().joinpath(*parts)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise MerClipError(f"runtime.cache_dir: {path} exists and is not a folder") from None
-    except OSError as err:
-        raise MerClipError(f"runtime.cache_dir: cannot create {path}: {err.strerror}") from None
-    return path
-
-
 def weights_flag(arch: str | None, weights: str | None) -> str | None:
     """``--weights`` as given; for the built-in tiny model, which has no pretrained weights, "random" unless
     given (the one rule for live, serve, rescore, train and export)."""
@@ -461,4 +432,4 @@ def _toml_value(value: Any) -> str:
     return repr(value)
 
 
-__all__ = ["Config", "MOSEI_EMOTIONS", "SENTIMENTS", "cache_path", "load_config", "override", "to_toml", "from_dict"]
+__all__ = ["Config", "MOSEI_EMOTIONS", "SENTIMENTS", "load_config", "override", "to_toml", "from_dict"]

@@ -289,7 +289,7 @@ def check_log_space(cfg: Config) -> Check:
 def check_serve(cfg: Config) -> Check:
     """How `merclip serve` would be reached with this config, and any service on this machine that runs
     open (``--insecure``). Informative: the monitor itself does not need it."""
-    from merclip.config import cache_path
+    from merclip.cache_dir import cache_path
 
     from .access import ServerSecurity, private_file_warning, running_services
 

@@ -12,7 +12,8 @@ import contextlib
 import signal
 import threading
 
-from merclip.config import Config, cache_path
+from merclip.cache_dir import cache_path
+from merclip.config import Config
 from merclip.errors import MerClipError
 
 from . import served

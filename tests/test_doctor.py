@@ -143,7 +143,7 @@ def test_doctor_says_when_serve_would_listen_open_or_is_insecure(home, monkeypat
 def test_doctor_names_a_service_running_here_with_insecure(home, monkeypatch, capsys):
     from merclip.stream.access import ServerSecurity, announce, running_services
 
-    from merclip.config import cache_path
+    from merclip.cache_dir import cache_path
 
     no_devices(monkeypatch)
     folder = cache_path(None, "serve")  # ~/.cache/merclip/serve in the test's home

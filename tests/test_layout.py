@@ -28,7 +28,7 @@ import pytest
 
 ROOT = Path(os.environ.get("MERCLIP_LAYOUT_ROOT") or Path(__file__).resolve().parents[1])
 MAX_LINES = 450
-GLUE = ("merclip", "merclip.errors", "merclip.config")
+GLUE = ("merclip", "merclip.errors", "merclip.config", "merclip.cache_dir")
 LAYERS = ("glue", "model", "export", "stream", "train", "commands")
 
 

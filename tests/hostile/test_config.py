@@ -82,7 +82,7 @@ def test_config_with_a_utf8_bom_is_read(tmp_path):
 
 
 def test_cache_path_names_the_problem(tmp_path):
-    from merclip.config import cache_path
+    from merclip.cache_dir import cache_path
     from merclip.errors import MerClipError
 
     assert cache_path(tmp_path / "c", "tensorrt").is_dir()
