@@ -416,8 +416,10 @@ def to_toml(cfg: Config) -> str:
         lines.append(f"[{section.name}]")
         asked = cfg.asked(section.name)
         for key, value in dataclasses.asdict(getattr(cfg, section.name)).items():
-            unasked = f"{section.name}.{key}" in READ_AS_TRAINED and key not in asked
-            lines.append(f"{'# ' if unasked else ''}{key} = {_toml_value(value)}")
+            line = f"{key} = {_toml_value(value)}"
+            if f"{section.name}.{key}" in READ_AS_TRAINED and key not in asked:
+                line = f"# {line}  (not asked: a trained model is read with its own)"
+            lines.append(line)
         lines.append("")
     return "\n".join(lines)
 
