@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from merclip.errors import MerClipError
+from merclip.errors import MerClipError, show_value
 
 DEFAULT_CACHE_DIR = "~/.cache/merclip"
 
@@ -23,8 +23,7 @@ def check_cache_dir(value: str) -> None:
             where = "is a file, not a folder" if probe == path else f"cannot be created: {probe} is a file"
             raise MerClipError(f"config: runtime.cache_dir {value} {where}")
     except OSError as err:  # e.g. a name too long for the file system
-        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-        raise MerClipError(f"config: runtime.cache_dir {shown} is unusable: {err.strerror}") from None
+        raise MerClipError(f"config: runtime.cache_dir {show_value(value)} is unusable: {err.strerror}") from None
 
 
 def cache_path(cache_dir: str | Path | None, *parts: str) -> Path:

@@ -18,6 +18,7 @@ from typing import Any
 
 from merclip.cache_dir import DEFAULT_CACHE_DIR, check_cache_dir
 from merclip.errors import MerClipError
+from merclip.errors import show_value as _show
 
 MOSEI_EMOTIONS = ("happy", "sad", "angry", "surprise", "disgust", "fear")
 SENTIMENTS = ("positive", "negative")
@@ -222,12 +223,6 @@ def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is tuple:
         return "a list of strings"
     return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(tp, str(tp))
-
-
-def _show(value: Any) -> str:
-    """A value for an error message: short, one line."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
