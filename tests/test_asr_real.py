@@ -83,6 +83,18 @@ def test_bench_speech_scores_both_paths_on_a_recording(capsys):
     assert report["stream"]["wer_vs_transcript"] <= 0.05 < report["window-unpadded"]["wer_vs_transcript"]
     assert report["stream"]["ms_per_window"]["n"] == 6
 
+    class NoModel:
+        def run(self, window, text):
+            return EngineResult({"happy": 1.0}, {"positive": 1.0}, "L", 0.0)
+
+    # the words it scores are the words a session writes of the same file (its decoder, its windows)
+    transcriber, _ = open_speech(WhisperOptions())
+    session = LiveSession(FileSource(sample_path(), realtime=False), Windower(), NoModel(), transcriber,
+                          backpressure=True)  # fmt: skip
+    rows = []
+    session.run(lambda r: rows.append(r.transcript) if r.final else None)
+    assert plain(report["stream"]["text"]) == plain(" ".join(rows))
+
 
 def test_a_word_the_recordings_end_cuts_short_is_heard_whole(tmp_path):
     """Continuous speech (LJ Speech) in an MKV that ends 0.24 s into its second window, inside a word's

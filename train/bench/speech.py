@@ -74,16 +74,10 @@ def read_speech(path: str) -> np.ndarray:
 def speech_report(path: str, asr_model: str, transcript: str | None = None, window_s: float = 2.0) -> dict:
     """Each speech path over any recording, window by window as live, scored against the same model's
     offline transcript of the whole file (and against ``transcript`` when given)."""
-    from merclip.stream.records import AudioBlock
+    from merclip.stream.sources import FileSource
     from merclip.stream.windowing import Windower, cut_windows
 
-    audio = read_speech(path)
-    # cut as a session cuts it: a tail too short for a window (under MIN_TRAILING_S) is heard with the last
-    # window as the stream's rest, not read as a window of its own padded with silence; the words scored
-    # are the words the monitor would show
-    windower = Windower(window_s, window_s, tracks="A")
-    windows = list(cut_windows([AudioBlock(0.0, audio)], windower))
-    rest = windower.rest() or ()
+    audio = read_speech(path)  # the offline reference's input (and a clear error for a file without sound)
     model, source, _ = load_whisper(WhisperOptions(model=asr_model))
     # temperature 0 only: the default fallback samples, so the reference would change from run to run
     segments, _ = model.transcribe(audio, language="en", temperature=0.0)
@@ -92,12 +86,18 @@ def speech_report(path: str, asr_model: str, transcript: str | None = None, wind
     for mode in ("stream", "window-unpadded"):
         transcriber, _ = open_speech(WhisperOptions(model=asr_model, mode=mode), model=model)
         finals, shown, ms = {}, [], []
-        for w in windows:
+        # read and cut as a session reads a file (its decoder and resampler, its windower): a tail too short
+        # for a window is heard with the last one as the stream's rest; the words scored are the monitor's
+        windower = Windower(window_s, window_s)
+        for w in cut_windows(FileSource(path, realtime=False), windower):
+            if not w.has_audio:  # as a session: nothing to hear in it, and what was pending becomes final
+                finals.update({f.index: f.text for f in transcriber.finish().final})
+                continue
             update = transcriber.push(w.index, w.t_start_s, w.t_end_s, w.audio)
             ms.append(update.ms / 1000)
             shown.append(update.current.text)
             finals.update({f.index: f.text for f in update.final})
-        finals.update({f.index: f.text for f in transcriber.finish(*rest).final})
+        finals.update({f.index: f.text for f in transcriber.finish(*(windower.rest() or ())).final})
         text = " ".join(finals[k] for k in sorted(finals))
         out[mode] = {"text": text, "wer_vs_offline": word_error_rate(offline, text),
                      "provisional_wer_vs_offline": word_error_rate(offline, " ".join(shown)),
