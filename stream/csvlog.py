@@ -4,10 +4,13 @@ Columns (DESIGN §4): window, t_start_s, t_end_s, wall_time_utc, emotion_<label>
 top_emotion, transcript, modalities, dropped_windows, late_items, latency_ms, asr_ms, model_ms, face_box (the window's
 last face crop as normalised "x y w h", empty when no face was found or the bundle uses whole frames),
 state (what the UI named: the emotion, the neutral word, or "uncertain"), confidence, agreement (of the
-modalities used; empty with one), and with a personal baseline (``--baseline S``) calibrating (1 while the
-baseline is being collected) and one adjusted_emotion_<label> / adjusted_sentiment_<label> per label
-(relative to the baseline; empty while calibrating). top_emotion is the emotion read or the neutral word;
-the emotion_/sentiment_ columns stay the raw (calibrated) probabilities, never smoothed.
+modalities used; empty with one), the setting every reading was computed from (reading_context,
+window_s, hop_s, frames_per_window: the bundle's, frames as ``--frames`` asks if given; the same on every row,
+so a row taken out of its file still says what it was read with), and with a personal baseline
+(``--baseline S``) calibrating (1 while the baseline is being collected) and one adjusted_emotion_<label> /
+adjusted_sentiment_<label> per label (relative to the baseline; empty while calibrating). top_emotion is the
+emotion read or the neutral word; the emotion_/sentiment_ columns stay the raw (calibrated) probabilities,
+never smoothed.
 
 Formula injection (OWASP "CSV injection"): every text cell, header cells included, that starts with
 ``= + - @``, a tab, CR or LF is prefixed with a single quote so a spreadsheet shows it as text instead of
@@ -31,6 +34,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from merclip.model.reading import ReadingSetting
+
 from merclip.errors import MerClipError
 
 from .records import Reading
@@ -40,6 +45,8 @@ log = logging.getLogger(__name__)
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
 # The first columns of every session log: an existing .csv that does not start with them is not ours.
 HEADER_START = ("window", "t_start_s", "t_end_s", "wall_time_utc")
+# What each reading was computed from (model/reading.py): the ReadingSetting's fields, context renamed.
+READING_COLUMNS = ("reading_context", "window_s", "hop_s", "frames_per_window")
 
 
 def escape_cell(text: str) -> str:
@@ -52,7 +59,7 @@ def columns(emotion_labels: list[str], sentiment_labels: list[str], adjusted: bo
         *[f"emotion_{label}" for label in emotion_labels],
         *[f"sentiment_{label}" for label in sentiment_labels],
         "top_emotion", "transcript", "modalities", "dropped_windows", "late_items", "latency_ms", "asr_ms",
-        "model_ms", "face_box", "state", "confidence", "agreement",
+        "model_ms", "face_box", "state", "confidence", "agreement", *READING_COLUMNS,
     ]  # fmt: skip
     if adjusted:
         base += ["calibrating", *[f"adjusted_emotion_{label}" for label in emotion_labels],
@@ -146,10 +153,13 @@ class SessionLog:
         target: str | Path,
         emotion_labels: list[str],
         sentiment_labels: list[str],
+        reading: ReadingSetting,
         on_failure: Callable[[str], None] | None = None,
         adjusted: bool = False,
     ):
         self.adjusted = adjusted  # a personal baseline is in use: add its columns
+        self._reading = [escape_cell(reading.context), f"{reading.window_s:g}", f"{reading.hop_s:g}",
+                         reading.frames_per_window]  # fmt: skip
         self.path = new_session_path(target)
         self.emotion_labels, self.sentiment_labels = list(emotion_labels), list(sentiment_labels)
         self.on_failure = on_failure or log.error
@@ -214,7 +224,8 @@ class SessionLog:
         row += [_prob(r.sentiment.get(label)) for label in self.sentiment_labels]
         row += [escape_cell(r.top_emotion), escape_cell(r.transcript), escape_cell(r.modalities), r.dropped_windows,
                 r.late_items, f"{r.latency_ms:.1f}", f"{r.asr_ms:.1f}", f"{r.model_ms:.1f}", _box(r.face_box),
-                escape_cell(r.state or r.top_emotion), _num(r.confidence), _num(r.agreement)]  # fmt: skip
+                escape_cell(r.state or r.top_emotion), _num(r.confidence), _num(r.agreement),
+                *self._reading]  # fmt: skip
         if self.adjusted:
             adj_e, adj_s = r.adjusted_emotions or {}, r.adjusted_sentiment or {}
             row += [1 if r.calibrating_s is not None else 0]

@@ -124,7 +124,7 @@ def run_live(cfg: Config, console: Console, request: LiveRequest) -> int:
     bundle, reading, session, recorder = opened.bundle, opened.reading, opened.session, opened.recorder
     csv_log = None
     if cfg.log.path:
-        csv_log = SessionLog(cfg.log.path, bundle.emotion_labels, bundle.sentiment_labels,
+        csv_log = SessionLog(cfg.log.path, bundle.emotion_labels, bundle.sentiment_labels, reading,
                              on_failure=lambda text: console.print(text, style="red", markup=False),
                              adjusted=cfg.ui.baseline_s > 0)  # fmt: skip
     json_out = JsonLines()

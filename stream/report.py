@@ -11,7 +11,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from merclip.model.reading import ReadingSetting
+
 from merclip.errors import MerClipError
+
+from .csvlog import READING_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,7 @@ class Session:
     transcripts: list[tuple[float, str]]
     top: list[str]
     dropped: int
+    reading: str = ""  # what every reading was computed from (ReadingSetting.describe); "" in older logs
 
 
 REQUIRED = ("window", "t_end_s", "top_emotion", "transcript", "dropped_windows")
@@ -113,7 +118,24 @@ def read_session(path: str | Path) -> Session:
         ],
         top=[r["top_emotion"] for _, r in rows if r["top_emotion"]],
         dropped=max((_count(num(r, "dropped_windows", line, 0)) for line, r in rows), default=0),
+        reading=_reading(path, header, rows),
     )
+
+
+def _reading(path: Path, header: list[str], rows: list[tuple[int, dict]]) -> str:
+    """The reading setting the log's rows name (a log from before those columns names none)."""
+    if not all(c in header for c in READING_COLUMNS):
+        return ""
+    seen = {tuple(r[c] for c in READING_COLUMNS) for _, r in rows}
+    if len(seen) > 1:
+        return "more than one setting (rows from different sessions?)"
+    line, row = rows[0]
+    try:
+        setting = ReadingSetting.from_json({key: row[column] for key, column in zip(
+            ("context", "window_s", "hop_s", "frames_per_window"), READING_COLUMNS, strict=True)})  # fmt: skip
+    except MerClipError as err:
+        raise MerClipError(f"{path} line {line}: {err}") from None
+    return setting.describe()
 
 
 def summarize(session: Session) -> str:
@@ -133,6 +155,8 @@ def summarize(session: Session) -> str:
             lines.append(f"Mean {label} sentiment: {sum(valid) / len(valid):.2f}")
             break
     lines.append(f"Windows with speech: {len(session.transcripts)} of {n}.")
+    if session.reading:
+        lines.append(f"Each reading: {session.reading}.")
     return "\n".join(lines)
 
 
@@ -202,6 +226,8 @@ def compare(a: Session, b: Session, name_a: str, name_b: str) -> str:
     pairs = [(i, index_b[round(t, 3)]) for i, t in enumerate(a.t_end) if round(t, 3) in index_b]
     lines = [f"== {name_a}", summarize(a), f"== {name_b}", summarize(b), "== side by side"]
     lines.append(f"{len(pairs)} windows in both ({len(a.t_end)} in {name_a}, {len(b.t_end)} in {name_b}).")
+    if a.reading and b.reading and a.reading != b.reading:
+        lines.append(f"Read differently: {name_a} {a.reading}; {name_b} {b.reading}.")
     if not pairs:
         return "\n".join(lines)
     same_top = sum(a.top[i] == b.top[j] for i, j in pairs if i < len(a.top) and j < len(b.top))

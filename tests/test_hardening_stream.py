@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from merclip.model.reading import ReadingSetting
 from merclip.stream.csvlog import SessionLog
 from merclip.stream.records import Reading
 from merclip.stream.sources import FileSource, sample_path
@@ -147,7 +148,7 @@ def test_still_image_is_held_for_one_window(tmp_path):
 def test_every_text_and_header_cell_is_neutralised_numbers_stay_numeric(tmp_path):
     evil = "@SUM(1+1)*cmd|' /C calc'!A0"
     emotions = [evil, "=1+1", "happy"]
-    log = SessionLog(tmp_path / "s.csv", emotions, ["+pos", "-neg"])
+    log = SessionLog(tmp_path / "s.csv", emotions, ["+pos", "-neg"], ReadingSetting())
     log.write(_reading(0, {evil: 0.9, "=1+1": 0.2, "happy": 0.1}, {"+pos": 0.6, "-neg": 0.4}, "-2+3", "=LV", "+x"))
     log.close()
     rows = _rows(log.path)
@@ -181,7 +182,9 @@ class _FullDisk:
 
 def test_disk_full_leaves_complete_rows_and_says_so_once(tmp_path):
     said = []
-    log = SessionLog(tmp_path / "s.csv", ["happy", "sad"], ["positive", "negative"], on_failure=said.append)
+    log = SessionLog(
+        tmp_path / "s.csv", ["happy", "sad"], ["positive", "negative"], ReadingSetting(), on_failure=said.append
+    )
     for i in range(3):
         log.write(_reading(i))
     log._file = _FullDisk(log._file)

@@ -105,10 +105,11 @@ def test_bad_inputs_exit_2_with_one_line(tiny_bundle, tmp_path):
 
 
 def test_report_writes_a_png_and_summary(tmp_path):
+    from merclip.model.reading import ReadingSetting
     from merclip.stream.csvlog import SessionLog
     from merclip.stream.records import Reading
 
-    log = SessionLog(tmp_path / "s.csv", ["happy", "sad"], ["positive", "negative"])
+    log = SessionLog(tmp_path / "s.csv", ["happy", "sad"], ["positive", "negative"], ReadingSetting("utterance"))
     for i in range(6):
         log.write(Reading(i, 2.0 * i, 2.0 * i + 2, "t", {"happy": 0.2 + 0.1 * i, "sad": 0.5}, {"positive": 0.6,
                   "negative": 0.4}, "hello" if i % 2 else "", "LVA", 0, 100.0, 10.0, 20.0))  # fmt: skip

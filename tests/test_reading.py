@@ -190,6 +190,7 @@ def _words(text: str) -> list[str]:
 def test_the_reading_setting_travels_from_training_to_the_live_monitor(tmp_path):
     """Trained for 3 frames per window and the utterance so far -> the checkpoint, the bundle and a live
     session read that way; a config that asks otherwise is said and ignored, --frames is said and used."""
+    import csv
     import json
     import subprocess
     import sys
@@ -235,9 +236,15 @@ def test_the_reading_setting_travels_from_training_to_the_live_monitor(tmp_path)
     session = run(*live, config=str(other), live=True)
     assert session.stderr.count("notice: capture.") == 2  # frames_per_window and context: one line each
     assert "each reading: 2-s windows every 2 s, 3 frames, the utterance so far" in session.stderr
-    fewer = run(*live, "--frames", "2", config=str(trained), live=True)
+    fewer = run(*live, "--frames", "2", "--log", str(tmp_path / "fewer.csv"), config=str(trained), live=True)
     assert "notice: reading 2 frames per window (--frames); this bundle's model was trained on 3" in fewer.stderr
     assert "each reading: 2-s windows every 2 s, 2 frames" in fewer.stderr
+    # the session log says on every row what its readings were computed from, and the report reads it back
+    rows = list(csv.DictReader(open(tmp_path / "fewer.csv", newline="")))
+    assert len(rows) == 2 and {(r["reading_context"], r["window_s"], r["hop_s"], r["frames_per_window"])
+                               for r in rows} == {("utterance", "2", "2", "2")}  # fmt: skip
+    report = run("report", str(tmp_path / "fewer.csv"), config=str(trained))
+    assert "Each reading: 2-s windows every 2 s, 2 frames, the utterance so far." in report.stdout
 
 
 def test_the_streams_last_window_owns_the_words_after_it():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from merclip.export.graphs import ZeroShotFuseGraph
+from merclip.model.reading import ReadingSetting
 from merclip.stream.csvlog import SessionLog, columns
 from merclip.stream.readout import Baseline, ReadoutRule, agreement, interpret, read_emotion
 from merclip.stream.records import Reading
@@ -50,12 +51,13 @@ def test_multi_label_below_threshold_reads_neutral(tmp_path):
     r = interpret(_reading(probs), rule)
     assert r.top_emotion == "calm" and r.state == "calm" and r.confidence == pytest.approx(0.45)
     assert _reading(probs).top_emotion == "happy"  # no readout rule: the arg-max, as before
-    log = SessionLog(tmp_path / "s.csv", EMOTIONS, ["positive", "negative"])
+    log = SessionLog(tmp_path / "s.csv", EMOTIONS, ["positive", "negative"], ReadingSetting())
     log.write(r)
     log.close()
     row = next(csv.DictReader(open(log.path)))
     assert row["top_emotion"] == "calm" and row["state"] == "calm" and row["emotion_happy"] == "0.5500"
     assert float(row["confidence"]) == pytest.approx(0.45) and row["agreement"] == ""
+    assert [row[c] for c in ("reading_context", "window_s", "hop_s", "frames_per_window")] == ["window", "2", "2", "4"]
 
 
 def test_low_confidence_reads_uncertain():
@@ -103,9 +105,10 @@ def test_baseline_shifts_a_constant_offset_to_zero(multi_label):
 
 def test_baseline_columns(tmp_path):
     names = columns(["a"], ["p"], adjusted=True)
-    assert names[-6:] == ["state", "confidence", "agreement", "calibrating", "adjusted_emotion_a",
-                          "adjusted_sentiment_p"]  # fmt: skip
-    log = SessionLog(tmp_path / "b.csv", ["a"], ["p"], adjusted=True)
+    assert names[-10:] == ["state", "confidence", "agreement", "reading_context", "window_s", "hop_s",
+                           "frames_per_window", "calibrating", "adjusted_emotion_a",
+                           "adjusted_sentiment_p"]  # fmt: skip
+    log = SessionLog(tmp_path / "b.csv", ["a"], ["p"], ReadingSetting(), adjusted=True)
     rule, base = ReadoutRule(), Baseline(2.0)
     log.write(interpret(_reading({"a": 0.7}, t_end=2.0, sentiment={"p": 1.0}), rule, base))
     log.write(interpret(_reading({"a": 0.7}, t_end=4.0, sentiment={"p": 1.0}), rule, base))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from merclip.model.reading import ReadingSetting
 from merclip.stream.csvlog import SessionLog
 from merclip.stream.engine import BundleEngine
 from merclip.stream.pipeline import LiveSession
@@ -99,7 +100,7 @@ def _session(engine, stream: int, seconds: float, realtime: bool = False, **sour
 def _log_session(session, engine, path, on_reading=None):
     """Run a session as merclip-live does: readings interpreted, final ones to the CSV."""
     rule = ReadoutRule(True, 0.6, "neutral", 0.4)
-    log = SessionLog(path, engine.emotion_labels, engine.sentiment_labels)
+    log = SessionLog(path, engine.emotion_labels, engine.sentiment_labels, ReadingSetting())
     finals = []
 
     def take(reading):

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+from merclip.model.reading import ReadingSetting
 from merclip.stream.csvlog import SessionLog, escape_cell, new_session_path
 from merclip.stream.device_source import DeviceSource
 from merclip.stream.engine import BundleEngine, EngineResult
@@ -396,7 +397,7 @@ def test_ui_renders_bars_transcript_status_and_banner():
 
 
 def test_csv_log_columns_escape_and_never_overwrite(tmp_path):
-    log = SessionLog(tmp_path, ["happy", "a calm and content state"], ["positive", "negative"])
+    log = SessionLog(tmp_path, ["happy", "a calm and content state"], ["positive", "negative"], ReadingSetting())
     log.write(
         Reading(
             0,
@@ -417,8 +418,10 @@ def test_csv_log_columns_escape_and_never_overwrite(tmp_path):
     rows = list(csv.reader(open(log.path, newline="")))
     assert rows[0][:4] == ["window", "t_start_s", "t_end_s", "wall_time_utc"]
     assert "emotion_a calm and content state" in rows[0]
-    assert rows[0][-7:] == ["latency_ms", "asr_ms", "model_ms", "face_box", "state", "confidence", "agreement"]
-    assert rows[1][rows[0].index("face_box")] == "" and rows[1][-1] == ""
+    assert rows[0][-11:-4] == ["latency_ms", "asr_ms", "model_ms", "face_box", "state", "confidence", "agreement"]
+    assert rows[0][-4:] == ["reading_context", "window_s", "hop_s", "frames_per_window"]
+    assert rows[1][rows[0].index("face_box")] == "" and rows[1][rows[0].index("agreement")] == ""
+    assert rows[1][-4:] == ["window", "2", "2", "4"]
     assert rows[1][rows[0].index("transcript")] == '\'=HYPERLINK("http://x")'
     again = new_session_path(log.path)
     assert again != log.path and again.name.endswith("-1.csv")
