@@ -123,6 +123,27 @@ def test_report_writes_a_png_and_summary(tmp_path):
     assert "Windows with speech: 3 of 6" in run.stdout
 
 
+def test_report_compare_says_when_two_logs_were_read_differently(tmp_path, capsys):
+    from merclip.model.reading import ReadingSetting
+    from merclip.stream.csvlog import SessionLog
+    from merclip.stream.records import Reading
+
+    from merclip.cli import main
+
+    paths = []
+    for name, setting in (("a.csv", ReadingSetting("utterance")), ("b.csv", ReadingSetting("window", 2.0, 1.0, 12))):
+        log = SessionLog(tmp_path / name, ["happy"], ["positive"], setting)
+        log.write(Reading(0, 0.0, 2.0, "t", {"happy": 0.5}, {"positive": 0.5}, "", "L", 0, 1.0, 1.0, 1.0))
+        log.close()
+        paths.append(str(log.path))
+    assert main(["report", paths[0], "--compare", paths[1], "--out", str(tmp_path / "p.png")]) == 0
+    out = capsys.readouterr().out
+    assert ("Read differently: a.csv 2-s windows every 2 s, 4 frames, the utterance so far; b.csv 2-s windows "
+            "every 1 s, 12 frames, the window's own words.") in out  # fmt: skip
+    assert main(["report", paths[0], "--compare", paths[0], "--out", str(tmp_path / "q.png")]) == 0
+    assert "Read differently" not in capsys.readouterr().out
+
+
 def test_config_labels_replace_bundle_labels_only_when_set(tiny_bundle, tmp_path):
     from merclip.export.runtime import Bundle
     from merclip.stream.bundles import apply_label_config
