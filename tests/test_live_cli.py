@@ -142,6 +142,10 @@ def test_report_compare_says_when_two_logs_were_read_differently(tmp_path, capsy
             "every 1 s, 12 frames, the window's own words.") in out  # fmt: skip
     assert main(["report", paths[0], "--compare", paths[0], "--out", str(tmp_path / "q.png")]) == 0
     assert "Read differently" not in capsys.readouterr().out
+    edited = tmp_path / "edited.csv"  # a hand-edited setting is refused, naming the line, not a traceback
+    edited.write_text(open(paths[0]).read().replace(",utterance,2,2,4", ",utterance,2,2,many"))
+    assert main(["report", str(edited), "--out", str(tmp_path / "e.png")]) == 2
+    assert "edited.csv line 2: reading setting is malformed" in capsys.readouterr().err
 
 
 def test_config_labels_replace_bundle_labels_only_when_set(tiny_bundle, tmp_path):
