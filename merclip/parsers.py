@@ -114,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument(
         "--baseline",
         choices=("majority", "tfidf"),
-        help="score a reference predictor instead (single-label text datasets such as MELD)",
+        help="score a reference predictor instead (single-label text datasets such as MELD), fitted on the train "
+        "split's whole clips; it scores whole clips unless --protocol windows, which reads each window as an "
+        "untrained model's bundle does ([capture])",
     )
     p.add_argument("--dataset", choices=("synthetic", "manifest", "mosi", "mosei", "meld"), help="dataset kind")
     p.add_argument("--data-root", metavar="DIR", type=TEXT, help="dataset folder")

@@ -8,6 +8,10 @@ prints the support-weighted F1 of both heads for:
   cannot have later words, so no reading context of this model can do better than about this: the ceiling;
 - the windows whose reading already holds the whole utterance, and those that hold only its beginning.
 
+``--baseline tfidf`` prints the same rows for TF-IDF + logistic regression fitted on the train split's whole
+clips (``merclip eval --baseline``'s predictor), each window read by the utterance so far: how much of the
+loss on beginnings a bag of words shares, i.e. how much of it is in the words themselves.
+
 Windows weight long utterances more than whole-clip scoring does (a 6-s utterance gives three windows, a
 1-s one gives one), so the ceiling differs from the whole-clip figure even where every reading is whole.
 
@@ -15,6 +19,7 @@ Only for research notes (RESULTS.md, #22). MELD is GPL: the split folders live u
 (scripts/meld_holdout.py), never in the repository.
 
 Usage: python scripts/reading_ceiling.py CHECKPOINT [CHECKPOINT ...] --data-root runs/meld-holdout --split test
+       python scripts/reading_ceiling.py --baseline tfidf --data-root runs/meld-holdout --split test
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import numpy as np
 from merclip.model import load_checkpoint
 from merclip.train.evaluate import _score_checkpoint, scoring_protocol
 from merclip.train.metrics import weighted_f1
-from merclip.train.splits import _datasets
+from merclip.train.splits import _datasets, _with_dataset_defaults
 from merclip.train.windows import window_entries
 
 from merclip.config import load_config, override
@@ -44,7 +49,7 @@ def ceiling(model, root: str, split: str) -> dict[str, dict[str, float]]:
     """{row: {"n", "emotion", "sentiment"}} for the rows the module docstring lists (wF1 in %)."""
     args = types.SimpleNamespace(protocol="windows", context=None)
     cfg = override(load_config(None), train={"dataset": "meld", "data_root": root})
-    _, setting = scoring_protocol(args, model.cfg, cfg.capture)
+    _, setting = scoring_protocol(args, model.cfg.reading, cfg.capture)
     (clips,) = _datasets(cfg, (split,))
     windows = window_entries(clips.entries, setting)  # the order eval scores them in
     clip_row = {e["clip_id"]: k for k, e in enumerate(clips.entries)}
@@ -64,19 +69,59 @@ def ceiling(model, root: str, split: str) -> dict[str, dict[str, float]]:
     return rows
 
 
+def baseline_ceiling(kind: str, root: str, split: str) -> dict[str, dict[str, float]]:
+    """The rows of ``ceiling`` for a reference predictor (train/baselines.py) fitted on the train split's
+    whole clips; windows read as an untrained model's bundle reads them (the config's [capture])."""
+    from merclip.model.reading import ReadingSetting
+    from merclip.train.baselines import predict
+
+    # MELD's labels and single-label heads, as `merclip eval --baseline` takes them
+    cfg = _with_dataset_defaults(override(load_config(None), train={"dataset": "meld", "data_root": root}), "meld", {})
+    capture = cfg.capture
+    setting = ReadingSetting.for_untrained(capture.context, capture.window_s, capture.hop_s, capture.frames_per_window)
+    train, scored = _datasets(cfg, ("train", split))
+    windows = window_entries(scored.entries, setting)
+    whole = np.array([w["text"].split() == w["clip_text"].split() for w in windows])
+    texts = [e["text"] for e in train.entries]
+    rows: dict[str, dict[str, float]] = {}
+    for row, keep, key in (("as read", ~np.zeros(len(windows), bool), "text"),
+                           ("whole utterance on every window", ~np.zeros(len(windows), bool), "clip_text"),
+                           ("windows holding the whole utterance", whole, "text"),
+                           ("windows holding its beginning only", ~whole, "text")):  # fmt: skip
+        rows[row] = {"n": int(keep.sum())}
+        for task in TASKS:
+            if task == "emotion":
+                y_train, y = (
+                    [train.emotion_target(e) for e in train.entries],
+                    [scored.emotion_target(w) for w in windows],
+                )
+            else:
+                y_train = [train.sentiment_target(e.get("sentiment")) for e in train.entries]
+                y = [scored.sentiment_target(w.get("sentiment")) for w in windows]
+            pred = predict(kind, texts, y_train, [w[key] for w in windows])
+            rows[row][task] = 100 * weighted_f1(np.asarray(y)[keep], pred[keep])
+    return rows
+
+
+def _print(name: str, rows: dict[str, dict[str, float]]) -> None:
+    print(name)
+    for row, r in rows.items():
+        print(f"  {row:38s} {r['n']:5d} windows  emotion wF1 {r['emotion']:5.1f}  sentiment wF1 {r['sentiment']:5.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoints", nargs="+")
+    parser.add_argument("checkpoints", nargs="*")
+    parser.add_argument("--baseline", choices=("majority", "tfidf"), help="also a reference predictor's rows")
     parser.add_argument("--data-root", required=True)
     parser.add_argument("--split", default="test")
     args = parser.parse_args()
+    if not args.checkpoints and not args.baseline:
+        parser.error("give a checkpoint or --baseline")
     for path in args.checkpoints:
-        rows = ceiling(load_checkpoint(path)[0], args.data_root, args.split)
-        print(path)
-        for row, r in rows.items():
-            print(
-                f"  {row:38s} {r['n']:5d} windows  emotion wF1 {r['emotion']:5.1f}  sentiment wF1 {r['sentiment']:5.1f}"
-            )
+        _print(path, ceiling(load_checkpoint(path)[0], args.data_root, args.split))
+    if args.baseline:
+        _print(f"{args.baseline} baseline", baseline_ceiling(args.baseline, args.data_root, args.split))
 
 
 if __name__ == "__main__":

@@ -113,6 +113,33 @@ def test_baselines_scored_by_the_same_metrics(tmp_path):
     assert json.loads((tmp_path / "tfidf.json").read_text())["accuracy"] == 1.0  # the lines repeat exactly
 
 
+def test_a_baseline_is_scored_on_the_monitors_windows_when_asked(tmp_path):
+    """`eval --baseline` scores whole clips by default and, with --protocol windows, the readings the monitor
+    would make: each 5.5-s utterance cut into three windows, the first two reading only its beginning, which
+    is the same in every line (the words that tell the emotion come last)."""
+    root = _meld(tmp_path / "meld")
+    table = root / "dev_sent_emo.csv"
+    rows = list(csv.reader(table.read_text().splitlines()))
+    for row in rows[1:]:
+        row[1], row[-1] = f"so what did you say then, {row[1]}", "00:00:06,500"
+    with open(table, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    scored = {}
+    for name, flags in (("clips", []), ("windows", ["--protocol", "windows"]),
+                        ("half", ["--protocol", "windows", "--half", "1"])):  # fmt: skip
+        run = subprocess.run([*MERCLIP, "eval", "--baseline", "tfidf", "--dataset", "meld", "--data-root", str(root),
+                              "--split", "valid", "--json", str(tmp_path / f"{name}.json"), *flags],
+                             capture_output=True, text=True, env=ENV, timeout=300)  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        scored[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    clips, windows, half = scored["clips"], scored["windows"], scored["half"]
+    assert (clips["protocol"], clips["n"]) == ("clips", 48)
+    assert (windows["protocol"], windows["clips"], windows["n"]) == ("windows", 48, 144)
+    assert windows["reading"]["context"] == "utterance"  # [capture] context "auto", as an untrained bundle reads
+    assert windows["accuracy"] < clips["accuracy"] - 0.2  # the beginnings cannot tell the lines apart
+    assert (half["clips"], half["n"], half["half"]) == (24, 72, 1)
+
+
 def test_real_meld_csvs_read_with_their_labels(shared_meld):
     from merclip.train.datasets import MELD_EMOTIONS, read_meld
 

@@ -275,11 +275,11 @@ def test_a_checkpoint_without_a_reading_is_scored_as_its_bundle_reads():
 
     old = MerClipConfig(arch="tiny", reading=None)
     for capture in (CaptureSection(), CaptureSection(frames_per_window=3, hop_s=1.0), CaptureSection(context="window")):
-        protocol, scored = scoring_protocol(SimpleNamespace(protocol="windows", context=None), old, capture)
+        protocol, scored = scoring_protocol(SimpleNamespace(protocol="windows", context=None), old.reading, capture)
         assert protocol == "windows"
         assert scored == bundle_reading(Config(capture=capture), None, Console(quiet=True))
-    assert scoring_protocol(SimpleNamespace(protocol=None), old, CaptureSection())[0] == "clips"  # its default
+    assert scoring_protocol(SimpleNamespace(protocol=None), old.reading, CaptureSection())[0] == "clips"  # its default
     windows = SimpleNamespace(protocol="windows", context=None)
-    assert scoring_protocol(windows, old, CaptureSection())[1] == ReadingSetting("utterance", 2.0, 2.0, 4)
-    assert scoring_protocol(windows, old, CaptureSection(context="window", frames_per_window=3))[1] == ReadingSetting(
-        "window", 2.0, 2.0, 3)  # fmt: skip
+    assert scoring_protocol(windows, old.reading, CaptureSection())[1] == ReadingSetting("utterance", 2.0, 2.0, 4)
+    asked = CaptureSection(context="window", frames_per_window=3)
+    assert scoring_protocol(windows, old.reading, asked)[1] == ReadingSetting("window", 2.0, 2.0, 3)

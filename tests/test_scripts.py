@@ -127,3 +127,28 @@ def test_reading_ceiling_scores_windows_as_eval_does_and_whole_utterances_per_wi
     assert rows["windows holding its beginning only"]["n"] == 0 and rows["as read"]["emotion"] > 90
     for task in ("emotion", "sentiment"):
         assert rows["whole utterance on every window"][task] == pytest.approx(rows["as read"][task])
+
+
+def test_reading_ceiling_of_a_baseline_scores_windows_as_eval_does(tmp_path, capsys):
+    """The TF-IDF rows: fitted on the train split's whole clips, its windows the ones `merclip eval --baseline
+    tfidf --protocol windows` scores; the beginnings (the same first words in every line) read worse than the
+    windows holding the whole utterance, whose last words tell the emotion."""
+    import json
+    import shutil
+
+    from merclip.cli import main
+
+    script = _load("reading_ceiling")
+    long = _meld_test_split(tmp_path / "long", [1.2, 5.5, 1.5, 5.5, 1.8, 5.5, 0.9, 5.5] * 3)
+    shutil.copyfile(long / "test_sent_emo.csv", long / "train_sent_emo.csv")
+    rows = script.baseline_ceiling("tfidf", str(long), "test")
+    held, beginning = rows["windows holding the whole utterance"], rows["windows holding its beginning only"]
+    assert (rows["as read"]["n"], held["n"], beginning["n"]) == (48, 24, 24)
+    assert held["emotion"] == 100.0 and beginning["emotion"] < 90  # the first windows hold no cue word
+    assert rows["whole utterance on every window"]["emotion"] == 100.0
+    out = tmp_path / "m.json"
+    assert main(["eval", "--baseline", "tfidf", "--dataset", "meld", "--data-root", str(long), "--split", "test",
+                 "--protocol", "windows", "--json", str(out)]) == 0  # fmt: skip
+    metrics = json.loads(out.read_text())
+    assert rows["as read"]["emotion"] == pytest.approx(100 * metrics["weighted_f1"])
+    assert rows["as read"]["sentiment"] == pytest.approx(100 * metrics["sentiment_weighted_f1"])

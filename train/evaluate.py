@@ -37,28 +37,12 @@ def _score_checkpoint(args, model) -> tuple[dict, dict, str]:
         raise MerClipError(f"no {args.split} clips in {cfg.train.data_root or _cache_dir(cfg)}")
     partial = _check_splits(cfg, (split,), split.info)
     lost = split.info.get("lost", {}).get(args.split)
-    half = getattr(args, "half", None)
-    if half:  # alternate clips in file order: half 1 = 1st, 3rd, ...; half 2 = 2nd, 4th, ...
-        split.entries = split.entries[half - 1 :: 2]
-    clips = len(split)
-    protocol, setting = scoring_protocol(args, mcfg, cfg.capture)
+    protocol, setting = scoring_protocol(args, mcfg.reading, cfg.capture)
     if protocol == "windows" and mcfg.reading is not None:  # scored as the monitor reads it, whatever the config
         skip = ("context",) if getattr(args, "context", None) else ()
         for notice in ignored_asks(cfg.asked("capture"), setting, "the checkpoint", skip):
             console.print(notice, markup=False, highlight=False)
-    unread = 0
-    if protocol == "windows":
-        from .windows import window_entries
-
-        split.entries = window_entries(split.entries, setting)
-        # A clip shorter than the monitor's shortest window (MELD has spans of 0.1 s) gives no window: said,
-        # not hidden in the count of clips.
-        unread = clips - len({e["clip_id"] for e in split.entries})
-    counted = f"{len(split)} windows of {clips} clips" if protocol == "windows" else f"{clips} clips"
-    read = f" ({setting.describe()})" if protocol == "windows" else ""
-    console.print(f"scoring {counted}{read} of the {args.split} split" + (f" (half {half})" if half else "")
-                  + (f"; {lost} lost in prepare" if lost is not None else "")
-                  + (f"; not scored: {unread} clip(s) too short for a window" if unread else ""))  # fmt: skip
+    counted, scope = _cut(split, args, protocol, setting, lost)
     from merclip.model.tokenizer import ClipTokenizer
     from torch.utils.data import DataLoader
 
@@ -76,32 +60,54 @@ def _score_checkpoint(args, model) -> tuple[dict, dict, str]:
     task = resolve_task(cfg.train.task, cfg.train.dataset)
     outputs: dict = {}
     metrics = evaluate(model, loader, prompts, torch.device("cpu"), task, cfg.labels.emotion_threshold, outputs)
-    metrics["n"] = len(split)
-    metrics["protocol"] = protocol
-    metrics["clips"] = clips
-    if protocol == "windows":
-        metrics["reading"] = setting.to_json()
-        metrics["clips_without_windows"] = unread
-    if half:
-        metrics["half"] = half
-    if lost is not None:
-        metrics["lost_in_prepare"] = lost
+    metrics.update(scope)
     metrics["partial"] = bool(partial)
+    half = scope.get("half")
     where = f"half {half} of " if half else ""
     title = f"{cfg.train.dataset} {where}{args.split} ({counted}{', partial' if partial else ''})"
     return metrics, outputs, title
 
 
-def scoring_protocol(args, mcfg, capture) -> tuple[str, ReadingSetting]:
+def _cut(split, args, protocol: str, setting: ReadingSetting, lost) -> tuple[str, dict]:
+    """Turn ``split`` into what is scored (one half of it with ``--half``; with the windows protocol, each
+    clip's windows) and say so: (what is counted, for the title; the metrics that say what was scored)."""
+    half = getattr(args, "half", None)
+    if half:  # alternate clips in file order: half 1 = 1st, 3rd, ...; half 2 = 2nd, 4th, ...
+        split.entries = split.entries[half - 1 :: 2]
+    clips, unread = len(split), 0
+    if protocol == "windows":
+        from .windows import window_entries
+
+        split.entries = window_entries(split.entries, setting)
+        # A clip shorter than the monitor's shortest window (MELD has spans of 0.1 s) gives no window: said,
+        # not hidden in the count of clips.
+        unread = clips - len({e["clip_id"] for e in split.entries})
+    counted = f"{len(split)} windows of {clips} clips" if protocol == "windows" else f"{clips} clips"
+    read = f" ({setting.describe()})" if protocol == "windows" else ""
+    console.print(f"scoring {counted}{read} of the {args.split} split" + (f" (half {half})" if half else "")
+                  + (f"; {lost} lost in prepare" if lost is not None else "")
+                  + (f"; not scored: {unread} clip(s) too short for a window" if unread else ""))  # fmt: skip
+    scope: dict = {"n": len(split), "protocol": protocol, "clips": clips}
+    if protocol == "windows":
+        scope.update(reading=setting.to_json(), clips_without_windows=unread)
+    if half:
+        scope["half"] = half
+    if lost is not None:
+        scope["lost_in_prepare"] = lost
+    return counted, scope
+
+
+def scoring_protocol(args, reading: ReadingSetting | None, capture) -> tuple[str, ReadingSetting]:
     """(protocol, reading setting) for eval and calibrate: the monitor's windows by default for a model that
-    records how it reads them (trained by this version), whole clips for older ones, whose windows (asked
-    with ``--protocol windows``) are read as their bundle reads them: as ``capture`` (the config) says.
-    ``--context`` reads the windows another way, to measure the choice."""
+    records how it reads them (``reading``: trained by this version), whole clips for older ones and for the
+    reference predictors, whose windows (asked with ``--protocol windows``) are read as an untrained model's
+    bundle reads them: as ``capture`` (the config) says. ``--context`` reads the windows another way, to
+    measure the choice."""
     from dataclasses import replace
 
-    protocol = getattr(args, "protocol", None) or ("windows" if mcfg.reading is not None else "clips")
-    setting = mcfg.reading or ReadingSetting.for_untrained(capture.context, capture.window_s, capture.hop_s,
-                                                           capture.frames_per_window)  # fmt: skip
+    protocol = getattr(args, "protocol", None) or ("windows" if reading is not None else "clips")
+    setting = reading or ReadingSetting.for_untrained(capture.context, capture.window_s, capture.hop_s,
+                                                      capture.frames_per_window)  # fmt: skip
     if getattr(args, "context", None):
         if protocol != "windows":
             raise MerClipError("--context reads the monitor's windows: use it with --protocol windows")
@@ -166,18 +172,19 @@ def _eval_baseline(args) -> int:
     if cfg.model.emotion_mode != "single_label":
         raise MerClipError("baselines are for single-label text datasets such as MELD")
     train_ds, split = _datasets(cfg, ("train", args.split))
-    metrics: dict = {"n": len(split)}
+    # fit on the train split's whole clips; scored on whole clips or, with --protocol windows, on the readings
+    # the monitor would make (each window's text by the config's reading context, as an untrained bundle reads)
     train_texts = [e["text"] for e in train_ds.entries]
+    y_train = {"": [train_ds.emotion_target(e) for e in train_ds.entries],
+               "sentiment_": [train_ds.sentiment_target(e.get("sentiment")) for e in train_ds.entries]}  # fmt: skip
+    protocol, setting = scoring_protocol(args, None, cfg.capture)
+    counted, metrics = _cut(split, args, protocol, setting, None)
     texts = [e["text"] for e in split.entries]
-    for task, target in (("", split.emotion_target), ("sentiment_", None)):
-        if target is not None:
-            y_train, y = [train_ds.emotion_target(e) for e in train_ds.entries], [target(e) for e in split.entries]
-        else:
-            y_train = [train_ds.sentiment_target(e.get("sentiment")) for e in train_ds.entries]
-            y = [split.sentiment_target(e.get("sentiment")) for e in split.entries]
-        pred = predict(args.baseline, train_texts, y_train, texts)
+    for task in ("", "sentiment_"):
+        y = [split.emotion_target(e) if not task else split.sentiment_target(e.get("sentiment")) for e in split.entries]
+        pred = predict(args.baseline, train_texts, y_train[task], texts)
         metrics.update({f"{task}{k}": v for k, v in single_label_metrics(np.asarray(y), pred).items()})
-    print_tables(metrics, f"{args.baseline} baseline, {cfg.train.dataset} {args.split} ({len(split)} clips)")
+    print_tables(metrics, f"{args.baseline} baseline, {cfg.train.dataset} {args.split} ({counted})")
     if args.json:
         _write_json(args.json, metrics)
     return 0
