@@ -37,9 +37,15 @@ def test_synthetic_20s_session_writes_10_rows_with_every_column(tiny_bundle, whi
     assert [h for h in header if h.startswith("emotion_")] == [
         f"emotion_{e}" for e in ("happy", "sad", "angry", "surprise", "disgust", "fear")
     ]
-    assert header[-14:] == ["sentiment_positive", "sentiment_negative", "top_emotion", "transcript", "modalities",
+    assert header[-18:] == ["sentiment_positive", "sentiment_negative", "top_emotion", "transcript", "modalities",
                             "dropped_windows", "late_items", "latency_ms", "asr_ms", "model_ms", "face_box", "state",
-                            "confidence", "agreement"]  # fmt: skip
+                            "confidence", "agreement", "reading_context", "window_s", "hop_s",
+                            "frames_per_window"]  # fmt: skip
+    from merclip.export.runtime import Bundle
+
+    kept = Bundle.load(tiny_bundle).reading  # every row says the bundle's reading setting
+    assert {tuple(r[-4:]) for r in rows[1:]} == {(kept.context, f"{kept.window_s:g}", f"{kept.hop_s:g}",
+                                                  str(kept.frames_per_window))}  # fmt: skip
     assert 9 <= len(rows) - 1 <= 11 and _complete(rows)
     assert all(r[header.index("modalities")] in ("VA", "LVA") for r in rows[1:])
     printed = [json.loads(line) for line in run.stdout.strip().splitlines()]
