@@ -82,24 +82,24 @@ def baseline_ceiling(kind: str, root: str, split: str) -> dict[str, dict[str, fl
     train, scored = _datasets(cfg, ("train", split))
     windows = window_entries(scored.entries, setting)
     whole = np.array([w["text"].split() == w["clip_text"].split() for w in windows])
-    texts = [e["text"] for e in train.entries]
+    targets = {"emotion": ([train.emotion_target(e) for e in train.entries],
+                           [scored.emotion_target(w) for w in windows]),
+               "sentiment": ([train.sentiment_target(e.get("sentiment")) for e in train.entries],
+                             [scored.sentiment_target(w.get("sentiment")) for w in windows])}  # fmt: skip
+    # one fit per task: each window's reading and its whole utterance, predicted together
+    texts = [w["text"] for w in windows] + [w["clip_text"] for w in windows]
+    read, full = {}, {}
+    for task, (y_train, _) in targets.items():
+        pred = predict(kind, [e["text"] for e in train.entries], y_train, texts)
+        read[task], full[task] = pred[: len(windows)], pred[len(windows) :]
+    every = np.ones(len(windows), bool)
     rows: dict[str, dict[str, float]] = {}
-    for row, keep, key in (("as read", ~np.zeros(len(windows), bool), "text"),
-                           ("whole utterance on every window", ~np.zeros(len(windows), bool), "clip_text"),
-                           ("windows holding the whole utterance", whole, "text"),
-                           ("windows holding its beginning only", ~whole, "text")):  # fmt: skip
+    for row, keep, source in (("as read", every, read), ("whole utterance on every window", every, full),
+                              ("windows holding the whole utterance", whole, read),
+                              ("windows holding its beginning only", ~whole, read)):  # fmt: skip
         rows[row] = {"n": int(keep.sum())}
-        for task in TASKS:
-            if task == "emotion":
-                y_train, y = (
-                    [train.emotion_target(e) for e in train.entries],
-                    [scored.emotion_target(w) for w in windows],
-                )
-            else:
-                y_train = [train.sentiment_target(e.get("sentiment")) for e in train.entries]
-                y = [scored.sentiment_target(w.get("sentiment")) for w in windows]
-            pred = predict(kind, texts, y_train, [w[key] for w in windows])
-            rows[row][task] = 100 * weighted_f1(np.asarray(y)[keep], pred[keep])
+        for task, (_, y) in targets.items():
+            rows[row][task] = 100 * weighted_f1(np.asarray(y)[keep], source[task][keep])
     return rows
 
 
