@@ -83,13 +83,15 @@ def speech_report(path: str, asr_model: str, transcript: str | None = None, wind
     segments, _ = model.transcribe(audio, language="en", temperature=0.0)
     offline = " ".join(seg.text.strip() for seg in segments)
     out: dict = {"file": str(path), "seconds": len(audio) / SAMPLE_RATE, "model": source, "offline_text": offline}
+    # read and cut once, as a session reads a file (its decoder and resampler, its windower): a tail too short
+    # for a window is heard with the last one as the stream's rest; the words scored are the monitor's
+    windower = Windower(window_s, window_s)
+    windows = list(cut_windows(FileSource(path, realtime=False), windower))
+    rest = windower.rest() or ()
     for mode in ("stream", "window-unpadded"):
         transcriber, _ = open_speech(WhisperOptions(model=asr_model, mode=mode), model=model)
         finals, shown, ms = {}, [], []
-        # read and cut as a session reads a file (its decoder and resampler, its windower): a tail too short
-        # for a window is heard with the last one as the stream's rest; the words scored are the monitor's
-        windower = Windower(window_s, window_s)
-        for w in cut_windows(FileSource(path, realtime=False), windower):
+        for w in windows:
             if not w.has_audio:  # as a session: nothing to hear in it, and what was pending becomes final
                 finals.update({f.index: f.text for f in transcriber.finish().final})
                 continue
@@ -97,7 +99,7 @@ def speech_report(path: str, asr_model: str, transcript: str | None = None, wind
             ms.append(update.ms / 1000)
             shown.append(update.current.text)
             finals.update({f.index: f.text for f in update.final})
-        finals.update({f.index: f.text for f in transcriber.finish(*(windower.rest() or ())).final})
+        finals.update({f.index: f.text for f in transcriber.finish(*rest).final})
         text = " ".join(finals[k] for k in sorted(finals))
         out[mode] = {"text": text, "wer_vs_offline": word_error_rate(offline, text),
                      "provisional_wer_vs_offline": word_error_rate(offline, " ".join(shown)),
