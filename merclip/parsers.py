@@ -306,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     _precision_flag(p)
     p.add_argument("--labels", metavar="A,B,...", type=TEXT, help="emotion labels, comma-separated (zero-shot)")
     p.add_argument("--sentiment-labels", metavar="A,B,...", type=TEXT, help="sentiment labels, comma-separated")
+    p.add_argument("--frames", type=FRAMES, help="frames per window (default: as many as the bundle's model was "
+                   "trained on; another count is said, and recorded in every row of the new CSV)")  # fmt: skip
     _asr_flags(p)
     p.add_argument("--log", metavar="PATH", type=TEXT, help="CSV for the new readings (a folder or a file)")
     p.add_argument("--json", action="store_true", help="also print one JSON object per reading on stdout")

@@ -148,13 +148,13 @@ def cmd_rescore(args) -> int:
         cfg,
         labels={"emotion": emotion, "sentiment": sentiment},
         model=model_flags(args),
-        capture={"source": str(path)},
+        capture={"source": str(path), "frames_per_window": args.frames},
         asr={"model": args.asr_model, "enabled": False if args.no_asr else None},
         runtime={"bundle": args.bundle, "providers": args.providers, "precision": args.precision},
         ui={"enabled": False},
         log={"path": args.log},
     )
     check_flag_conflicts(args, cfg.capture.source)
-    request = LiveRequest(fast=True, exact=True, explicit_labels=bool(emotion or sentiment),
+    request = LiveRequest(fast=True, exact=True, frames=args.frames, explicit_labels=bool(emotion or sentiment),
                           explicit_asr=args.asr_model is not None, quiet_json=not args.json)  # fmt: skip
     return _run_checked(cfg, Console(stderr=True, soft_wrap=True), request, args.asr_model, None)

@@ -61,6 +61,17 @@ def test_synthetic_session_recorded_then_rescored_gives_the_same_readings(tiny_b
     assert "6 windows in both" in out and "Same top emotion in 6 of 6 windows" in out
     assert "max 0.0000" in out and (tmp_path / "pair.png").stat().st_size > 0
 
+    # another frame count: said at the start, in every row, and by the report beside the live run
+    fewer = tmp_path / "fewer.csv"
+    capsys.readouterr()
+    assert main(["rescore", str(rec), "--bundle", str(tiny_bundle), "--no-asr", "--frames", "1", "--log",
+                 str(fewer)]) == 0  # fmt: skip
+    assert "1 frame" in capsys.readouterr().err
+    assert {r["frames_per_window"] for r in _rows(fewer)} == {"1"}
+    assert {r["frames_per_window"] for r in _rows(live)} != {"1"}
+    assert main(["report", str(live), "--compare", str(fewer), "--out", str(tmp_path / "fewer.png")]) == 0
+    assert "Read differently" in capsys.readouterr().out
+
 
 def test_speech_recorded_then_rescored_gives_the_same_transcripts(tiny_bundle, whisper_dir, tmp_path, capsys):
     rec, live, again = tmp_path / "s.mkv", tmp_path / "live.csv", tmp_path / "again.csv"
