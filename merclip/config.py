@@ -176,6 +176,10 @@ class TrainSection:
     grad_clip: float = field(default=1.0, metadata=_check(lo=0.0, hi=1e6))
     # ours only (the paper's recipe trains on the plain cross-entropy); RESULTS.md, "Reading what the monitor reads"
     label_smoothing: float = field(default=0.1, metadata=_check(lo=0.0, hi=0.5))
+    # Distillation from earlier runs (recipe merclip): their mean softened reading of each training sample
+    teachers: tuple[str, ...] = ()
+    distill_weight: float = field(default=0.8, metadata=_check(lo=0.0, hi=1.0))
+    distill_temperature: float = field(default=2.0, metadata=_check(above=0.0, hi=100.0))
     amp: bool = True
     seed: int = field(default=0, metadata=_check(lo=0, hi=2**32 - 1))
     out: str = field(default="runs/merclip", metadata=_TEXT)
@@ -225,13 +229,14 @@ def _type_name(tp: Any) -> str:
     return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(tp, str(tp))
 
 
-def _coerce(key: str, value: Any, tp: Any) -> Any:
-    """Check ``value`` against the field type ``tp``; return it in the dataclass's form."""
+def _coerce(key: str, value: Any, tp: Any, may_be_empty: bool = False) -> Any:
+    """Check ``value`` against the field type ``tp``; return it in the dataclass's form. A list may be empty
+    only where its default is (``may_be_empty``): an empty label set is a mistake, no teachers is not."""
     bad = MerClipError(f"config: {key} must be {_type_name(tp)}, got {_show(value)}")
     if typing.get_origin(tp) is tuple:
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise bad
-        if not value:
+        if not value and not may_be_empty:
             raise MerClipError(f"config: {key} must not be empty")
         if any("\0" in v for v in value):
             raise MerClipError(f"config: {key} must not contain NUL characters")
@@ -275,7 +280,7 @@ def _build_section(cls: type, name: str, table: dict[str, Any]) -> Any:
     for key, raw in table.items():
         if key not in known:
             raise MerClipError(f"config: unknown key {name}.{_show(key)[1:-1]} (known: {', '.join(known)})")
-        value = _coerce(f"{name}.{key}", raw, hints[key])
+        value = _coerce(f"{name}.{key}", raw, hints[key], known[key].default == ())
         meta = known[key].metadata
         if meta.get("choices") and value not in meta["choices"]:
             raise MerClipError(f"config: {name}.{key} must be one of {', '.join(meta['choices'])}, got {_show(value)}")

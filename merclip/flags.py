@@ -98,6 +98,14 @@ def _counts(text: str) -> tuple[int, ...]:
     return counts
 
 
+def _checkpoints(text: str) -> tuple[str, ...]:
+    """``A.safetensors,B.safetensors``: one or more paths (whether they exist is checked when they load)."""
+    paths = tuple(part.strip() for part in text.split(","))
+    if any(not path for path in paths):
+        raise argparse.ArgumentTypeError(f"expected paths separated by commas, got {text!r}")
+    return paths
+
+
 POSITIVE = _int_at_least(1)
 FRAMES = _int_at_least(1, 64)
 

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from merclip.errors import MerClipError
 
 from .data import IGNORE, ClipDataset, Collate
+from .distill import distill_loss, load_teachers
 from .metrics import multilabel_metrics, sentiment_metrics, single_label_metrics
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ class RunOptions:
     task: str = "both"  # resolved: both | emotion | sentiment (see resolve_task)
     recipe: str = "merclip"  # merclip (our heads and optimiser groups) | paper (supp. Alg. 1, §4.3 exactly)
     label_smoothing: float = 0.0  # of the single-label cross-entropies; recipe merclip only
+    teachers: tuple[str, ...] = ()  # checkpoints to distil from (recipe merclip)
+    distill_weight: float = 0.8
+    distill_temperature: float = 2.0
     num_workers: int = 0
     threshold: float = 0.6
     resume: bool = False
@@ -294,6 +298,13 @@ def train(
         groups = model.parameter_groups(opts.lr, opts.weight_decay)
     opt = torch.optim.AdamW(groups)
     smoothing = opts.label_smoothing if opts.recipe == "merclip" else 0.0  # the paper's loss is plain
+    if opts.teachers and opts.recipe != "merclip":
+        raise MerClipError("--recipe paper trains on the paper's plain loss: --teachers is for recipe merclip")
+    teachers = [
+        (t, build_prompts(t.cfg, tokenizer, trim=causal) if t.cfg.uses_label_encoder else None)
+        for t in load_teachers(opts.teachers, model, device)
+    ]  # each with its own label prompts
+    multi = model.cfg.emotion_mode == "multi_label"
     start_epoch, history, best = 0, [], {"score": -math.inf, "epoch": -1, "metrics": {}}
     if opts.resume:
         start_epoch, history, best = _resume(model, opt, out)
@@ -327,6 +338,11 @@ def train(
                     loss = compute_loss(model, outputs, {k: v.to(device) if torch.is_tensor(v) else v
                                                          for k, v in batch.items()}, opts.task,
                                         smoothing)  # fmt: skip
+                    if teachers:
+                        with torch.no_grad():
+                            taught = [_forward(t, batch, p, device) for t, p in teachers]
+                        kd = distill_loss(outputs, taught, multi, opts.distill_temperature, opts.task)
+                        loss = (1 - opts.distill_weight) * loss + opts.distill_weight * kd
                 if not torch.isfinite(loss):
                     raise MerClipError(
                         f"loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}: stopped; the "

@@ -33,7 +33,7 @@ def train_config(args) -> Config:
         model={"arch": args.model, "weights": weights, "variant": args.variant, "modalities": args.modalities},
         labels={"emotion": args.emotion_labels},
         train={"dataset": args.dataset, "data_root": args.data_root, "task": args.task, "seed": args.seed,
-               "out": args.out, "recipe": getattr(args, "recipe", None),
+               "out": args.out, "recipe": getattr(args, "recipe", None), "teachers": getattr(args, "teachers", None),
                "allow_partial": True if getattr(args, "allow_partial", False) else None, **explicit},
     )  # fmt: skip
     cfg = _with_dataset_defaults(cfg, cfg.train.dataset, explicit)
@@ -140,7 +140,8 @@ def new_run(cfg: Config, setting, task: str, resume: bool = False):
     t = cfg.train
     opts = RunOptions(out=t.out, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
                       grad_clip=t.grad_clip, amp=t.amp, seed=t.seed, task=task, recipe=t.recipe,
-                      num_workers=t.num_workers, label_smoothing=t.label_smoothing,
+                      num_workers=t.num_workers, label_smoothing=t.label_smoothing, teachers=t.teachers,
+                      distill_weight=t.distill_weight, distill_temperature=t.distill_temperature,
                       threshold=cfg.labels.emotion_threshold, resume=resume)  # fmt: skip
     return model, opts
 

@@ -1,0 +1,86 @@
+"""`merclip train --teachers`: distillation from earlier runs (train/distill.py)."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+from merclip.model import MerClipConfig, build_model, save_checkpoint
+from merclip.train.distill import distill_loss, load_teachers
+
+from merclip.cli import main
+from merclip.errors import MerClipError
+
+
+def _out(emotion, sentiment):
+    return SimpleNamespace(emotion_logits=emotion, sentiment_logits=sentiment)
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_the_loss_is_zero_at_the_teachers_mean_and_pulls_the_student_to_it(multi):
+    torch.manual_seed(0)
+    a, b = _out(torch.randn(8, 5), torch.randn(8, 3)), _out(torch.randn(8, 5), torch.randn(8, 3))
+    # one teacher: a student reading exactly as it does is taught nothing
+    assert float(distill_loss(a, [a], multi, 2.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(distill_loss(b, [a], multi, 2.0)) > 0.01
+    # two teachers: gradient steps on the loss alone bring the student to their mean reading
+    emotion, sentiment = torch.zeros(8, 5, requires_grad=True), torch.zeros(8, 3, requires_grad=True)
+    opt = torch.optim.SGD([emotion, sentiment], lr=20.0 if multi else 2.0)  # BCE averages over the labels too
+    for _ in range(500):
+        opt.zero_grad()
+        distill_loss(_out(emotion, sentiment), [a, b], multi, 2.0).backward()
+        opt.step()
+    sent = torch.stack([torch.softmax(o.sentiment_logits / 2, -1) for o in (a, b)]).mean(0)
+    assert torch.allclose(torch.softmax(sentiment / 2, -1), sent, atol=1e-3)
+    if multi:
+        emo = torch.stack([torch.sigmoid(o.emotion_logits / 2) for o in (a, b)]).mean(0)
+        mine = torch.sigmoid(emotion / 2)
+    else:
+        emo = torch.stack([torch.softmax(o.emotion_logits / 2, -1) for o in (a, b)]).mean(0)
+        mine = torch.softmax(emotion / 2, -1)
+    assert torch.allclose(mine, emo, atol=1e-3)
+
+
+def test_a_teacher_that_reads_otherwise_is_refused_naming_what_differs(tmp_path):
+    student = build_model(MerClipConfig(arch="tiny"), weights="random")
+    other = build_model(MerClipConfig(arch="tiny", emotion_labels=("calm", "tense")), weights="random")
+    save_checkpoint(other, tmp_path / "other.safetensors")
+    with pytest.raises(MerClipError, match=r"teacher .*other.safetensors has emotion_labels \('calm', 'tense'\)"):
+        load_teachers((str(tmp_path / "other.safetensors"),), student, torch.device("cpu"))
+    with pytest.raises(MerClipError, match=r"teacher not found: .*none.safetensors"):
+        load_teachers((str(tmp_path / "none.safetensors"),), student, torch.device("cpu"))
+
+
+def _train(tmp_path, name, *extra):
+    out = tmp_path / name
+    code = main(["train", "--model", "tiny", "--dataset", "synthetic", "--epochs", "1", "--seed", "1",
+                 "--out", str(out), *extra])  # fmt: skip
+    assert code == 0
+    return out
+
+
+def test_train_with_teachers_is_taught_by_them_each_step_and_records_them(tmp_path, monkeypatch):
+    from merclip.train import loop
+
+    teacher = _train(tmp_path, "teacher")
+    calls = []
+
+    def spy(student, taught, multi, temperature, task="both"):
+        calls.append((len(taught), multi, temperature, task))
+        return distill_loss(student, taught, multi, temperature, task)
+
+    monkeypatch.setattr(loop, "distill_loss", spy)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[train]\ndistill_weight = 1.0\ndistill_temperature = 3.0\n")
+    ckpt = str(teacher / "best.safetensors")
+    taught = _train(tmp_path, "taught", "--config", str(cfg), "--teachers", f"{ckpt},{ckpt}")
+    steps = json.loads((taught / "metrics.json").read_text())
+    assert calls and set(calls) == {(2, True, 3.0, "both")}  # every step, both teachers read its batch
+    assert len(calls) == 19  # one epoch: the synthetic set's 300 training clips in batches of 16
+    assert steps["options"]["teachers"] == [ckpt, ckpt] and steps["options"]["distill_weight"] == 1.0
+
+
+def test_teachers_with_the_papers_recipe_are_refused(tmp_path, capsys):
+    code = main(["train", "--model", "tiny", "--dataset", "synthetic", "--epochs", "1", "--recipe", "paper",
+                 "--teachers", str(tmp_path / "t.safetensors"), "--out", str(tmp_path / "r")])  # fmt: skip
+    assert code == 2 and "--teachers is for recipe merclip" in capsys.readouterr().err

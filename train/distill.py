@@ -1,0 +1,71 @@
+"""Distillation from earlier runs (``--teachers``): each training sample is also taught the teachers' mean
+reading of it, softened by a temperature (Hinton et al., 2015). Several runs of other seeds read the
+monitor's windows better than one (RESULTS.md, "Several runs"); taught by them, one model of the same
+size keeps part of that at one model's cost live."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from merclip.model import MerClip, load_checkpoint
+
+from merclip.errors import MerClipError
+
+from .outputs import _short
+
+# What a teacher must share with the run it teaches: the same inputs (model, modalities, pictures, reading
+# context, frames) mean the same samples, the same label sets mean the same classes in the same order.
+SHARED = ("arch", "modalities", "emotion_mode", "emotion_labels", "sentiment_labels", "text_context_length", "face")
+
+
+def load_teachers(paths: tuple[str, ...], student: MerClip, device: torch.device) -> list[MerClip]:
+    """The teachers, frozen, in eval mode on ``device``; one that reads otherwise than ``student`` is refused
+    naming what differs."""
+    teachers = []
+    for path in paths:
+        if not Path(path).expanduser().is_file():
+            raise MerClipError(f"teacher not found: {path} (--teachers takes trained checkpoints, e.g. "
+                               "runs/seed-1/best.safetensors)")  # fmt: skip
+        teacher, _ = load_checkpoint(Path(path).expanduser())
+        for key in SHARED:
+            mine, theirs = getattr(student.cfg, key), getattr(teacher.cfg, key)
+            if mine != theirs:
+                raise MerClipError(f"teacher {_short(path)} has {key} {theirs!r}, this run {mine!r}: a teacher must "
+                                   "read the samples this run trains on as this run reads them")  # fmt: skip
+        mine, theirs = _reading(student), _reading(teacher)
+        if mine != theirs:
+            raise MerClipError(f"teacher {_short(path)} was trained to read {theirs}, this run {mine}: a teacher "
+                               "must read the samples this run trains on as this run reads them")  # fmt: skip
+        teacher.requires_grad_(False)
+        teachers.append(teacher.to(device).eval())
+    return teachers
+
+
+def _reading(model: MerClip) -> str:
+    setting = model.cfg.reading
+    return "whole clips" if setting is None else setting.describe()
+
+
+def distill_loss(student, teachers: list, multi_label: bool, temperature: float, task: str = "both") -> torch.Tensor:
+    """T² × the divergence of the student's softened readings from the teachers' mean (per head, summed as
+    the label losses are). ``student``/``teachers``: model outputs of the same batch."""
+    t = temperature
+    losses = []
+
+    def soft(logits_of, single: bool):
+        z = [logits_of(o).float() / t for o in teachers]
+        return torch.stack([F.softmax(x, -1) if single else torch.sigmoid(x) for x in z]).mean(0)
+
+    if task in ("both", "emotion"):
+        target = soft(lambda o: o.emotion_logits, not multi_label)
+        z = student.emotion_logits.float() / t
+        if multi_label:
+            losses.append(F.binary_cross_entropy_with_logits(z, target) - F.binary_cross_entropy(target, target))
+        else:
+            losses.append(F.kl_div(F.log_softmax(z, -1), target, reduction="batchmean"))
+    if task in ("both", "sentiment"):
+        target = soft(lambda o: o.sentiment_logits, True)
+        losses.append(F.kl_div(F.log_softmax(student.sentiment_logits.float() / t, -1), target, reduction="batchmean"))
+    return t * t * sum(losses)
