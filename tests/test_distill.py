@@ -6,7 +6,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 from merclip.model import MerClipConfig, build_model, save_checkpoint
-from merclip.train.distill import distill_loss, load_teachers
+from merclip.train.distill import load_teachers
+from merclip.train.losses import distill_loss
 
 from merclip.cli import main
 from merclip.errors import MerClipError

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from merclip.model import MerClip, load_checkpoint
 
 from merclip.errors import MerClipError
@@ -46,26 +45,3 @@ def load_teachers(paths: tuple[str, ...], student: MerClip, device: torch.device
 def _reading(model: MerClip) -> str:
     setting = model.cfg.reading
     return "whole clips" if setting is None else setting.describe()
-
-
-def distill_loss(student, teachers: list, multi_label: bool, temperature: float, task: str = "both") -> torch.Tensor:
-    """T² × the divergence of the student's softened readings from the teachers' mean (per head, summed as
-    the label losses are). ``student``/``teachers``: model outputs of the same batch."""
-    t = temperature
-    losses = []
-
-    def soft(logits_of, single: bool):
-        z = [logits_of(o).float() / t for o in teachers]
-        return torch.stack([F.softmax(x, -1) if single else torch.sigmoid(x) for x in z]).mean(0)
-
-    if task in ("both", "emotion"):
-        target = soft(lambda o: o.emotion_logits, not multi_label)
-        z = student.emotion_logits.float() / t
-        if multi_label:
-            losses.append(F.binary_cross_entropy_with_logits(z, target) - F.binary_cross_entropy(target, target))
-        else:
-            losses.append(F.kl_div(F.log_softmax(z, -1), target, reduction="batchmean"))
-    if task in ("both", "sentiment"):
-        target = soft(lambda o: o.sentiment_logits, True)
-        losses.append(F.kl_div(F.log_softmax(student.sentiment_logits.float() / t, -1), target, reduction="batchmean"))
-    return t * t * sum(losses)

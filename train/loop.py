@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from merclip.model import MerClip, build_prompts, load_checkpoint, save_checkpoint
 from merclip.model.tokenizer import ClipTokenizer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -31,7 +30,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from merclip.errors import MerClipError
 
 from .data import IGNORE, ClipDataset, Collate
-from .distill import distill_loss, load_teachers
+from .distill import load_teachers
+from .losses import compute_loss, distill_loss
 from .metrics import multilabel_metrics, sentiment_metrics, single_label_metrics
 
 log = logging.getLogger(__name__)
@@ -94,38 +94,7 @@ def selection_metric(task: str, metrics: dict) -> str:
     return "emotion_accuracy"
 
 
-# ---- losses and evaluation ----------------------------------------------------------------------------
-def compute_loss(model: MerClip, out, batch: dict, task: str, smoothing: float = 0.0) -> torch.Tensor:
-    """The training loss; ``smoothing``: label smoothing of the single-label cross-entropies (training only:
-    validation reports the plain loss)."""
-    losses = []
-    if task in ("both", "emotion"):
-        if model.cfg.emotion_mode == "single_label":
-            if (batch["emotion"] != IGNORE).any():
-                losses.append(
-                    F.cross_entropy(
-                        out.emotion_logits, batch["emotion"], ignore_index=IGNORE, label_smoothing=smoothing
-                    )
-                )
-        else:
-            # only annotated clips: an unannotated one (MOSI, an unverified MOSEI row) is not "no emotion"
-            keep = batch.get("has_emotion")
-            keep = (
-                torch.ones(len(batch["emotion"]), dtype=torch.bool, device=out.emotion_logits.device)
-                if keep is None
-                else keep
-            )
-            if keep.any():
-                losses.append(F.binary_cross_entropy_with_logits(out.emotion_logits[keep], batch["emotion"][keep]))
-    if task in ("both", "sentiment") and (batch["sentiment"] != IGNORE).any():
-        losses.append(
-            F.cross_entropy(out.sentiment_logits, batch["sentiment"], ignore_index=IGNORE, label_smoothing=smoothing)
-        )
-    if not losses:
-        return out.emotion_logits.sum() * 0
-    return sum(losses)
-
-
+# ---- evaluation ----------------------------------------------------------------------------------------
 def _forward(model, batch: dict, prompts, device):
     def dev(x):
         return None if x is None else x.to(device, non_blocking=True)
