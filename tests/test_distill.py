@@ -75,10 +75,10 @@ def test_train_with_teachers_is_taught_by_them_each_step_and_records_them(tmp_pa
     cfg.write_text("[train]\ndistill_weight = 1.0\ndistill_temperature = 3.0\n")
     ckpt = str(teacher / "best.safetensors")
     taught = _train(tmp_path, "taught", "--config", str(cfg), "--teachers", f"{ckpt},{ckpt}")
-    steps = json.loads((taught / "metrics.json").read_text())
+    summary = json.loads((taught / "metrics.json").read_text())
     assert calls and set(calls) == {(2, True, 3.0, "both")}  # every step, both teachers read its batch
     assert len(calls) == 19  # one epoch: the synthetic set's 300 training clips in batches of 16
-    assert steps["options"]["teachers"] == [ckpt, ckpt] and steps["options"]["distill_weight"] == 1.0
+    assert summary["options"]["teachers"] == [ckpt, ckpt] and summary["options"]["distill_weight"] == 1.0
 
 
 def test_teachers_with_the_papers_recipe_are_refused(tmp_path, capsys):

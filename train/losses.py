@@ -1,5 +1,5 @@
-"""The training losses: the labels' (cross-entropies, label smoothing, per-sample weights) and the teachers'
-(distillation, ``--teachers``)."""
+"""The training losses: the labels' (cross-entropies with label smoothing, BCE over annotated clips) and the
+teachers' (distillation, ``--teachers``)."""
 
 from __future__ import annotations
 
