@@ -103,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-partial", action="store_true", help="run on incomplete MOSI/MOSEI splits (tables say so)")
     p.add_argument("--teachers", metavar="CKPT,CKPT,...", type=_checkpoints,
                    help="distil from these trained runs (e.g. other seeds' best.safetensors): each sample is also "
-                   "taught their mean reading of it (train.distill_weight, train.distill_temperature); they must "
-                   "read as this run does (model, modalities, labels, reading context)")  # fmt: skip
+                   "taught their mean reading of it (train.distill_weight, train.distill_temperature), and every "
+                   "window and clip is a sample each epoch (train.samples); they must read as this run does "
+                   "(model, modalities, labels, reading context)")  # fmt: skip
     _training_flags(p, SYNTHETIC_TRAIN)
     p.add_argument("--out", metavar="DIR", type=TEXT,
                    help="output folder for checkpoints and metrics; a folder that already holds a run is refused "

@@ -85,3 +85,21 @@ def test_teachers_with_the_papers_recipe_are_refused(tmp_path, capsys):
     code = main(["train", "--model", "tiny", "--dataset", "synthetic", "--epochs", "1", "--recipe", "paper",
                  "--teachers", str(tmp_path / "t.safetensors"), "--out", str(tmp_path / "r")])  # fmt: skip
     assert code == 2 and "--teachers is for recipe merclip" in capsys.readouterr().err
+
+
+def test_a_taught_run_trains_on_every_window_and_clip_unless_the_config_says_otherwise():
+    from dataclasses import replace
+
+    from merclip.train.windows import training_reading
+
+    from merclip.config import Config
+
+    cfg = Config()
+    assert training_reading(cfg)[1] == "views"  # untaught: the labels alone, one view of each clip an epoch
+
+    def taught(**train):
+        return replace(cfg, train=replace(cfg.train, teachers=("t.safetensors",), **train))
+
+    assert training_reading(taught())[1] == "both"
+    assert training_reading(taught(samples="views"))[1] == "views"  # asked for: kept
+    assert training_reading(taught(recipe="paper"))[1] == "clips"  # the paper's (which then refuses teachers)

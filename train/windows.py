@@ -35,6 +35,10 @@ SAMPLE_RATE = 16000
 # the paper's keeps whole clips, so its tables stay reproducible, and is read live like them.
 RECIPE_CONTEXT = {"merclip": "utterance", "paper": "utterance"}
 RECIPE_SAMPLES = {"merclip": "views", "paper": "clips"}
+# Taught by teachers (``--teachers``), ours trains on every window and every clip each epoch: the teachers'
+# soft readings make each extra window worth learning, where the labels alone made it worse (RESULTS.md,
+# "Several runs, and one model taught by them").
+TAUGHT_SAMPLES = "both"
 # Words per second of conversational English (MELD train's median, 2.57): the span of a transcript that
 # has no times at all.
 SPEAKING_RATE_WPS = 2.5
@@ -178,13 +182,15 @@ def _norm(word: str) -> str:
 
 
 def training_reading(cfg) -> tuple[ReadingSetting, str]:
-    """(how the model being trained will be read, what its training samples are: windows, clips or both).
-    The frame count is what the model sees per reading: the paper recipe's 12 frames per clip, ours the
-    monitor's ``capture.frames_per_window``."""
+    """(how the model being trained will be read, what its training samples are: windows, clips, both or
+    views). The frame count is what the model sees per reading: the paper recipe's 12 frames per clip, ours
+    the monitor's ``capture.frames_per_window``."""
     recipe = cfg.train.recipe
     context = cfg.capture.context if cfg.capture.context != "auto" else RECIPE_CONTEXT[recipe]
     frames = cfg.train.frames if recipe == "paper" else cfg.capture.frames_per_window
-    samples = cfg.train.samples if cfg.train.samples != "auto" else RECIPE_SAMPLES[recipe]
+    samples = cfg.train.samples
+    if samples == "auto":
+        samples = TAUGHT_SAMPLES if recipe == "merclip" and cfg.train.teachers else RECIPE_SAMPLES[recipe]
     return ReadingSetting(context, cfg.capture.window_s, cfg.capture.hop_s, frames), samples
 
 
