@@ -60,7 +60,7 @@ def _train(tmp_path, name, *extra):
     return out
 
 
-def test_train_with_teachers_is_taught_by_them_each_step_and_records_them(tmp_path, monkeypatch):
+def test_train_with_teachers_is_taught_by_them_each_step_and_records_them(tmp_path, monkeypatch, capsys):
     from merclip.train import loop
 
     teacher = _train(tmp_path, "teacher")
@@ -74,10 +74,14 @@ def test_train_with_teachers_is_taught_by_them_each_step_and_records_them(tmp_pa
     cfg = tmp_path / "c.toml"
     cfg.write_text("[train]\ndistill_weight = 1.0\ndistill_temperature = 3.0\n")
     ckpt = str(teacher / "best.safetensors")
+    capsys.readouterr()
     taught = _train(tmp_path, "taught", "--config", str(cfg), "--teachers", f"{ckpt},{ckpt}")
     summary = json.loads((taught / "metrics.json").read_text())
+    assert "clips as both (300 / 100 samples)" in capsys.readouterr().err  # taught: every window and clip
     assert calls and set(calls) == {(2, True, 3.0, "both")}  # every step, both teachers read its batch
-    assert len(calls) == 19  # one epoch: the synthetic set's 300 training clips in batches of 16
+    # one epoch: the synthetic set's 300 training clips in batches of 16 (each clip is one window that reads
+    # all of its words, so "both" adds no second sample of it)
+    assert len(calls) == 19
     assert summary["options"]["teachers"] == [ckpt, ckpt] and summary["options"]["distill_weight"] == 1.0
 
 
