@@ -178,6 +178,8 @@ class TrainSection:
     label_smoothing: float = field(default=0.1, metadata=_check(lo=0.0, hi=0.5))
     # Distillation from earlier runs (recipe merclip): their mean softened reading of each training sample
     teachers: tuple[str, ...] = ()
+    # ... or this many teachers trained first by the run itself (seeds seed+1.., in OUT/teachers)
+    teacher_runs: int = field(default=0, metadata=_check(lo=0, hi=32))
     distill_weight: float = field(default=0.8, metadata=_check(lo=0.0, hi=1.0))
     distill_temperature: float = field(default=2.0, metadata=_check(above=0.0, hi=100.0))
     amp: bool = True
@@ -322,6 +324,8 @@ def _validate(cfg: Config) -> None:
     _check_template("export.emotion_template", cfg.export.emotion_template)
     _check_template("export.sentiment_template", cfg.export.sentiment_template)
     check_cache_dir(cfg.runtime.cache_dir)
+    if cfg.train.teachers and cfg.train.teacher_runs:
+        raise MerClipError("config: train.teachers names teachers, train.teacher_runs trains them: set one of the two")
     if not cfg.serve.route.startswith("/") or cfg.serve.route == "/":
         raise MerClipError(f"config: serve.route must be a path such as /merclip, got {_show(cfg.serve.route)}")
 

@@ -16,7 +16,6 @@ from merclip.flags import (
     TEXT,
     _asr_flags,
     _bundle_flags,
-    _checkpoints,
     _common,
     _counts,
     _int_at_least,
@@ -25,6 +24,7 @@ from merclip.flags import (
     _Parser,
     _precision_flag,
     _protocol_flags,
+    _teachers,
     _training_epilog,
     _training_flags,
 )
@@ -101,11 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
         "merclip: ours (DESIGN §7)",
     )
     p.add_argument("--allow-partial", action="store_true", help="run on incomplete MOSI/MOSEI splits (tables say so)")
-    p.add_argument("--teachers", metavar="CKPT,CKPT,...", type=_checkpoints,
-                   help="distil from these trained runs (e.g. other seeds' best.safetensors): each sample is also "
-                   "taught their mean reading of it (train.distill_weight, train.distill_temperature), and every "
-                   "window and clip is a sample each epoch (train.samples); they must read as this run does "
-                   "(model, modalities, labels, reading context)")  # fmt: skip
+    p.add_argument("--teachers", metavar="N|CKPT,CKPT,...", type=_teachers,
+                   help="distil from teachers: N trains N of them first (this run's settings, seeds seed+1 to "
+                   "seed+N, in OUT/teachers; a finished one is reused, an interrupted one continued), or name "
+                   "trained runs (e.g. other seeds' best.safetensors; they must read as this run does: model, "
+                   "modalities, labels, reading context). Each sample is also taught their mean reading of it "
+                   "(train.distill_weight, train.distill_temperature), and every window and clip is a sample "
+                   "each epoch (train.samples). RESULTS.md: five teachers read windows best")  # fmt: skip
     _training_flags(p, SYNTHETIC_TRAIN)
     p.add_argument("--out", metavar="DIR", type=TEXT,
                    help="output folder for checkpoints and metrics; a folder that already holds a run is refused "

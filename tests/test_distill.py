@@ -107,3 +107,63 @@ def test_a_taught_run_trains_on_every_window_and_clip_unless_the_config_says_oth
     assert training_reading(taught())[1] == "both"
     assert training_reading(taught(samples="views"))[1] == "views"  # asked for: kept
     assert training_reading(taught(recipe="paper"))[1] == "clips"  # the paper's (which then refuses teachers)
+
+
+TEXT_ONLY = ("--modalities", "L")  # what a teacher is does not depend on the inputs; words train fastest
+
+
+def test_teachers_n_trains_them_first_reuses_finished_ones_and_continues_an_interrupted_one(tmp_path, capsys):
+    out = _train(tmp_path, "run", "--teachers", "2", *TEXT_ONLY)
+    err = capsys.readouterr().err
+    teachers = [out / "teachers" / f"seed-{seed}" for seed in (2, 3)]  # the run's seed is 1
+    for folder in teachers:
+        options = json.loads((folder / "metrics.json").read_text())["options"]
+        assert options["teachers"] == [] and options["seed"] == int(folder.name[5:])  # untaught, its own seed
+    assert "teacher 1 of 2 (seed 2)" in err and "teacher 2 of 2 (seed 3)" in err
+    assert "clips as views" in err and "clips as both" in err  # the teachers as untaught runs, the run taught
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["options"]["teachers"] == [str(t / "best.safetensors") for t in teachers]
+
+    # Ctrl-C in the second teacher's last epoch (its epoch checkpoint written, the run not finished), then
+    # the same command again: the first teacher is used as it is, the second continued, the run trained
+    first = (teachers[0] / "best.safetensors").stat().st_mtime_ns
+    for name in ("metrics.json", "best.safetensors", "last.safetensors"):
+        (out / name).unlink()
+    (teachers[1] / "metrics.json").unlink()
+    _train(tmp_path, "run", "--teachers", "2", *TEXT_ONLY)
+    err = capsys.readouterr().err
+    assert "teacher 1 of 2 (seed 2): trained already" in err and "teacher 2 of 2 (seed 3), continued" in err
+    assert (teachers[0] / "best.safetensors").stat().st_mtime_ns == first
+    assert (teachers[1] / "metrics.json").is_file() and (out / "best.safetensors").is_file()
+
+    # other settings: the teachers of 1 epoch are not reused for a run of 2
+    for name in ("metrics.json", "best.safetensors", "last.safetensors"):
+        (out / name).unlink()
+    code = main(["train", "--model", "tiny", "--dataset", "synthetic", "--epochs", "2", "--seed", "1",
+                 "--out", str(out), "--teachers", "2", *TEXT_ONLY])  # fmt: skip
+    assert code == 2
+    assert "seed-2 holds a teacher trained with other settings (train.epochs)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--teachers", "2", "--recipe", "paper"], "--teachers is for recipe merclip"),
+        (["--config", "{cfg}", "--teachers", "2"], "set one of the two"),  # teachers named and trained
+    ],
+)
+def test_teachers_n_is_refused_where_it_cannot_be_meant(tmp_path, capsys, argv, message):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[train]\nteachers = ["a.safetensors"]\n')
+    argv = [a.replace("{cfg}", str(cfg)) for a in argv]
+    code = main(["train", "--model", "tiny", "--dataset", "synthetic", "--epochs", "1",
+                 "--out", str(tmp_path / "r"), *argv])  # fmt: skip
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "r" / "teachers").exists()
+    cfg.write_text("[train]\nteacher_runs = 2\n")
+    code = main(["ablate", "--config", str(cfg), "--model", "tiny", "--dataset", "synthetic", "--rows", "L",
+                 "--epochs", "1", "--out", str(tmp_path / "a")])  # fmt: skip
+    assert code == 2 and "merclip ablate trains its rows untaught" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse's usage error
+        main(["train", "--teachers", "0"])
+    assert "a count of teachers to train must be 1 to 32, got 0" in capsys.readouterr().err

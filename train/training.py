@@ -3,6 +3,7 @@ flags; its --out folder locked to one run; the model built and the loop (loop.py
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 from pathlib import Path
@@ -28,13 +29,16 @@ def train_config(args) -> Config:
     explicit = {k: v for k, v in {"lr": args.lr, "epochs": args.epochs, "batch_size": args.batch_size,
                                   "frames": args.frames}.items() if v is not None}  # fmt: skip
     weights = weights_flag(args.model, args.weights)
+    teachers = getattr(args, "teachers", None)
+    runs = teachers if isinstance(teachers, int) else None  # --teachers N: trained by this run first
     cfg = override(
         cfg,
         model={"arch": args.model, "weights": weights, "variant": args.variant, "modalities": args.modalities},
         labels={"emotion": args.emotion_labels},
         train={"dataset": args.dataset, "data_root": args.data_root, "task": args.task, "seed": args.seed,
-               "out": args.out, "recipe": getattr(args, "recipe", None), "teachers": getattr(args, "teachers", None),
-               "allow_partial": True if getattr(args, "allow_partial", False) else None, **explicit},
+               "out": args.out, "recipe": getattr(args, "recipe", None), "teachers": None if runs else teachers,
+               "teacher_runs": runs, "allow_partial": True if getattr(args, "allow_partial", False) else None,
+               **explicit},
     )  # fmt: skip
     cfg = _with_dataset_defaults(cfg, cfg.train.dataset, explicit)
     if cfg.train.recipe == "paper":
@@ -77,8 +81,8 @@ def cmd_train(args) -> int:
             raise MerClipError(f"{out} already holds a training run: pass --resume to continue it, "
                                "or choose another --out")  # fmt: skip
         with _run_lock(out):
-            return _train(args, cfg, out)
-    return _train(args, cfg, out)
+            return _train(args, _taught_by_own_teachers(cfg, out), out)
+    return _train(args, _taught_by_own_teachers(cfg, out), out)
 
 
 # A folder holding any of these is a training run: a new run there would replace its model.
@@ -122,6 +126,64 @@ def _run_lock(out: Path):
         yield
     finally:
         lock.unlink(missing_ok=True)
+
+
+TEACHERS_DIR = "teachers"
+# What a teacher trained by the run shares with it: everything that shapes a run's model (the folder, the
+# seed and the teaching itself aside). A teacher folder trained otherwise is refused, not silently reused.
+TEACHER_SECTIONS = ("model", "labels", "capture", "train")
+NOT_SHARED = ("train.out", "train.seed", "train.teachers", "train.teacher_runs", "train.num_workers")
+
+
+def _taught_by_own_teachers(cfg: Config, out: Path) -> Config:
+    """``--teachers N``: N untaught runs of ``cfg`` (seeds seed+1 .. seed+N) trained first in OUT/teachers/seed-K
+    (a finished one is reused, an interrupted one continued); returns ``cfg`` taught by their best epochs."""
+    import json
+
+    n = cfg.train.teacher_runs
+    if not n:
+        return cfg
+    if cfg.train.recipe != "merclip":
+        raise MerClipError("--recipe paper trains on the paper's plain loss: --teachers is for recipe merclip")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise MerClipError("--teachers N trains its teachers in one process: under torchrun, train them "
+                           "first (one torchrun each, --seed 1, 2, ...) and pass their best.safetensors")  # fmt: skip
+    settings = json.loads(json.dumps(_shared_settings(cfg)))  # as a record reads back
+    paths = []
+    for k in range(1, n + 1):
+        seed = cfg.train.seed + k
+        folder = out / TEACHERS_DIR / f"seed-{seed}"
+        record = folder / "teacher.json"
+        if record.is_file():
+            theirs = json.loads(record.read_text(encoding="utf-8"))
+            differ = sorted(key for key in settings.keys() | theirs.keys() if settings.get(key) != theirs.get(key))
+            if differ:  # a finished or interrupted teacher of other settings: neither reused nor continued
+                shown = ", ".join(differ[:4]) + (", ..." if len(differ) > 4 else "")
+                raise MerClipError(f"{folder} holds a teacher trained with other settings ({shown}): remove it, "
+                                   "or choose another --out")  # fmt: skip
+        elif any((folder / name).exists() for name in RUN_FILES):
+            raise MerClipError(f"{folder} holds a training run this run did not train as a teacher: remove it, "
+                               "or choose another --out")  # fmt: skip
+        done = (folder / "metrics.json").is_file() and (folder / "best.safetensors").is_file()
+        if done:
+            console.print(f"teacher {k} of {n} (seed {seed}): trained already in {folder}, used as it is")
+        else:
+            resume = (folder / "last.safetensors").is_file()
+            console.print(f"teacher {k} of {n} (seed {seed}){', continued' if resume else ''} -> {folder}")
+            folder.mkdir(parents=True, exist_ok=True)
+            record.write_text(json.dumps(settings, indent=1), encoding="utf-8")
+            teacher = override(cfg, train={"seed": seed, "out": str(folder), "teacher_runs": 0})
+            _train(argparse.Namespace(resume=resume), teacher, folder)
+        paths.append(str(folder / "best.safetensors"))
+    console.print(f"the taught run, by the {n} teacher{'s' if n > 1 else ''} above -> {out}")
+    return override(cfg, train={"teachers": tuple(paths), "teacher_runs": 0})
+
+
+def _shared_settings(cfg: Config) -> dict:
+    from dataclasses import asdict
+
+    flat = {f"{section}.{k}": v for section in TEACHER_SECTIONS for k, v in asdict(getattr(cfg, section)).items()}
+    return {k: v for k, v in flat.items() if k not in NOT_SHARED}
 
 
 def new_run(cfg: Config, setting, task: str, resume: bool = False):

@@ -190,7 +190,11 @@ def training_reading(cfg) -> tuple[ReadingSetting, str]:
     frames = cfg.train.frames if recipe == "paper" else cfg.capture.frames_per_window
     samples = cfg.train.samples
     if samples == "auto":
-        samples = TAUGHT_SAMPLES if recipe == "merclip" and cfg.train.teachers else RECIPE_SAMPLES[recipe]
+        samples = (
+            TAUGHT_SAMPLES
+            if recipe == "merclip" and (cfg.train.teachers or cfg.train.teacher_runs)
+            else RECIPE_SAMPLES[recipe]
+        )
     return ReadingSetting(context, cfg.capture.window_s, cfg.capture.hop_s, frames), samples
 
 
