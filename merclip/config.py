@@ -178,14 +178,18 @@ class TrainSection:
     label_smoothing: float = field(default=0.1, metadata=_check(lo=0.0, hi=0.5))
     # Distillation from earlier runs (recipe merclip): their mean softened reading of each training sample
     teachers: tuple[str, ...] = ()
-    # ... or this many teachers trained first by the run itself (seeds seed+1.., in OUT/teachers)
-    teacher_runs: int = field(default=0, metadata=_check(lo=0, hi=32))
+    # ... or teachers trained first by the run itself (seeds seed+1.., in OUT/teachers): a count, or "auto"
+    # (the dataset's, train/training.py TEACHERS_BY_DEFAULT)
+    teacher_runs: str = "auto"
     distill_weight: float = field(default=0.8, metadata=_check(lo=0.0, hi=1.0))
     distill_temperature: float = field(default=2.0, metadata=_check(above=0.0, hi=100.0))
     amp: bool = True
     seed: int = field(default=0, metadata=_check(lo=0, hi=2**32 - 1))
     out: str = field(default="runs/merclip", metadata=_TEXT)
     num_workers: int = field(default=0, metadata=_check(lo=0, hi=256))
+
+
+MAX_TEACHER_RUNS = 32
 
 
 @dataclass(frozen=True)
@@ -324,7 +328,11 @@ def _validate(cfg: Config) -> None:
     _check_template("export.emotion_template", cfg.export.emotion_template)
     _check_template("export.sentiment_template", cfg.export.sentiment_template)
     check_cache_dir(cfg.runtime.cache_dir)
-    if cfg.train.teachers and cfg.train.teacher_runs:
+    runs = cfg.train.teacher_runs
+    if runs != "auto" and not (runs.isdigit() and int(runs) <= MAX_TEACHER_RUNS):
+        raise MerClipError(f"config: train.teacher_runs must be \"auto\" or a count 0 to {MAX_TEACHER_RUNS}, "
+                           f"got {_show(runs)}")  # fmt: skip
+    if cfg.train.teachers and runs not in ("auto", "0"):
         raise MerClipError("config: train.teachers names teachers, train.teacher_runs trains them: set one of the two")
     if not cfg.serve.route.startswith("/") or cfg.serve.route == "/":
         raise MerClipError(f"config: serve.route must be a path such as /merclip, got {_show(cfg.serve.route)}")

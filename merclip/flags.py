@@ -107,11 +107,11 @@ def _checkpoints(text: str) -> tuple[str, ...]:
 
 
 def _teachers(text: str) -> int | tuple[str, ...]:
-    """``--teachers``: a count of teachers to train first (``5``), or trained checkpoints (``A,B``)."""
+    """``--teachers``: a count of teachers to train first (``8``; ``0``: none), or trained checkpoints (``A,B``)."""
     if text.strip().isdigit():
         count = int(text)
-        if not 1 <= count <= 32:
-            raise argparse.ArgumentTypeError(f"a count of teachers to train must be 1 to 32, got {count}")
+        if count > 32:
+            raise argparse.ArgumentTypeError(f"a count of teachers to train must be 0 to 32, got {count}")
         return count
     return _checkpoints(text)
 

@@ -146,17 +146,16 @@ def test_teachers_n_trains_them_first_reuses_finished_ones_and_continues_an_inte
 
 
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    ("argv", "config", "message"),
     [
-        (["--teachers", "2", "--recipe", "paper"], "--teachers is for recipe merclip"),
-        (["--config", "{cfg}", "--teachers", "2"], "set one of the two"),  # teachers named and trained
+        (["--teachers", "2", "--recipe", "paper"], "", "--teachers is for recipe merclip"),
+        ([], 'teachers = ["a.safetensors"]\nteacher_runs = 2', "set one of the two"),  # named and trained
     ],
 )
-def test_teachers_n_is_refused_where_it_cannot_be_meant(tmp_path, capsys, argv, message):
+def test_teachers_n_is_refused_where_it_cannot_be_meant(tmp_path, capsys, argv, config, message):
     cfg = tmp_path / "c.toml"
-    cfg.write_text('[train]\nteachers = ["a.safetensors"]\n')
-    argv = [a.replace("{cfg}", str(cfg)) for a in argv]
-    code = main(["train", "--model", "tiny", "--dataset", "synthetic", "--epochs", "1",
+    cfg.write_text(f"[train]\n{config}\n")
+    code = main(["train", "--config", str(cfg), "--model", "tiny", "--dataset", "synthetic", "--epochs", "1",
                  "--out", str(tmp_path / "r"), *argv])  # fmt: skip
     assert code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "r" / "teachers").exists()
@@ -165,5 +164,46 @@ def test_teachers_n_is_refused_where_it_cannot_be_meant(tmp_path, capsys, argv, 
                  "--epochs", "1", "--out", str(tmp_path / "a")])  # fmt: skip
     assert code == 2 and "merclip ablate trains its rows untaught" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse's usage error
-        main(["train", "--teachers", "0"])
-    assert "a count of teachers to train must be 1 to 32, got 0" in capsys.readouterr().err
+        main(["train", "--teachers", "33"])
+    assert "a count of teachers to train must be 0 to 32, got 33" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "config", "runs"),
+    [
+        (["--dataset", "meld"], "", "5"),  # MELD, our recipe: taught by five teachers trained first
+        (["--dataset", "meld", "--teachers", "0"], "", "0"),  # this one run alone
+        (["--dataset", "meld", "--teachers", "3"], "", "3"),
+        (["--dataset", "meld", "--teachers", "a.safetensors"], "", "0"),  # taught by the runs named
+        (["--dataset", "meld", "--recipe", "paper"], "", "0"),  # the paper's plain loss
+        (["--dataset", "synthetic"], "", "0"),  # measured on MELD only
+        (["--dataset", "meld"], "teacher_runs = 0", "0"),
+        (["--dataset", "meld"], "teacher_runs = 2", "2"),  # a TOML number
+        (["--dataset", "meld", "--teachers", "4"], "teacher_runs = 2", "4"),  # the flag over the file
+        (["--dataset", "meld", "--teachers", "0"], 'teachers = ["a.safetensors"]', "0"),
+    ],
+)
+def test_how_many_teachers_a_run_trains_first(tmp_path, monkeypatch, argv, config, runs):
+    from merclip.train.training import train_config
+
+    from merclip.parsers import build_parser
+
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text(f"[train]\n{config}\n")
+    args = build_parser().parse_args(["train", "--config", str(cfg_file), "--data-root", "x", *argv])
+    cfg = train_config(args)
+    assert cfg.train.teacher_runs == runs
+    if "--teachers" in argv:  # --teachers 0 or N also drops the teachers a file names
+        assert cfg.train.teachers == (() if argv[-1].isdigit() else ("a.safetensors",))
+    assert train_config(args, taught_default=False).train.teacher_runs == ("0" if runs == "5" else runs)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun the default does not apply (teachers train in one process)
+    assert train_config(args).train.teacher_runs == ("0" if runs == "5" else runs)
+
+
+def test_a_count_of_teachers_in_the_config_must_be_a_count(tmp_path):
+    from merclip.config import load_config
+
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text('[train]\nteacher_runs = "many"\n')
+    with pytest.raises(MerClipError, match=r"train.teacher_runs must be \"auto\" or a count 0 to 32, got 'many'"):
+        load_config(str(cfg_file))

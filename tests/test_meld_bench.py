@@ -40,6 +40,12 @@ def test_meld_text_training_writes_accuracy_and_weighted_f1(tmp_path):
     assert run.returncode == 0, run.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"accuracy", "weighted_f1"} <= set(metrics) and 0 <= metrics["weighted_f1"] <= 1
+    # MELD's default: five teachers trained first, then the run taught by them (RESULTS.md, "Several runs")
+    assert "5 teachers first (seeds 1 to 5)" in run.stderr
+    assert sorted(p.name for p in (out / "teachers").iterdir()) == [f"seed-{k}" for k in range(1, 6)]
+    assert metrics["options"]["teachers"] == [
+        str(out / "teachers" / f"seed-{k}" / "best.safetensors") for k in range(1, 6)
+    ]
     assert "sentiment_accuracy" in metrics["best"]
     # eval on a folder that holds only MELD's test CSV
     only_test = _meld(tmp_path / "test-only", splits=("test",))

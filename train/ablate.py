@@ -45,8 +45,8 @@ def _run(args, out: Path, variant: str, modalities: str) -> dict:
 
     row = SimpleNamespace(**{**vars(args), "variant": variant, "modalities": modalities, "task": "sentiment",
                              "out": str(out), "emotion_labels": None, "seed": args.seed})  # fmt: skip
-    cfg = train_config(row)
-    if cfg.train.teacher_runs:  # a row's teachers would be rows of their own: six trainings a row
+    cfg = train_config(row, taught_default=False)
+    if cfg.train.teacher_runs != "0":  # a row's teachers would be rows of their own: six trainings a row
         raise MerClipError("merclip ablate trains its rows untaught: train.teacher_runs is for merclip train")
     train_ds, valid_ds, test_ds = _datasets(cfg, ("train", "valid", "test"))
     partial = _check_splits(cfg, (train_ds, valid_ds, test_ds), train_ds.info)

@@ -192,7 +192,7 @@ def training_reading(cfg) -> tuple[ReadingSetting, str]:
     if samples == "auto":
         samples = (
             TAUGHT_SAMPLES
-            if recipe == "merclip" and (cfg.train.teachers or cfg.train.teacher_runs)
+            if recipe == "merclip" and (cfg.train.teachers or cfg.train.teacher_runs not in ("auto", "0"))
             else RECIPE_SAMPLES[recipe]
         )
     return ReadingSetting(context, cfg.capture.window_s, cfg.capture.hop_s, frames), samples
