@@ -16,15 +16,16 @@ SENTENCES=(
   "A strong revulsion toward something unpleasant or offensive."
   "An intense dread about a possible danger or threat."
 )
+# These tables are of single runs: --teachers 0 (MELD's default since 2026-12-07 trains five teachers first)
 $M eval --baseline majority --dataset meld --data-root "$MELD" --split valid --json "$OUT/majority.json"
 $M eval --baseline tfidf --dataset meld --data-root "$MELD" --split valid --json "$OUT/tfidf.json"
 for variant in full concat_fc; do
   $M train --dataset meld --data-root "$MELD" --modalities L --model tiny --variant $variant --epochs 4 \
-    --out "$OUT/tiny-$variant"
+    --teachers 0 --out "$OUT/tiny-$variant"
 done
 $M train --dataset meld --data-root "$MELD" --modalities L --model tiny --variant full --epochs 4 \
-  --emotion-labels "${SENTENCES[@]}" --out "$OUT/tiny-full-sentences"
+  --emotion-labels "${SENTENCES[@]}" --teachers 0 --out "$OUT/tiny-full-sentences"
 for variant in full concat_fc; do
   $M train --dataset meld --data-root "$MELD" --modalities L --model ViT-B-32 --weights random \
-    --variant $variant --epochs 1 --batch-size 32 --lr 1e-4 --out "$OUT/vitb32-$variant"
+    --variant $variant --epochs 1 --batch-size 32 --lr 1e-4 --teachers 0 --out "$OUT/vitb32-$variant"
 done
