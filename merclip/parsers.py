@@ -107,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "trained runs (e.g. other seeds' best.safetensors; they must read as this run does: model, "
                    "modalities, labels, reading context). Each sample is also taught their mean reading of it "
                    "(train.distill_weight, train.distill_temperature), and every window and clip is a sample "
-                   "each epoch (train.samples). RESULTS.md: five teachers read windows best")  # fmt: skip
+                   "each epoch (train.samples). Default (train.teacher_runs = auto): 5 on MELD with recipe merclip, "
+                   "where it was measured to read the monitor's windows better (RESULTS.md), else 0; 0 trains "
+                   "this one run alone")  # fmt: skip
     _training_flags(p, SYNTHETIC_TRAIN)
     p.add_argument("--out", metavar="DIR", type=TEXT,
                    help="output folder for checkpoints and metrics; a folder that already holds a run is refused "
