@@ -8,6 +8,8 @@ import argparse
 import math
 from collections.abc import Callable
 
+from merclip.config import MAX_TEACHER_RUNS
+
 # What train/ applies where neither the config file (a key left at its packaged value) nor a flag says:
 # DATASET_DEFAULTS (train/splits.py), RANDOM_INIT_LR (train/training.py) and ablate's SYNTHETIC_ABLATION
 # (tests/test_ux_train.py keeps these equal). Written out so that --help need not import the training code.
@@ -110,8 +112,10 @@ def _teachers(text: str) -> int | tuple[str, ...]:
     """``--teachers``: a count of teachers to train first (``8``; ``0``: none), or trained checkpoints (``A,B``)."""
     if text.strip().isdigit():
         count = int(text)
-        if count > 32:
-            raise argparse.ArgumentTypeError(f"a count of teachers to train must be 0 to 32, got {count}")
+        if count > MAX_TEACHER_RUNS:
+            raise argparse.ArgumentTypeError(
+                f"a count of teachers to train must be 0 to {MAX_TEACHER_RUNS}, got {count}"
+            )
         return count
     return _checkpoints(text)
 
