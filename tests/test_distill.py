@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 from merclip.model import MerClipConfig, build_model, save_checkpoint
-from merclip.train.distill import load_teachers
-from merclip.train.losses import distill_loss
+from merclip.train.distill import TaughtTargets, load_teachers
+from merclip.train.losses import distill_loss, teacher_targets
 
 from merclip.cli import main
 from merclip.errors import MerClipError
@@ -22,14 +22,14 @@ def test_the_loss_is_zero_at_the_teachers_mean_and_pulls_the_student_to_it(multi
     torch.manual_seed(0)
     a, b = _out(torch.randn(8, 5), torch.randn(8, 3)), _out(torch.randn(8, 5), torch.randn(8, 3))
     # one teacher: a student reading exactly as it does is taught nothing
-    assert float(distill_loss(a, [a], multi, 2.0)) == pytest.approx(0.0, abs=1e-6)
-    assert float(distill_loss(b, [a], multi, 2.0)) > 0.01
+    assert float(distill_loss(a, teacher_targets([a], multi, 2.0), multi, 2.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(distill_loss(b, teacher_targets([a], multi, 2.0), multi, 2.0)) > 0.01
     # two teachers: gradient steps on the loss alone bring the student to their mean reading
     emotion, sentiment = torch.zeros(8, 5, requires_grad=True), torch.zeros(8, 3, requires_grad=True)
     opt = torch.optim.SGD([emotion, sentiment], lr=20.0 if multi else 2.0)  # BCE averages over the labels too
     for _ in range(500):
         opt.zero_grad()
-        distill_loss(_out(emotion, sentiment), [a, b], multi, 2.0).backward()
+        distill_loss(_out(emotion, sentiment), teacher_targets([a, b], multi, 2.0), multi, 2.0).backward()
         opt.step()
     sent = torch.stack([torch.softmax(o.sentiment_logits / 2, -1) for o in (a, b)]).mean(0)
     assert torch.allclose(torch.softmax(sentiment / 2, -1), sent, atol=1e-3)
@@ -64,25 +64,54 @@ def test_train_with_teachers_is_taught_by_them_each_step_and_records_them(tmp_pa
     from merclip.train import loop
 
     teacher = _train(tmp_path, "teacher")
-    calls = []
+    calls, read = [], []
 
-    def spy(student, taught, multi, temperature, task="both"):
-        calls.append((len(taught), multi, temperature, task))
-        return distill_loss(student, taught, multi, temperature, task)
+    def spy(student, targets, multi, temperature, task="both"):
+        calls.append((multi, temperature, task))
+        return distill_loss(student, targets, multi, temperature, task)
+
+    class Counted(TaughtTargets):  # counts the teachers' forward passes
+        def __init__(self, pairs, forward, *rest):
+            super().__init__(pairs, lambda *a: read.append(len(a[1]["sentiment"])) or forward(*a), *rest)
 
     monkeypatch.setattr(loop, "distill_loss", spy)
+    monkeypatch.setattr(loop, "TaughtTargets", Counted)
     cfg = tmp_path / "c.toml"
     cfg.write_text("[train]\ndistill_weight = 1.0\ndistill_temperature = 3.0\n")
     ckpt = str(teacher / "best.safetensors")
     capsys.readouterr()
-    taught = _train(tmp_path, "taught", "--config", str(cfg), "--teachers", f"{ckpt},{ckpt}")
+    taught = _train(tmp_path, "taught", "--config", str(cfg), "--teachers", f"{ckpt},{ckpt}", "--epochs", "2")
     summary = json.loads((taught / "metrics.json").read_text())
     assert "clips as both (300 / 100 samples)" in capsys.readouterr().err  # taught: every window and clip
-    assert calls and set(calls) == {(2, True, 3.0, "both")}  # every step, both teachers read its batch
-    # one epoch: the synthetic set's 300 training clips in batches of 16 (each clip is one window that reads
-    # all of its words, so "both" adds no second sample of it)
-    assert len(calls) == 19
+    # every step of both epochs is taught: the synthetic set's 300 training clips in batches of 16 (each clip
+    # is one window that reads all of its words, so "both" adds no second sample of it)
+    assert calls and set(calls) == {(True, 3.0, "both")} and len(calls) == 2 * 19
+    # ... but the teachers read each sample once: in the first epoch, both of them
+    assert sum(read) == 2 * 300
     assert summary["options"]["teachers"] == [ckpt, ckpt] and summary["options"]["distill_weight"] == 1.0
+
+
+@pytest.mark.parametrize("fixed", [True, False])
+def test_the_teachers_reading_of_a_sample_is_kept_only_when_the_sample_is_the_same_every_epoch(fixed):
+    torch.manual_seed(0)
+    logits = torch.randn(6, 5)  # what the teacher reads for samples 0..5
+    read = []
+
+    def forward(model, batch, prompts):
+        read.append(batch["index"].tolist())
+        return _out(logits[batch["index"]] * model, logits[batch["index"], :3])
+
+    targets = TaughtTargets([(1.0, None), (2.0, None)], forward, False, 2.0, n_samples=6, fixed=fixed)
+    first = targets({"index": torch.tensor([0, 1, 2])}, torch.device("cpu"))
+    again = targets({"index": torch.tensor([2, 0, 1])}, torch.device("cpu"))
+    expected = teacher_targets([_out(logits[[2, 0, 1]] * m, logits[[2, 0, 1], :3]) for m in (1.0, 2.0)], False, 2.0)
+    for head in ("emotion", "sentiment"):
+        assert torch.allclose(again[head], expected[head]) and torch.allclose(first[head][[2, 0, 1]], again[head])
+    targets({"index": torch.tensor([2, 3])}, torch.device("cpu"))  # 3 is new: the batch is read again
+    if fixed:
+        assert read == [[0, 1, 2], [0, 1, 2], [2, 3], [2, 3]]
+    else:  # views drawn anew each epoch: every batch is read
+        assert read == [[0, 1, 2]] * 2 + [[2, 0, 1]] * 2 + [[2, 3]] * 2
 
 
 def test_teachers_with_the_papers_recipe_are_refused(tmp_path, capsys):

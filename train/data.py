@@ -84,6 +84,11 @@ class ClipDataset(Dataset):
         key = "positive" if score > 0 else "negative"
         return names.index(key) if key in names else (0 if score > 0 else 1)
 
+    @property
+    def fixed_samples(self) -> bool:
+        """Whether sample ``i`` is the same in every epoch (not one of a clip's views drawn anew)."""
+        return not any("views" in e for e in self.entries)
+
     def set_epoch(self, epoch: int, seed: int = 0) -> None:
         """Which view of each clip an epoch draws (entries with ``views``: train/windows.py)."""
         self.epoch, self.seed = epoch, seed
@@ -105,6 +110,7 @@ class ClipDataset(Dataset):
                 # whole clips trained beside windows: as many frames as a window, evenly over the clip
                 frames = frames[np.linspace(0, len(frames) - 1, self.frames_per_sample).round().astype(int)]
         return {
+            "index": i,
             "frames": frames if "V" in self.modalities else None,
             "audio": audio if "A" in self.modalities else None,
             "text": entry["text"] if "L" in self.modalities else None,
@@ -153,4 +159,6 @@ class Collate:
         batch["has_emotion"] = torch.tensor([bool(it.get("has_emotion", True)) for it in items], dtype=torch.bool)
         batch["sentiment"] = torch.tensor([it["sentiment"] for it in items], dtype=torch.long)
         batch["score"] = torch.tensor([it["score"] for it in items], dtype=torch.float32)
+        if all("index" in it for it in items):
+            batch["index"] = torch.tensor([it["index"] for it in items], dtype=torch.long)
         return batch

@@ -12,6 +12,7 @@ from merclip.model import MerClip, load_checkpoint
 
 from merclip.errors import MerClipError
 
+from .losses import teacher_targets
 from .outputs import _short
 
 # What a teacher must share with the run it teaches: the same inputs (model, modalities, pictures, reading
@@ -45,3 +46,31 @@ def load_teachers(paths: tuple[str, ...], student: MerClip, device: torch.device
 def _reading(model: MerClip) -> str:
     setting = model.cfg.reading
     return "whole clips" if setting is None else setting.describe()
+
+
+class TaughtTargets:
+    """The teachers' mean softened reading of each training sample (``losses.teacher_targets``), kept after
+    it is first read: a sample is the same in every epoch (its dataset index names it), so later epochs
+    reuse it instead of running every teacher again — their forward passes were most of a taught epoch's
+    time. ``fixed`` False (samples drawn anew each epoch, ``train.samples = "views"``): read every time."""
+
+    def __init__(self, teachers: list, forward, multi_label: bool, temperature: float, n_samples: int, fixed: bool):
+        self.teachers, self.forward = teachers, forward  # teachers: (model, label prompts) pairs
+        self.multi_label, self.temperature = multi_label, temperature
+        self.fixed = fixed
+        self.known = torch.zeros(n_samples, dtype=torch.bool)
+        self.kept: dict[str, torch.Tensor] = {}
+
+    def __call__(self, batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
+        index = batch.get("index") if self.fixed else None
+        if index is not None and self.kept and bool(self.known[index].all()):
+            return {head: kept[index].to(device) for head, kept in self.kept.items()}
+        with torch.no_grad():
+            read = [self.forward(model, batch, prompts) for model, prompts in self.teachers]
+            targets = teacher_targets(read, self.multi_label, self.temperature)
+        if index is not None:
+            for head, target in targets.items():
+                kept = self.kept.setdefault(head, torch.zeros(len(self.known), target.shape[-1]))
+                kept[index] = target.detach().float().cpu()
+            self.known[index] = True
+        return targets

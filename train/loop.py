@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from merclip.errors import MerClipError
 
 from .data import IGNORE, ClipDataset, Collate
-from .distill import load_teachers
+from .distill import TaughtTargets, load_teachers
 from .losses import compute_loss, distill_loss
 from .metrics import multilabel_metrics, sentiment_metrics, single_label_metrics
 
@@ -269,11 +269,16 @@ def train(
     smoothing = opts.label_smoothing if opts.recipe == "merclip" else 0.0  # the paper's loss is plain
     if opts.teachers and opts.recipe != "merclip":
         raise MerClipError("--recipe paper trains on the paper's plain loss: --teachers is for recipe merclip")
-    teachers = [
-        (t, build_prompts(t.cfg, tokenizer, trim=causal) if t.cfg.uses_label_encoder else None)
-        for t in load_teachers(opts.teachers, model, device)
-    ]  # each with its own label prompts
     multi = model.cfg.emotion_mode == "multi_label"
+    teachers = None
+    if opts.teachers:
+        pairs = [
+            (t, build_prompts(t.cfg, tokenizer, trim=causal) if t.cfg.uses_label_encoder else None)
+            for t in load_teachers(opts.teachers, model, device)
+        ]  # each with its own label prompts
+        fixed = getattr(train_ds, "fixed_samples", False)
+        teachers = TaughtTargets(pairs, lambda t, batch, p: _forward(t, batch, p, device), multi,
+                                 opts.distill_temperature, len(train_ds), fixed)  # fmt: skip
     start_epoch, history, best = 0, [], {"score": -math.inf, "epoch": -1, "metrics": {}}
     if opts.resume:
         start_epoch, history, best = _resume(model, opt, out)
@@ -307,10 +312,9 @@ def train(
                     loss = compute_loss(model, outputs, {k: v.to(device) if torch.is_tensor(v) else v
                                                          for k, v in batch.items()}, opts.task,
                                         smoothing)  # fmt: skip
-                    if teachers:
-                        with torch.no_grad():
-                            taught = [_forward(t, batch, p, device) for t, p in teachers]
-                        kd = distill_loss(outputs, taught, multi, opts.distill_temperature, opts.task)
+                    if teachers is not None:
+                        kd = distill_loss(outputs, teachers(batch, device), multi, opts.distill_temperature,
+                                          opts.task)  # fmt: skip
                         loss = (1 - opts.distill_weight) * loss + opts.distill_weight * kd
                 if not torch.isfinite(loss):
                     raise MerClipError(

@@ -41,24 +41,32 @@ def compute_loss(model: MerClip, out, batch: dict, task: str, smoothing: float =
     return sum(losses)
 
 
-def distill_loss(student, teachers: list, multi_label: bool, temperature: float, task: str = "both") -> torch.Tensor:
-    """T² × the divergence of the student's softened readings from the teachers' mean (per head, summed as
-    the label losses are). ``student``/``teachers``: model outputs of the same batch."""
-    t = temperature
-    losses = []
+def teacher_targets(teachers: list, multi_label: bool, temperature: float) -> dict[str, torch.Tensor]:
+    """The teachers' mean softened reading of a batch, per head (``teachers``: their model outputs)."""
 
-    def soft(logits_of, single: bool):
-        z = [logits_of(o).float() / t for o in teachers]
+    def soft(logits: list[torch.Tensor], single: bool) -> torch.Tensor:
+        z = [x.float() / temperature for x in logits]
         return torch.stack([F.softmax(x, -1) if single else torch.sigmoid(x) for x in z]).mean(0)
 
+    return {
+        "emotion": soft([o.emotion_logits for o in teachers], not multi_label),
+        "sentiment": soft([o.sentiment_logits for o in teachers], True),
+    }
+
+
+def distill_loss(student, targets: dict, multi_label: bool, temperature: float, task: str = "both") -> torch.Tensor:
+    """T² × the divergence of the student's softened readings from the teachers' mean (``targets``:
+    ``teacher_targets`` of the same batch), per head, summed as the label losses are."""
+    t = temperature
+    losses = []
     if task in ("both", "emotion"):
-        target = soft(lambda o: o.emotion_logits, not multi_label)
+        target = targets["emotion"]
         z = student.emotion_logits.float() / t
         if multi_label:
             losses.append(F.binary_cross_entropy_with_logits(z, target) - F.binary_cross_entropy(target, target))
         else:
             losses.append(F.kl_div(F.log_softmax(z, -1), target, reduction="batchmean"))
     if task in ("both", "sentiment"):
-        target = soft(lambda o: o.sentiment_logits, True)
+        target = targets["sentiment"]
         losses.append(F.kl_div(F.log_softmax(student.sentiment_logits.float() / t, -1), target, reduction="batchmean"))
     return t * t * sum(losses)
