@@ -98,16 +98,20 @@ def test_the_teachers_reading_of_a_sample_is_kept_only_when_the_sample_is_the_sa
     read = []
 
     def forward(model, batch, prompts):
-        read.append(batch["index"].tolist())
-        return _out(logits[batch["index"]] * model, logits[batch["index"], :3])
+        read.append(batch["rows"].tolist())
+        return _out(logits[batch["rows"]] * model, logits[batch["rows"], :3])
 
-    targets = TaughtTargets([(1.0, None), (2.0, None)], forward, False, 2.0, n_samples=6, fixed=fixed)
-    first = targets({"index": torch.tensor([0, 1, 2])}, torch.device("cpu"))
-    again = targets({"index": torch.tensor([2, 0, 1])}, torch.device("cpu"))
+    def batch(rows):  # a batch names its samples by index only when they are the same every epoch
+        rows = torch.tensor(rows)
+        return {"rows": rows, "index": rows} if fixed else {"rows": rows}
+
+    targets = TaughtTargets([(1.0, None), (2.0, None)], forward, False, 2.0, n_samples=6)
+    first = targets(batch([0, 1, 2]), torch.device("cpu"))
+    again = targets(batch([2, 0, 1]), torch.device("cpu"))
     expected = teacher_targets([_out(logits[[2, 0, 1]] * m, logits[[2, 0, 1], :3]) for m in (1.0, 2.0)], False, 2.0)
     for head in ("emotion", "sentiment"):
         assert torch.allclose(again[head], expected[head]) and torch.allclose(first[head][[2, 0, 1]], again[head])
-    targets({"index": torch.tensor([2, 3])}, torch.device("cpu"))  # 3 is new: the batch is read again
+    targets(batch([2, 3]), torch.device("cpu"))  # 3 is new: the batch is read again
     if fixed:
         assert read == [[0, 1, 2], [0, 1, 2], [2, 3], [2, 3]]
     else:  # views drawn anew each epoch: every batch is read

@@ -84,17 +84,14 @@ class ClipDataset(Dataset):
         key = "positive" if score > 0 else "negative"
         return names.index(key) if key in names else (0 if score > 0 else 1)
 
-    @property
-    def fixed_samples(self) -> bool:
-        """Whether sample ``i`` is the same in every epoch (not one of a clip's views drawn anew)."""
-        return not any("views" in e for e in self.entries)
-
     def set_epoch(self, epoch: int, seed: int = 0) -> None:
         """Which view of each clip an epoch draws (entries with ``views``: train/windows.py)."""
         self.epoch, self.seed = epoch, seed
 
     def __getitem__(self, i: int) -> dict:
         entry = self.entries[i]
+        # ``index`` names a sample only where it is the same every epoch (not one of a clip's views drawn anew)
+        named = {} if "views" in entry else {"index": i}
         if "views" in entry:  # one of the clip's views, drawn anew each epoch (repeatably: seed, epoch, i)
             rng = np.random.default_rng([self.seed, self.epoch, i])
             if entry["views"] and not (entry["whole"] and rng.random() < VIEWS_CLIP_SHARE):
@@ -109,8 +106,7 @@ class ClipDataset(Dataset):
             if frames is not None and self.frames_per_sample and len(frames) != self.frames_per_sample:
                 # whole clips trained beside windows: as many frames as a window, evenly over the clip
                 frames = frames[np.linspace(0, len(frames) - 1, self.frames_per_sample).round().astype(int)]
-        return {
-            "index": i,
+        return named | {
             "frames": frames if "V" in self.modalities else None,
             "audio": audio if "A" in self.modalities else None,
             "text": entry["text"] if "L" in self.modalities else None,

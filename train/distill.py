@@ -50,20 +50,20 @@ def _reading(model: MerClip) -> str:
 
 class TaughtTargets:
     """The teachers' mean softened reading of each training sample (``losses.teacher_targets``), kept after
-    it is first read: a sample is the same in every epoch (its dataset index names it), so later epochs
-    reuse it instead of running every teacher again — their forward passes were most of a taught epoch's
-    time. ``fixed`` False (samples drawn anew each epoch, ``train.samples = "views"``): read every time."""
+    it is first read: a batch's ``index`` names samples that are the same in every epoch, so later epochs
+    reuse their reading instead of running every teacher again — their forward passes were most of a taught
+    epoch's time. A batch without one (views drawn anew each epoch, ``train.samples = "views"``) is read
+    every time."""
 
-    def __init__(self, teachers: list, forward, multi_label: bool, temperature: float, n_samples: int, fixed: bool):
+    def __init__(self, teachers: list, forward, multi_label: bool, temperature: float, n_samples: int):
         self.teachers, self.forward = teachers, forward  # teachers: (model, label prompts) pairs
         self.multi_label, self.temperature = multi_label, temperature
-        self.fixed = fixed
         self.known = torch.zeros(n_samples, dtype=torch.bool)
         self.kept: dict[str, torch.Tensor] = {}
 
     def __call__(self, batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
-        index = batch.get("index") if self.fixed else None
-        if index is not None and self.kept and bool(self.known[index].all()):
+        index = batch.get("index")
+        if index is not None and bool(self.known[index].all()):
             return {head: kept[index].to(device) for head, kept in self.kept.items()}
         with torch.no_grad():
             read = [self.forward(model, batch, prompts) for model, prompts in self.teachers]

@@ -276,9 +276,8 @@ def train(
             (t, build_prompts(t.cfg, tokenizer, trim=causal) if t.cfg.uses_label_encoder else None)
             for t in load_teachers(opts.teachers, model, device)
         ]  # each with its own label prompts
-        fixed = getattr(train_ds, "fixed_samples", False)
         teachers = TaughtTargets(pairs, lambda t, batch, p: _forward(t, batch, p, device), multi,
-                                 opts.distill_temperature, len(train_ds), fixed)  # fmt: skip
+                                 opts.distill_temperature, len(train_ds))  # fmt: skip
     start_epoch, history, best = 0, [], {"score": -math.inf, "epoch": -1, "metrics": {}}
     if opts.resume:
         start_epoch, history, best = _resume(model, opt, out)
