@@ -27,7 +27,8 @@ its packaged value and that no flag gives takes the dataset's own value
   synthetic  {synthetic["epochs"]} epochs, lr 1e-3, clips of {frames} (a small model trained from scratch; its
              labels are exact: no label smoothing)
   mosi       lr 2.2e-5, batch 8 (the paper's MOSI recipe)
-  meld       its 7 emotions and 3 sentiments, single-label emotion
+  meld       its 7 emotions and 3 sentiments, single-label emotion; with our recipe, five
+             teachers trained first and the lr falling to 0 along a cosine (train.lr_schedule)
 otherwise random weights (--model tiny, or --weights random) train at lr 5e-4 (the paper's
 8e-6 is for fine-tuning pretrained CLIP). A run's first line prints the values it uses.
 """

@@ -152,10 +152,12 @@ def test_teachers_n_trains_them_first_reuses_finished_ones_and_continues_an_inte
     for folder in teachers:
         options = json.loads((folder / "metrics.json").read_text())["options"]
         assert options["teachers"] == [] and options["seed"] == int(folder.name[5:])  # untaught, its own seed
+        assert options["lr_schedule"] == "constant"  # "auto": not measured on the synthetic set
     assert "teacher 1 of 2 (seed 2)" in err and "teacher 2 of 2 (seed 3)" in err
     assert "clips as views" in err and "clips as both" in err  # the teachers as untaught runs, the run taught
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["options"]["teachers"] == [str(t / "best.safetensors") for t in teachers]
+    assert summary["options"]["lr_schedule"] == "constant" and "along a cosine" not in err
 
     # Ctrl-C in the second teacher's last epoch (its epoch checkpoint written, the run not finished), then
     # the same command again: the first teacher is used as it is, the second continued, the run trained
@@ -226,6 +228,8 @@ def test_how_many_teachers_a_run_trains_first(tmp_path, monkeypatch, argv, confi
     args = build_parser().parse_args(["train", "--config", str(cfg_file), "--data-root", "x", *argv])
     cfg = train_config(args)
     assert cfg.train.teacher_runs == runs
+    # the lr along a cosine: MELD, our recipe, taught or not (its teachers inherit the resolved value)
+    assert cfg.train.lr_schedule == ("cosine" if "meld" in argv and "paper" not in argv else "constant")
     if "--teachers" in argv:  # --teachers 0 or N also drops the teachers a file names
         assert cfg.train.teachers == (() if argv[-1].isdigit() else ("a.safetensors",))
     assert train_config(args, taught_default=False).train.teacher_runs == ("0" if runs == "5" else runs)

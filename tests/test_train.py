@@ -136,7 +136,11 @@ def _epoch_done(path: Path) -> int:
 
 
 def test_resume_after_kill_mid_epoch_matches_uninterrupted(small_set, tmp_path):
-    args = ["--dataset", "synthetic", "--data-root", str(small_set), "--epochs", "3", "--batch-size", "8"]
+    # with a learning-rate schedule, which the resumed run must pick up at the step it stopped at
+    config = tmp_path / "cosine.toml"
+    config.write_text('[train]\nlr_schedule = "cosine"\n')
+    args = ["--config", str(config), "--dataset", "synthetic", "--data-root", str(small_set), "--epochs", "3",
+            "--batch-size", "8"]  # fmt: skip
     whole = _train([*args, "--out", str(tmp_path / "whole")])
     assert whole.returncode == 0, whole.stderr
     proc = subprocess.Popen([*MERCLIP, "train", "--model", "tiny", *args, "--out", str(tmp_path / "cut")],
@@ -156,6 +160,25 @@ def test_resume_after_kill_mid_epoch_matches_uninterrupted(small_set, tmp_path):
     assert b["final"]["accuracy"] == a["final"]["accuracy"]
     rows = list(csv.DictReader(open(tmp_path / "cut" / "metrics.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    whole_rows = list(csv.DictReader(open(tmp_path / "whole" / "metrics.csv")))
+    assert [float(r["lr"]) for r in rows] == pytest.approx([float(r["lr"]) for r in whole_rows])
+
+
+def test_cosine_schedule_falls_to_zero_over_the_run(small_set, tmp_path):
+    from merclip.train.loop import cosine_factor
+
+    assert cosine_factor(0, 10) == 1.0 and cosine_factor(5, 10) == pytest.approx(0.5)
+    config = tmp_path / "cosine.toml"
+    config.write_text('[train]\nlr_schedule = "cosine"\n')
+    args = ["--config", str(config), "--dataset", "synthetic", "--data-root", str(small_set), "--epochs", "2",
+            "--batch-size", "8", "--lr", "1e-3"]  # fmt: skip
+    whole = _train([*args, "--out", str(tmp_path / "whole")])
+    assert whole.returncode == 0, whole.stderr
+    lrs = [float(r["lr"]) for r in csv.DictReader(open(tmp_path / "whole" / "metrics.csv"))]
+    # the lr of each epoch's last step: steps n - 1 and 2n - 1 of 2n, for the run's n steps an epoch
+    expected = {n: [1e-3 * cosine_factor(k * n - 1, 2 * n) for k in (1, 2)] for n in range(1, 1000)}
+    assert [n for n, want in expected.items() if lrs == pytest.approx(want)], lrs
+    assert lrs[1] < 1e-3 * 0.01
 
 
 def test_two_process_gloo_matches_one_process(small_set, tmp_path):

@@ -53,6 +53,7 @@ class RunOptions:
     teachers: tuple[str, ...] = ()  # checkpoints to distil from (recipe merclip)
     distill_weight: float = 0.8
     distill_temperature: float = 2.0
+    lr_schedule: str = "constant"  # or "cosine": each group's lr falls to 0 over the run's steps
     num_workers: int = 0
     threshold: float = 0.6
     resume: bool = False
@@ -185,6 +186,12 @@ def _calibration_metrics(emo_logits, emo_targets, multi: bool, sent_logits, sent
     return out
 
 
+def cosine_factor(step: int, total: int) -> float:
+    """The learning rate's share of its peak at ``step`` of ``total``: 1 at the first, falling along half a
+    cosine to 0 after the last."""
+    return 0.5 * (1 + math.cos(math.pi * step / total))
+
+
 # ---- checkpoints --------------------------------------------------------------------------------------
 def save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
     """Optimizer state as tensors (safetensors) + scalars (JSON metadata): no pickling."""
@@ -266,6 +273,7 @@ def train(
     else:
         groups = model.parameter_groups(opts.lr, opts.weight_decay)
     opt = torch.optim.AdamW(groups)
+    base_lrs = [group["lr"] for group in opt.param_groups]  # the schedule's peaks (a resumed run's too)
     smoothing = opts.label_smoothing if opts.recipe == "merclip" else 0.0  # the paper's loss is plain
     if opts.teachers and opts.recipe != "merclip":
         raise MerClipError("--recipe paper trains on the paper's plain loss: --teachers is for recipe merclip")
@@ -306,6 +314,10 @@ def train(
             )
             started, seen, total_loss = time.perf_counter(), 0, 0.0
             for step, batch in enumerate(train_loader):
+                if opts.lr_schedule == "cosine":
+                    factor = cosine_factor(epoch * len(train_loader) + step, opts.epochs * len(train_loader))
+                    for group, base in zip(opt.param_groups, base_lrs, strict=True):
+                        group["lr"] = base * factor
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                     outputs = _forward(net, batch, prompts, device)
                     loss = compute_loss(model, outputs, {k: v.to(device) if torch.is_tensor(v) else v
@@ -337,6 +349,7 @@ def train(
             if rank == 0:
                 metrics = evaluate(model, valid_loader, prompts, device, opts.task, opts.threshold)
                 row = {"epoch": epoch + 1, "train_loss": train_loss, "seconds": time.perf_counter() - started}
+                row["lr"] = opt.param_groups[0]["lr"]  # the network's, at the epoch's last step
                 row |= {f"val_{k}": v for k, v in metrics.items()}
                 history.append(row)
                 key = selection_metric(opts.task, metrics)
@@ -370,7 +383,8 @@ def _save_epoch(model, opt, out: Path, epoch: int, history: list, best: dict, im
         shutil.copyfile(out / "last.safetensors", out / "best.safetensors.tmp")
         os.replace(out / "best.safetensors.tmp", out / "best.safetensors")
     with open(out / "metrics.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        columns = list(dict.fromkeys(key for row in history for key in row))  # a run resumed from an older version
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(history)
 

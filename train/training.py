@@ -27,6 +27,9 @@ PAPER_RECIPE = {"model": {"attend": "pooled"}, "labels": {"prompt_context": 8}, 
 # Teachers a run of our recipe trains first where that was measured to read the monitor's windows better
 # (RESULTS.md, "The default chain since 2026-12-07"): MELD, +1.0 / +1.0 wF1 on windows for six trainings.
 TEACHERS_BY_DEFAULT = {"meld": 5}
+# Where a run of our recipe lets its lr fall along a cosine by default (train.lr_schedule = "auto"), as measured
+# on the monitor's windows (RESULTS.md, "The learning rate falls along a cosine"): MELD, teachers and taught run.
+COSINE_BY_DEFAULT = ("meld",)
 
 
 def train_config(args, taught_default: bool = True) -> Config:
@@ -58,6 +61,9 @@ def train_config(args, taught_default: bool = True) -> Config:
     if cfg.model.weights == "random" and "lr" not in explicit and cfg.train.lr == type(cfg.train)().lr:
         # 8e-6 is the paper's lr for fine-tuning pretrained CLIP; from scratch it would barely move.
         cfg = override(cfg, train={"lr": RANDOM_INIT_LR})
+    if cfg.train.lr_schedule == "auto":  # resolved here: the teachers trained first inherit it, records say it
+        cosine = cfg.train.recipe == "merclip" and cfg.train.dataset in COSINE_BY_DEFAULT
+        cfg = override(cfg, train={"lr_schedule": "cosine" if cosine else "constant"})
     if cfg.train.teacher_runs == "auto":  # resolved here: the run, its teachers and its record say the count
         taught = taught_default and cfg.train.recipe == "merclip" and not cfg.train.teachers
         runs = TEACHERS_BY_DEFAULT.get(cfg.train.dataset, 0) if taught else 0
@@ -226,7 +232,7 @@ def new_run(cfg: Config, setting, task: str, resume: bool = False):
                       grad_clip=t.grad_clip, amp=t.amp, seed=t.seed, task=task, recipe=t.recipe,
                       num_workers=t.num_workers, label_smoothing=t.label_smoothing, teachers=t.teachers,
                       distill_weight=t.distill_weight, distill_temperature=t.distill_temperature,
-                      threshold=cfg.labels.emotion_threshold, resume=resume)  # fmt: skip
+                      lr_schedule=t.lr_schedule, threshold=cfg.labels.emotion_threshold, resume=resume)  # fmt: skip
     return model, opts
 
 
@@ -244,10 +250,11 @@ def _train(args, cfg: Config, out: Path) -> int:
     setting, samples = use_samples(cfg, train_ds, valid_ds)
     model, opts = new_run(cfg, setting, task, resume=args.resume)
     t = cfg.train
+    schedule = " falling to 0 along a cosine" if opts.lr_schedule == "cosine" else ""
     console.print(
         f"training {cfg.model.arch} ({cfg.model.variant}, {cfg.model.modalities}, task {task}, recipe {t.recipe}) "
         f"on {t.dataset}: {clips[0]} train / {clips[1]} valid clips as {samples} ({len(train_ds)} / "
-        f"{len(valid_ds)} samples), read as {setting.describe()}; lr {t.lr}, {t.epochs} epochs -> {t.out}"
+        f"{len(valid_ds)} samples), read as {setting.describe()}; lr {t.lr}{schedule}, {t.epochs} epochs -> {t.out}"
     )
     if abs(setting.window_s - model.cfg.mel.segment_s) > 1e-9:  # said now, not after the run
         console.print(f"notice: read in {setting.window_s:g}-s windows, this model trains and scores (merclip eval) "
