@@ -183,8 +183,7 @@ class TrainSection:
     teacher_runs: str = "auto"
     distill_weight: float = field(default=0.8, metadata=_check(lo=0.0, hi=1.0))
     distill_temperature: float = field(default=2.0, metadata=_check(above=0.0, hi=100.0))
-    # auto = the dataset's for recipe merclip (train/training.py COSINE_BY_DEFAULT), else constant
-    lr_schedule: str = field(default="auto", metadata=_check(("auto", "constant", "cosine")))
+    lr_schedule: str = field(default="auto", metadata=_check(("auto", "constant", "cosine")))  # COSINE_BY_DEFAULT
     amp: bool = True
     seed: int = field(default=0, metadata=_check(lo=0, hi=2**32 - 1))
     out: str = field(default="runs/merclip", metadata=_TEXT)
