@@ -1,9 +1,9 @@
 """config.toml -> typed, validated dataclasses.
 
 The dataclass defaults *are* the packaged defaults; the repository's ``config.toml`` documents every key
-with the same values, set or, where setting it would ask a trained model for another reading, shown
-commented out (a test keeps the two equal). Unknown keys, wrong types and bad values are refused
-with one line naming the key and what is expected.
+with the same values, set or, where setting it would ask a trained model for another reading or override
+a dataset's own value, shown commented out (a test keeps the two equal). Unknown keys, wrong types and bad
+values are refused with one line naming the key and what is expected.
 """
 
 from __future__ import annotations
@@ -419,6 +419,12 @@ def override(cfg: Config, **sections: dict[str, Any]) -> Config:
 # Values a trained model records and is read with (model/reading.py): written out, they ask a bundle for
 # another reading (a notice each), so a rendering shows them commented out unless they were asked for.
 READ_AS_TRAINED = ("capture.window_s", "capture.hop_s", "capture.frames_per_window")
+# Values that, left unset, follow the dataset (train/splits.py's DATASET_DEFAULTS), the weights (a random
+# start's lr) or, for labels, the bundle: written out, they would ask for the packaged value everywhere.
+FOLLOW_UNSET = (
+    "model.emotion_mode", "labels.emotion", "labels.sentiment",
+    "train.epochs", "train.batch_size", "train.lr", "train.frames", "train.label_smoothing",
+)  # fmt: skip
 
 
 def to_toml(cfg: Config) -> str:
@@ -430,8 +436,10 @@ def to_toml(cfg: Config) -> str:
         asked = cfg.asked(section.name)
         for key, value in dataclasses.asdict(getattr(cfg, section.name)).items():
             line = f"{key} = {_toml_value(value)}"
-            if f"{section.name}.{key}" in READ_AS_TRAINED and key not in asked:
+            if key not in asked and f"{section.name}.{key}" in READ_AS_TRAINED:
                 line = f"# {line}  (not asked: a trained model is read with its own)"
+            elif key not in asked and f"{section.name}.{key}" in FOLLOW_UNSET:
+                line = f"# {line}  (not asked: left to the dataset, the weights or the bundle)"
             lines.append(line)
         lines.append("")
     return "\n".join(lines)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from merclip.config import MAX_TEACHER_RUNS
 
-# What train/ applies where neither the config file (a key left at its packaged value) nor a flag says:
+# What train/ applies where neither the config file (a key it leaves unset) nor a flag says:
 # DATASET_DEFAULTS (train/splits.py), RANDOM_INIT_LR (train/training.py) and ablate's SYNTHETIC_ABLATION
 # (tests/test_ux_train.py keeps these equal). Written out so that --help need not import the training code.
 SYNTHETIC_TRAIN = {"epochs": 6, "frames": 2}
@@ -22,8 +22,8 @@ SYNTHETIC_ABLATE = {"epochs": 3, "frames": 1}
 def _training_epilog(synthetic: dict) -> str:
     frames = f"{synthetic['frames']} frame" + ("s" if synthetic["frames"] != 1 else "")
     return f"""\
-defaults that depend on the dataset and the model: a setting that the config file leaves at
-its packaged value and that no flag gives takes the dataset's own value
+defaults that depend on the dataset and the model: a setting that the config file leaves
+unset and that no flag gives takes the dataset's own value (one written out is used as written)
   synthetic  {synthetic["epochs"]} epochs, lr 1e-3, clips of {frames} (a small model trained from scratch; its
              labels are exact: no label smoothing)
   mosi       lr 2.2e-5, batch 8 (the paper's MOSI recipe)

@@ -215,14 +215,12 @@ def _install(built: Path, folder: Path) -> None:
 
 
 def apply_label_config(bundle, cfg: Config) -> None:
-    """Labels the user set in config.toml replace the bundle's (embedded through its label graph); untouched
-    defaults leave a bundle trained on other labels (e.g. MELD's seven) as it is."""
-    from merclip.config import LabelsSection
-
+    """Labels the user set in config.toml or by a flag replace the bundle's (embedded through its label
+    graph); labels left unset leave a bundle trained on other labels (e.g. MELD's seven) as it is."""
     if bundle.manifest["labels"]["fixed"]:
         return
-    default = LabelsSection()
+    asked = cfg.asked("labels")
     bundle.set_labels(
-        emotion=list(cfg.labels.emotion) if cfg.labels.emotion != default.emotion else None,
-        sentiment=list(cfg.labels.sentiment) if cfg.labels.sentiment != default.sentiment else None,
+        emotion=list(cfg.labels.emotion) if "emotion" in asked else None,
+        sentiment=list(cfg.labels.sentiment) if "sentiment" in asked else None,
     )

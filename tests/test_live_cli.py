@@ -166,6 +166,11 @@ def test_config_labels_replace_bundle_labels_only_when_set(tiny_bundle, tmp_path
     apply_label_config(bundle, from_dict({"labels": {"emotion": ["calm", "a tense, nervous state"]}}))
     assert bundle.emotion_labels == ["calm", "a tense, nervous state"]
     assert bundle.predict(None, None, "hello").emotion.shape == (1, 2)
+    apply_label_config(bundle, from_dict({}))  # unset: the bundle's labels (here the last ones set) stay
+    assert bundle.emotion_labels == ["calm", "a tense, nervous state"]
+    default = ["happy", "sad", "angry", "surprise", "disgust", "fear"]
+    apply_label_config(bundle, from_dict({"labels": {"emotion": default}}))  # written out: asked, packaged or not
+    assert bundle.emotion_labels == default and bundle.predict(None, None, "hello").emotion.shape == (1, 6)
 
 
 def test_model_flag_exports_into_the_cache_once_then_runs(tmp_path):

@@ -18,6 +18,8 @@ from merclip.errors import MerClipError
 MERCLIP = [sys.executable, "-m", "merclip.cli"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 # ---- masked audio ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("attend", ["tokens", "pooled"])
@@ -250,6 +252,35 @@ def test_paper_recipe_config():
     ours = train_config(SimpleNamespace(**{**vars(args), "recipe": None, "frames": 8}))
     assert training_reading(ours)[0].frames_per_window == 8
     assert training_reading(train_config(SimpleNamespace(**{**vars(args), "recipe": None})))[0].frames_per_window == 4
+
+
+def test_a_value_written_out_is_used_even_where_it_is_the_packaged_one(tmp_path):
+    """The dataset's values (MELD's labels and single-label head) and a random start's lr fill only what the
+    config leaves unset: the shipped config.toml leaves them unset, a file that writes the packaged value
+    asks for it (before, "asked" meant "differs from the packaged value", and such a file was overridden)."""
+    from types import SimpleNamespace
+
+    from merclip.train.training import train_config
+
+    from merclip.config import Config
+
+    args = SimpleNamespace(config=str(ROOT / "config.toml"), lr=None, epochs=None, batch_size=None, frames=None,
+                           weights=None, model="tiny", variant=None, modalities=None, emotion_labels=None,
+                           dataset="meld", data_root="x", task=None, seed=None, out=None, recipe=None,
+                           allow_partial=False)  # fmt: skip
+    shipped = train_config(args)
+    assert shipped.labels.emotion[0] == "neutral" and len(shipped.labels.emotion) == 7
+    assert shipped.model.emotion_mode == "single_label" and shipped.train.lr == pytest.approx(5e-4)
+    packaged = Config()
+    written = tmp_path / "c.toml"
+    written.write_text(
+        f"[labels]\nemotion = {json.dumps(list(packaged.labels.emotion))}\n"  # a JSON list of strings is TOML
+        f'[model]\nemotion_mode = "{packaged.model.emotion_mode}"\n[train]\nlr = {packaged.train.lr!r}\n'
+    )
+    cfg = train_config(SimpleNamespace(**{**vars(args), "config": str(written)}))
+    assert cfg.labels.emotion == packaged.labels.emotion and cfg.model.emotion_mode == "multi_label"
+    assert cfg.train.lr == packaged.train.lr
+    assert cfg.labels.sentiment == shipped.labels.sentiment  # not written: MELD's three
 
 
 def test_ablate_prints_both_tables_beside_the_papers_and_language_matters(tmp_path, capsys):

@@ -29,12 +29,12 @@ console = Console(stderr=True, soft_wrap=True)
 
 
 def _with_dataset_defaults(cfg: Config, dataset: str, explicit: dict) -> Config:
-    """Apply DATASET_DEFAULTS for keys still at their packaged default and not given on the command line."""
+    """Apply DATASET_DEFAULTS for keys neither the config file nor a flag asked for (a value written out
+    is asked for even where it equals the packaged default)."""
     changes = {}
     for section, values in DATASET_DEFAULTS.get(dataset, {}).items():
-        current = getattr(cfg, section)
-        default = type(current)()
-        keep = {k: v for k, v in values.items() if getattr(current, k) == getattr(default, k) and k not in explicit}
+        asked = cfg.asked(section)
+        keep = {k: v for k, v in values.items() if k not in asked and k not in explicit}
         if keep:
             changes[section] = keep
     return override(cfg, **changes) if changes else cfg

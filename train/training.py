@@ -58,7 +58,7 @@ def train_config(args, taught_default: bool = True) -> Config:
         cfg = override(cfg, **PAPER_RECIPE)
     elif "frames" in explicit:  # our recipe reads the monitor's windows: --frames is a window's frame count
         cfg = override(cfg, capture={"frames_per_window": explicit["frames"]})
-    if cfg.model.weights == "random" and "lr" not in explicit and cfg.train.lr == type(cfg.train)().lr:
+    if cfg.model.weights == "random" and "lr" not in cfg.asked("train"):
         # 8e-6 is the paper's lr for fine-tuning pretrained CLIP; from scratch it would barely move.
         cfg = override(cfg, train={"lr": RANDOM_INIT_LR})
     if cfg.train.lr_schedule == "auto":  # resolved here: the teachers trained first inherit it, records say it
