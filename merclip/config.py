@@ -27,13 +27,8 @@ SENTIMENTS = ("positive", "negative")
 MAX_CONFIG_BYTES = 1 << 20  # a config file is a few KB; anything this big is not one
 
 
-def _check(
-    choices: tuple | None = None,
-    lo: float | None = None,
-    hi: float | None = None,
-    above: float | None = None,
-    nonempty: bool = False,
-) -> dict:
+def _check(choices: tuple | None = None, lo: float | None = None, hi: float | None = None,
+           above: float | None = None, nonempty: bool = False) -> dict:  # fmt: skip
     """Field metadata: allowed values, inclusive bounds ``lo``/``hi``, exclusive lower bound ``above``."""
     return {"choices": choices, "lo": lo, "hi": hi, "above": above, "nonempty": nonempty}
 
@@ -419,12 +414,9 @@ def override(cfg: Config, **sections: dict[str, Any]) -> Config:
 # Values a trained model records and is read with (model/reading.py): written out, they ask a bundle for
 # another reading (a notice each), so a rendering shows them commented out unless they were asked for.
 READ_AS_TRAINED = ("capture.window_s", "capture.hop_s", "capture.frames_per_window")
-# Values that, left unset, follow the dataset (train/splits.py's DATASET_DEFAULTS), the weights (a random
-# start's lr) or, for labels, the bundle: written out, they would ask for the packaged value everywhere.
-FOLLOW_UNSET = (
-    "model.emotion_mode", "labels.emotion", "labels.sentiment",
-    "train.epochs", "train.batch_size", "train.lr", "train.frames", "train.label_smoothing",
-)  # fmt: skip
+# Left unset, these follow the dataset (DATASET_DEFAULTS), a random start (its lr) or, labels, the bundle.
+FOLLOW_UNSET = ("model.emotion_mode", "labels.emotion", "labels.sentiment", "train.epochs", "train.batch_size",
+                "train.lr", "train.frames", "train.label_smoothing")  # fmt: skip
 
 
 def to_toml(cfg: Config) -> str:
@@ -435,11 +427,10 @@ def to_toml(cfg: Config) -> str:
         lines.append(f"[{section.name}]")
         asked = cfg.asked(section.name)
         for key, value in dataclasses.asdict(getattr(cfg, section.name)).items():
-            line = f"{key} = {_toml_value(value)}"
-            if key not in asked and f"{section.name}.{key}" in READ_AS_TRAINED:
-                line = f"# {line}  (not asked: a trained model is read with its own)"
-            elif key not in asked and f"{section.name}.{key}" in FOLLOW_UNSET:
-                line = f"# {line}  (not asked: left to the dataset, the weights or the bundle)"
+            line, name = f"{key} = {_toml_value(value)}", f"{section.name}.{key}"
+            if key not in asked and name in READ_AS_TRAINED + FOLLOW_UNSET:
+                why = "a trained model is read with its own" if name in READ_AS_TRAINED else "left to the dataset"
+                line = f"# {line}  (not asked: {why})"
             lines.append(line)
         lines.append("")
     return "\n".join(lines)
