@@ -76,7 +76,7 @@ def baseline_ceiling(kind: str, root: str, split: str) -> dict[str, dict[str, fl
     from merclip.train.baselines import predict
 
     # MELD's labels and single-label heads, as `merclip eval --baseline` takes them
-    cfg = _with_dataset_defaults(override(load_config(None), train={"dataset": "meld", "data_root": root}), "meld", {})
+    cfg = _with_dataset_defaults(override(load_config(None), train={"dataset": "meld", "data_root": root}), "meld")
     capture = cfg.capture
     setting = ReadingSetting.for_untrained(capture.context, capture.window_s, capture.hop_s, capture.frames_per_window)
     train, scored = _datasets(cfg, ("train", split))

@@ -281,6 +281,9 @@ def test_a_value_written_out_is_used_even_where_it_is_the_packaged_one(tmp_path)
     assert cfg.labels.emotion == packaged.labels.emotion and cfg.model.emotion_mode == "multi_label"
     assert cfg.train.lr == packaged.train.lr
     assert cfg.labels.sentiment == shipped.labels.sentiment  # not written: MELD's three
+    # a flag at the packaged value is asked too: --epochs 20 beats the synthetic set's 6
+    flagged = train_config(SimpleNamespace(**{**vars(args), "dataset": "synthetic", "epochs": packaged.train.epochs}))
+    assert flagged.train.epochs == packaged.train.epochs != 6 and flagged.train.frames == 2
 
 
 def test_ablate_prints_both_tables_beside_the_papers_and_language_matters(tmp_path, capsys):

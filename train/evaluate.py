@@ -168,7 +168,7 @@ def _eval_baseline(args) -> int:
     cfg = override(load_config(args.config), train={"dataset": args.dataset, "data_root": args.data_root,
                                                     "allow_partial": True if args.allow_partial else None},
                    model={"modalities": "L"})  # fmt: skip
-    cfg = _with_dataset_defaults(cfg, cfg.train.dataset, {})
+    cfg = _with_dataset_defaults(cfg, cfg.train.dataset)
     if cfg.model.emotion_mode != "single_label":
         raise MerClipError("baselines are for single-label text datasets such as MELD")
     train_ds, split = _datasets(cfg, ("train", args.split))

@@ -28,13 +28,13 @@ SYNTHETIC_CLIPS = 400
 console = Console(stderr=True, soft_wrap=True)
 
 
-def _with_dataset_defaults(cfg: Config, dataset: str, explicit: dict) -> Config:
+def _with_dataset_defaults(cfg: Config, dataset: str) -> Config:
     """Apply DATASET_DEFAULTS for keys neither the config file nor a flag asked for (a value written out
     is asked for even where it equals the packaged default)."""
     changes = {}
     for section, values in DATASET_DEFAULTS.get(dataset, {}).items():
         asked = cfg.asked(section)
-        keep = {k: v for k, v in values.items() if k not in asked and k not in explicit}
+        keep = {k: v for k, v in values.items() if k not in asked}
         if keep:
             changes[section] = keep
     return override(cfg, **changes) if changes else cfg

@@ -51,7 +51,7 @@ def train_config(args, taught_default: bool = True) -> Config:
                "allow_partial": True if getattr(args, "allow_partial", False) else None,
                **explicit},
     )  # fmt: skip
-    cfg = _with_dataset_defaults(cfg, cfg.train.dataset, explicit)
+    cfg = _with_dataset_defaults(cfg, cfg.train.dataset)  # after the flags: what they set is asked
     if cfg.train.recipe == "paper":
         if "frames" in explicit and explicit["frames"] != 12:
             raise MerClipError("--recipe paper samples 12 frames per clip (§4.3): leave --frames out")
