@@ -64,7 +64,7 @@ def open_engine(cfg: Config, console: Console, explicit_labels: bool = False):
                           f"{' and the token' if auth.token else ''} cross the network in clear (use https://)",
                           style="yellow", markup=False, highlight=False)  # fmt: skip
         engine = RemoteEngine.connect(cfg.runtime.server, auth)  # unreachable, refused: one line, exit 2
-        if explicit_labels or cfg.asked("labels").keys() & {"emotion", "sentiment"}:
+        if cfg.asked("labels").keys() & {"emotion", "sentiment"}:  # flags too: they reach cfg as asked
             console.print("notice: labels are the service's (set them where `merclip serve` runs)",
                           style="yellow", markup=False, highlight=False)  # fmt: skip
         return engine.info, engine

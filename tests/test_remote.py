@@ -247,3 +247,22 @@ def test_a_certificate_alert_read_after_the_handshake_is_told_as_one():
     alert = ssl.SSLError(1, "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required")
     alert.reason = "TLSV13_ALERT_CERTIFICATE_REQUIRED"  # what OpenSSL's error sets
     assert "it may require a client certificate" in _cause(alert, Transport("https://localhost:1/merclip"))
+
+
+def test_labels_asked_of_a_client_are_said_to_be_the_services(fake_service, tmp_path):
+    """Labels written in the config, at the packaged values too, or given by a flag reach `cfg` as asked; a
+    client cannot set them (the service embeds its own), so it says so once. Unasked, it says nothing."""
+    from merclip.stream.session import open_engine
+    from rich.console import Console
+
+    from merclip.config import Config, load_config, override
+
+    srv = fake_service({})
+    written = tmp_path / "c.toml"
+    written.write_text(f"[labels]\nemotion = {json.dumps(list(Config().labels.emotion))}\n")
+    for cfg, said in [(load_config(None), False), (load_config(written), True),
+                      (override(load_config(None), labels={"sentiment": ("up", "down")}), True)]:  # fmt: skip
+        console = Console(record=True, width=200)
+        info, _ = open_engine(override(cfg, runtime={"server": srv.url}), console)
+        assert info.emotion_labels == INFO["emotion_labels"]  # the service's, whatever was asked
+        assert ("labels are the service's" in console.export_text()) == said
