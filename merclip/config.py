@@ -411,12 +411,14 @@ def override(cfg: Config, **sections: dict[str, Any]) -> Config:
     return new
 
 
-# Values a trained model records and is read with (model/reading.py): written out, they ask a bundle for
-# another reading (a notice each), so a rendering shows them commented out unless they were asked for.
-READ_AS_TRAINED = ("capture.window_s", "capture.hop_s", "capture.frames_per_window")
-# Left unset, these follow the dataset (DATASET_DEFAULTS), a random start (its lr) or, labels, the bundle.
-FOLLOW_UNSET = ("model.emotion_mode", "labels.emotion", "labels.sentiment", "train.epochs", "train.batch_size",
-                "train.lr", "train.frames", "train.label_smoothing")  # fmt: skip
+# Keys a rendering shows commented out unless asked for, with why: written out, the first three ask a bundle
+# for another reading (a notice each, model/reading.py); the others, left unset, follow what the reason says.
+_TRAINED, _DATASET = "a trained model is read with its own", "left to the dataset"
+_LABELS = "left to the dataset in training, live to the bundle"
+NOT_ASKED = {"capture.window_s": _TRAINED, "capture.hop_s": _TRAINED, "capture.frames_per_window": _TRAINED,
+             "model.emotion_mode": _DATASET, "labels.emotion": _LABELS, "labels.sentiment": _LABELS,
+             "train.epochs": _DATASET, "train.batch_size": _DATASET, "train.lr": f"{_DATASET}; random weights 5e-4",
+             "train.frames": _DATASET, "train.label_smoothing": _DATASET}  # fmt: skip
 
 
 def to_toml(cfg: Config) -> str:
@@ -428,9 +430,8 @@ def to_toml(cfg: Config) -> str:
         asked = cfg.asked(section.name)
         for key, value in dataclasses.asdict(getattr(cfg, section.name)).items():
             line, name = f"{key} = {_toml_value(value)}", f"{section.name}.{key}"
-            if key not in asked and name in READ_AS_TRAINED + FOLLOW_UNSET:
-                why = "a trained model is read with its own" if name in READ_AS_TRAINED else "left to the dataset"
-                line = f"# {line}  (not asked: {why})"
+            if key not in asked and name in NOT_ASKED:
+                line = f"# {line}  (not asked: {NOT_ASKED[name]})"
             lines.append(line)
         lines.append("")
     return "\n".join(lines)

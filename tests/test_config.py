@@ -87,6 +87,12 @@ def test_a_rendered_config_asks_for_what_its_source_asked(tmp_path):
         for section, keys in (("train", {"lr", "epochs"}), ("labels", {"emotion", "sentiment"})):
             assert again.asked(section).keys() & keys == cfg.asked(section).keys() & keys
     assert "\n# lr = 8e-06" in to_toml(Config()) and "\nlr = 8e-06" in to_toml(from_dict({"train": {"lr": 8e-6}}))
+    # each says why, as the code that follows it does: a random start's lr, a bundle's labels live
+    from merclip.train.training import RANDOM_INIT_LR
+
+    rendered = {line.split(" = ")[0].lstrip("# "): line for line in to_toml(Config()).splitlines()}
+    assert float(rendered["lr"].rsplit("random weights ", 1)[1].rstrip(")")) == RANDOM_INIT_LR
+    assert rendered["emotion"].endswith("live to the bundle)") and rendered["epochs"].endswith("to the dataset)")
 
 
 def test_merclip_config_command_exit_codes(tmp_path):
