@@ -176,6 +176,9 @@ class TrainSection:
     # ... or teachers trained first by the run itself (seeds seed+1.., in OUT/teachers): a count, or "auto"
     # (the dataset's, train/training.py TEACHERS_BY_DEFAULT)
     teacher_runs: str = "auto"
+    # ... and how their decoders attend: auto = the dataset's where one was measured to teach better
+    # (train/training.py TEACHER_ATTEND_BY_DEFAULT), else as this run's (model.attend)
+    teacher_attend: str = field(default="auto", metadata=_check(("auto", "tokens", "pooled")))
     distill_weight: float = field(default=0.8, metadata=_check(lo=0.0, hi=1.0))
     distill_temperature: float = field(default=2.0, metadata=_check(above=0.0, hi=100.0))
     lr_schedule: str = field(default="auto", metadata=_check(("auto", "constant", "cosine")))  # COSINE_BY_DEFAULT
@@ -304,18 +307,15 @@ def _check_template(key: str, template: str) -> None:
     except (KeyError, IndexError, ValueError, AttributeError):
         filled = None
     if filled is None or "{label}" not in template:
-        raise MerClipError(
-            f"config: {key} must contain {{label}} and no other {{...}} fields (write {{{{ }}}} for a brace), "
-            f"got {_show(template)}"
-        )
+        raise MerClipError(f"config: {key} must contain {{label}} and no other {{...}} fields (write {{{{ }}}} for a "
+                           f"brace), got {_show(template)}")  # fmt: skip
 
 
 def _validate(cfg: Config) -> None:
     mods = cfg.model.modalities
     if not mods or set(mods) - set("LVA") or len(set(mods)) != len(mods):
-        raise MerClipError(
-            f"config: model.modalities must be an order of distinct letters from L, V, A, got {_show(mods)}"
-        )
+        raise MerClipError(f"config: model.modalities must be an order of distinct letters from L, V, A, got "
+                           f"{_show(mods)}")  # fmt: skip
     if cfg.capture.hop_s > cfg.capture.window_s:
         raise MerClipError("config: capture.hop_s must be <= capture.window_s (windows may overlap, not leave gaps)")
     for name, labels in (("labels.emotion", cfg.labels.emotion), ("labels.sentiment", cfg.labels.sentiment)):

@@ -28,7 +28,8 @@ unset and that no flag gives takes the dataset's own value (one written out is u
              labels are exact: no label smoothing)
   mosi       lr 2.2e-5, batch 8 (the paper's MOSI recipe)
   meld       its 7 emotions and 3 sentiments, single-label emotion; with our recipe, five
-             teachers trained first and the lr falling to 0 along a cosine (train.lr_schedule)
+             teachers trained first (attending pooled vectors: train.teacher_attend) and the
+             lr falling to 0 along a cosine (train.lr_schedule)
 otherwise random weights (--model tiny, or --weights random) train at lr 5e-4 (the paper's
 8e-6 is for fine-tuning pretrained CLIP). A run's first line prints the values it uses.
 """

@@ -102,14 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--allow-partial", action="store_true", help="run on incomplete MOSI/MOSEI splits (tables say so)")
     p.add_argument("--teachers", metavar="N|CKPT,CKPT,...", type=_teachers,
-                   help="distil from teachers: N trains N of them first (this run's settings, seeds seed+1 to "
-                   "seed+N, in OUT/teachers; a finished one is reused, an interrupted one continued), or name "
-                   "trained runs (e.g. other seeds' best.safetensors; they must read as this run does: model, "
-                   "modalities, labels, reading context). Each sample is also taught their mean reading of it "
-                   "(train.distill_weight, train.distill_temperature), and every window and clip is a sample "
-                   "each epoch (train.samples). Default (train.teacher_runs = auto): 5 on MELD with recipe merclip, "
-                   "where it was measured to read the monitor's windows better (RESULTS.md), else 0; 0 trains "
-                   "this one run alone")  # fmt: skip
+                   help="distil from teachers: N trains N of them first (this run's settings, seeds seed+1 to seed+N, "
+                   "decoders attending as train.teacher_attend says, in OUT/teachers; a finished one is reused, an "
+                   "interrupted one continued), or name trained runs (e.g. other seeds' best.safetensors; they must "
+                   "read as this run does: model, modalities, labels, reading context). Each sample is also taught "
+                   "their mean reading of it (train.distill_weight, train.distill_temperature), and every window and "
+                   "clip is a sample each epoch (train.samples). Default (train.teacher_runs = auto): 5 on MELD with "
+                   "recipe merclip (attending one pooled vector per modality), where it was measured to read the "
+                   "monitor's windows better (RESULTS.md), else 0; 0 trains this one run alone")  # fmt: skip
     _training_flags(p, SYNTHETIC_TRAIN)
     p.add_argument("--out", metavar="DIR", type=TEXT,
                    help="output folder for checkpoints and metrics; a folder that already holds a run is refused "

@@ -3,9 +3,10 @@
 # monitor's 2-s windows (and on whole utterances beside them), on a test-sized stand-in for MELD's test
 # split (held-out train dialogues: scripts/meld_holdout.py). No flag beyond the command chain.
 #
-# Usage: bash scripts/meld_windows.sh [MELD_DIR] [OUT] [SEEDS]   (about 12 CPU minutes a seed on 2 cores: the
-# default on MELD trains five teachers first, seeds seed+1..seed+5 in OUT/seed-N/model/teachers, then the
-# run taught by them; MERCLIP_TRAIN_FLAGS="--teachers 0" gives the untaught rows)
+# Usage: bash scripts/meld_windows.sh [MELD_DIR] [OUT] [SEEDS]   (about 8 CPU minutes a seed on 2 cores: the
+# default on MELD trains five teachers first (pooled: train.teacher_attend), seeds seed+1..seed+5 in
+# OUT/seed-N/model/teachers, then the run taught by them; MERCLIP_TRAIN_FLAGS="--teachers 0" gives the
+# untaught rows)
 # SEEDS: one seed or several ("0 1 2 3 4 5"); each trains into OUT/seed-N. One seed's figures move by about
 # a point between seeds, so the last lines print every seed and the mean ± sd.
 set -euo pipefail

@@ -178,6 +178,33 @@ def test_teachers_n_trains_them_first_reuses_finished_ones_and_continues_an_inte
                  "--out", str(out), "--teachers", "2", *TEXT_ONLY])  # fmt: skip
     assert code == 2
     assert "seed-2 holds a teacher trained with other settings (train.epochs)" in capsys.readouterr().err
+    # nor for a run whose teachers attend otherwise (their record says how they attend)
+    pooled = tmp_path / "pooled.toml"
+    pooled.write_text('[train]\nteacher_attend = "pooled"\n')
+    code = main(["train", "--model", "tiny", "--dataset", "synthetic", "--epochs", "1", "--seed", "1", "--out",
+                 str(out), "--teachers", "2", "--config", str(pooled), *TEXT_ONLY])  # fmt: skip
+    assert code == 2 and "other settings (train.teacher_attend)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "config", "attend"),
+    [
+        (["--dataset", "meld"], "", "pooled"),  # measured on MELD: pooled teachers teach windows better
+        (["--dataset", "synthetic"], "", "tokens"),  # elsewhere as the run attends
+        (["--dataset", "synthetic"], '[model]\nattend = "pooled"', "pooled"),
+        (["--dataset", "meld"], '[train]\nteacher_attend = "tokens"', "tokens"),  # asked for: kept
+    ],
+)
+def test_how_the_teachers_a_run_trains_first_attend(tmp_path, argv, config, attend):
+    from merclip.train.training import train_config
+
+    from merclip.parsers import build_parser
+
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text(config + "\n")
+    cfg = train_config(build_parser().parse_args(["train", "--config", str(cfg_file), "--data-root", "x", *argv]))
+    assert cfg.train.teacher_attend == attend  # the run itself attends as model.attend says
+    assert cfg.model.attend == ("pooled" if config.startswith("[model]") else "tokens")
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,12 @@ def test_meld_text_training_writes_accuracy_and_weighted_f1(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"accuracy", "weighted_f1"} <= set(metrics) and 0 <= metrics["weighted_f1"] <= 1
     # MELD's default: five teachers trained first, then the run taught by them (RESULTS.md, "Several runs")
-    assert "5 teachers first (seeds 1 to 5)" in run.stderr
+    assert "5 teachers first (seeds 1 to 5, attending one pooled vector per modality)" in run.stderr
+    from merclip.model import load_checkpoint
+
+    # the teachers attend pooled vectors (train.teacher_attend = auto on MELD), the run as model.attend says
+    assert load_checkpoint(out / "teachers" / "seed-1" / "best.safetensors")[0].cfg.attend == "pooled"
+    assert load_checkpoint(out / "best.safetensors")[0].cfg.attend == "tokens"
     assert sorted(p.name for p in (out / "teachers").iterdir()) == [f"seed-{k}" for k in range(1, 6)]
     assert metrics["options"]["teachers"] == [
         str(out / "teachers" / f"seed-{k}" / "best.safetensors") for k in range(1, 6)
